@@ -1,0 +1,81 @@
+# mmsearch build, local stack and checks. Every target installs what it needs:
+# nothing on a fresh machine has to be installed by hand.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+# pip on these machines warns about absent local mirrors; keep pip's exit code, drop the noise.
+QUIET_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
+PYTHON ?= python3.11
+VENV := .venv
+TRITON_VENV := .venv-triton
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+PROTOS := $(wildcard protos/mmsearch/v1/*.proto)
+GEN_STAMP := mmsearch/v1/.generated
+MODEL_STAMP := model_repository/.built
+
+.PHONY: install proto models demo up down status serve test test-unit test-integration lint typecheck check clean
+
+install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
+
+$(VENV)/.installed: requirements/services.lock.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# One pip command for the whole set: a later separate install would move grpcio/protobuf.
+	$(PY) -m pip install -q -r requirements/services.lock.txt $(QUIET_PIP)
+	$(PY) -m pip install -q --no-deps -e . $(QUIET_PIP)
+	$(PY) -m pip check
+	touch $@
+
+$(TRITON_VENV)/.installed: requirements/triton.lock.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q -r requirements/triton.lock.txt $(QUIET_PIP)
+	$(TRITON_VENV)/bin/python scripts/prepare_triton_venv.py
+	touch $@
+
+proto: $(GEN_STAMP)
+$(GEN_STAMP): $(PROTOS) $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. --mypy_grpc_out=. $(PROTOS)
+	touch $@
+
+models: $(MODEL_STAMP)
+$(MODEL_STAMP): scripts/build_model_repository.py requirements/models.txt $(VENV)/.installed
+	$(PY) scripts/build_model_repository.py
+	touch $@
+
+# The main job on the embedded default: bring the local stack up and run the demo.
+demo: install models
+	$(PY) -m services.cli stack up
+	$(PY) -m services.cli demo
+
+up: install models
+	$(PY) -m services.cli stack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m services.cli stack down; else echo "nothing to stop"; fi
+
+status: install
+	$(PY) -m services.cli stack status
+
+serve: install models
+	$(PY) -m services.cli serve --target all
+
+test: install models
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+test-integration: install models
+	$(PY) -m pytest tests/integration
+
+lint: install
+	$(PY) -m ruff check services tests scripts bench model_repository
+	$(PY) -m ruff format --check services tests scripts bench model_repository
+
+typecheck: install
+	$(PY) -m mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) $(TRITON_VENV) .run $(GEN_STAMP) $(MODEL_STAMP) mmsearch/v1/*_pb2*

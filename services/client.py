@@ -1,0 +1,36 @@
+"""Small client helpers for the CLI, the demo and tests."""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Documented in README.md; accepted only while the server uses the bundled
+# development token file (local mode).
+DEV_TOKEN = "mmsearch-dev-token"
+DEFAULT_ADDR = "127.0.0.1:50051"
+
+
+def default_addr() -> str:
+    return os.environ.get("MMSEARCH_CLIENT_ADDR", DEFAULT_ADDR)
+
+
+def default_token() -> str:
+    return os.environ.get("MMSEARCH_CLIENT_TOKEN", DEV_TOKEN)
+
+
+def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def health_status(addr: str, service: str = "", timeout_s: float = 1.0) -> str:
+    """The health status name of `service` at `addr`, or an error string."""
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            return f"ERROR({exc.code().name})"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

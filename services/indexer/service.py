@@ -1,0 +1,20 @@
+"""Indexer admin service. The API is defined in protos/mmsearch/v1/indexer.proto
+and the Kafka event schema in events.proto; the consumer and stores are issue #4."""
+
+from __future__ import annotations
+
+from mmsearch.v1 import indexer_pb2, indexer_pb2_grpc
+from services.kit.auth import ROLE_INDEX_ADMIN
+from services.kit.component import Component, pending_component
+from services.kit.config import Settings
+
+
+def build_indexer(settings: Settings) -> Component:
+    return pending_component(
+        "indexer",
+        indexer_pb2.DESCRIPTOR.services_by_name["IndexerAdmin"],
+        indexer_pb2_grpc.IndexerAdminServicer,
+        indexer_pb2_grpc.add_IndexerAdminServicer_to_server,
+        ROLE_INDEX_ADMIN,
+        "issue #4",
+    )

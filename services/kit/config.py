@@ -1,0 +1,100 @@
+"""Typed configuration from the environment (prefix MMSEARCH_), validated at start.
+
+Defaults are for local mode (everything on loopback, the development token
+file). Kubernetes deployments override them through the chart's env values.
+Unknown MMSEARCH_* variables are rejected so that a typo cannot silently fall
+back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MMSEARCH_"
+TOOL_PREFIXES = (ENV_PREFIX + "STACK_", ENV_PREFIX + "CLIENT_")
+DEV_TOKENS_FILE = Path(__file__).with_name("dev_tokens.json")
+
+Target = Literal["all", "embedder", "indexer", "searcher", "reranker"]
+TARGETS: tuple[Target, ...] = ("all", "embedder", "indexer", "searcher", "reranker")
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a valid configuration."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
+
+    # gRPC server
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # On SIGTERM: health turns NOT_SERVING, then after shutdown_delay_s the
+    # server stops taking RPCs and gives in-flight ones shutdown_grace_s.
+    shutdown_delay_s: float = Field(0.0, ge=0, le=60)
+    shutdown_grace_s: float = Field(10.0, gt=0, le=300)
+
+    # Observability
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    # OTLP gRPC endpoint for traces (e.g. http://otel-collector:4317); empty disables export.
+    otlp_endpoint: str = ""
+    service_name: str = "mmsearch"
+
+    # Authentication: JSON file of sha256(token) -> tenant and roles.
+    auth_tokens_file: Path = DEV_TOKENS_FILE
+
+    # Readiness: how often dependencies are probed for the health service.
+    readiness_interval_s: float = Field(2.0, gt=0, le=60)
+
+    # Triton (embedder, reranker)
+    triton_url: str = "127.0.0.1:8001"
+    # Upper bound for one Triton call; the caller's remaining deadline is used when shorter.
+    triton_timeout_s: float = Field(10.0, gt=0, le=300)
+    text_model: str = "minilm_l6_text"
+
+    # Embedder limits
+    embed_max_items: int = Field(256, ge=1, le=100_000)
+    embed_max_text_bytes: int = Field(64 * 1024, ge=1, le=16 * 1024 * 1024)
+
+    @property
+    def uses_dev_tokens(self) -> bool:
+        return self.auth_tokens_file.resolve() == DEV_TOKENS_FILE.resolve()
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from `environ` (default: the process environment) plus explicit overrides.
+
+    Raises ConfigError naming every bad or unknown variable.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    # Variables read by the CLI and the local stack, not by the services.
+    unknown = [k for k in unknown if not k.startswith(TOOL_PREFIXES)]
+    if unknown:
+        raise ConfigError(f"unknown configuration variables: {', '.join(unknown)}")
+    values: dict[str, object] = {
+        name: env[ENV_PREFIX + name.upper()]
+        for name in Settings.model_fields
+        if ENV_PREFIX + name.upper() in env
+    }
+    values.update(overrides)
+    try:
+        # Values are passed explicitly (not read again from os.environ) so that
+        # `environ` is the single source.
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc

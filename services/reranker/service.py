@@ -1,0 +1,20 @@
+"""Reranker service. The API is defined in protos/mmsearch/v1/reranker.proto;
+the reranker model and service are issues #3 and #5."""
+
+from __future__ import annotations
+
+from mmsearch.v1 import reranker_pb2, reranker_pb2_grpc
+from services.kit.auth import ROLE_RERANK
+from services.kit.component import Component, pending_component
+from services.kit.config import Settings
+
+
+def build_reranker(settings: Settings) -> Component:
+    return pending_component(
+        "reranker",
+        reranker_pb2.DESCRIPTOR.services_by_name["Reranker"],
+        reranker_pb2_grpc.RerankerServicer,
+        reranker_pb2_grpc.add_RerankerServicer_to_server,
+        ROLE_RERANK,
+        "issues #3 and #5",
+    )

@@ -1,0 +1,20 @@
+"""Searcher service. The API is defined in protos/mmsearch/v1/searcher.proto;
+the implementation (ANN + filters, hybrid BM25 with RRF, rerank) is issue #5."""
+
+from __future__ import annotations
+
+from mmsearch.v1 import searcher_pb2, searcher_pb2_grpc
+from services.kit.auth import ROLE_SEARCH
+from services.kit.component import Component, pending_component
+from services.kit.config import Settings
+
+
+def build_searcher(settings: Settings) -> Component:
+    return pending_component(
+        "searcher",
+        searcher_pb2.DESCRIPTOR.services_by_name["Searcher"],
+        searcher_pb2_grpc.SearcherServicer,
+        searcher_pb2_grpc.add_SearcherServicer_to_server,
+        ROLE_SEARCH,
+        "issue #5",
+    )
