@@ -1,0 +1,125 @@
+"""Shared fixtures: real tritonserver and Tansu broker on free loopback ports,
+started once per session (or per test where a test kills them) and always
+stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.kit.config import Settings, load_settings
+from services.kit.server import RunningServer, start_server
+from services.localstack.broker import start_broker
+from services.localstack.processes import free_port, stop_pid
+from services.localstack.triton import TritonPorts, start_triton
+from services.targets import components_for
+
+ROOT = Path(__file__).resolve().parent.parent
+TRITON_VENV = Path(os.environ.get("MMSEARCH_STACK_TRITON_VENV", ROOT / ".venv-triton"))
+MODEL_REPOSITORY = ROOT / "model_repository"
+DEV_TOKEN = "mmsearch-dev-token"
+TENANT_B_TOKEN = "mmsearch-dev-token-tenant-b"
+READONLY_TOKEN = "mmsearch-dev-token-readonly"
+
+
+@dataclass
+class TritonHandle:
+    ports: TritonPorts
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.process = start_triton(TRITON_VENV, MODEL_REPOSITORY, self.ports, self.log)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            stop_pid(self.process.pid, timeout_s=20)
+            self.process.wait(timeout=5)
+
+
+def _start_triton(log_dir: Path) -> TritonHandle:
+    if not (MODEL_REPOSITORY / ".built").exists():
+        pytest.fail("model_repository is not built: run `make models` (make test does)")
+    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    log = log_dir / "triton.log"
+    return TritonHandle(ports, start_triton(TRITON_VENV, MODEL_REPOSITORY, ports, log), log)
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonHandle]:
+    handle = _start_triton(tmp_path_factory.mktemp("triton"))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def private_triton(tmp_path: Path) -> Iterator[TritonHandle]:
+    """A Triton of the test's own, for tests that kill and restart it."""
+    handle = _start_triton(tmp_path)
+    yield handle
+    handle.stop()
+
+
+@dataclass
+class BrokerHandle:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
+    port = free_port()
+    process = start_broker(port, tmp_path_factory.mktemp("broker") / "broker.log")
+    yield BrokerHandle(port, process)
+    stop_pid(process.pid, timeout_s=10)
+    process.wait(timeout=5)
+
+
+def make_settings(**overrides: object) -> Settings:
+    base: dict[str, object] = {"grpc_port": 0, "metrics_port": 0, "readiness_interval_s": 0.5, "log_format": "console"}
+    base.update(overrides)
+    return load_settings({}, **base)
+
+
+@dataclass
+class ServiceHandle:
+    running: RunningServer
+    registry: CollectorRegistry
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.running.port}"
+
+
+async def start_service(settings: Settings, target: str = "all") -> ServiceHandle:
+    registry = CollectorRegistry()
+    running = await start_server(
+        settings, components_for(target, settings), registry=registry, serve_metrics=False  # type: ignore[arg-type]
+    )
+    return ServiceHandle(running, registry)
+
+
+@pytest.fixture
+async def service(triton: TritonHandle) -> AsyncIterator[ServiceHandle]:
+    """All four services in this process, against the session's Triton."""
+    handle = await start_service(make_settings(triton_url=triton.grpc_url))
+    yield handle
+    await handle.running.stop()

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from services.kit.config import DEV_TOKENS_FILE, ConfigError, load_settings
+
+
+def test_defaults_are_local_mode() -> None:
+    settings = load_settings({})
+    assert settings.grpc_host == "127.0.0.1"
+    assert settings.grpc_port == 50051
+    assert settings.auth_tokens_file == DEV_TOKENS_FILE
+    assert settings.uses_dev_tokens
+
+
+def test_environment_overrides_and_coerces_types() -> None:
+    settings = load_settings(
+        {"MMSEARCH_GRPC_PORT": "6000", "MMSEARCH_SHUTDOWN_GRACE_S": "2.5", "MMSEARCH_AUTH_TOKENS_FILE": "/x.json"}
+    )
+    assert settings.grpc_port == 6000
+    assert settings.shutdown_grace_s == 2.5
+    assert settings.auth_tokens_file == Path("/x.json")
+    assert not settings.uses_dev_tokens
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MMSEARCH_GRPC_PORT", "70000"),
+        ("MMSEARCH_GRPC_PORT", "fifty"),
+        ("MMSEARCH_SHUTDOWN_GRACE_S", "0"),
+        ("MMSEARCH_LOG_LEVEL", "LOUD"),
+        ("MMSEARCH_EMBED_MAX_ITEMS", "0"),
+    ],
+)
+def test_invalid_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+
+
+def test_unknown_variables_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="MMSEARCH_GRPC_PROT"):
+        load_settings({"MMSEARCH_GRPC_PROT": "1"})
+
+
+def test_stack_and_client_variables_are_not_service_config() -> None:
+    load_settings({"MMSEARCH_STACK_BROKER_PORT": "1", "MMSEARCH_CLIENT_TOKEN": "t"})
+
+
+def test_overrides_win_over_environment() -> None:
+    assert load_settings({"MMSEARCH_GRPC_PORT": "6000"}, grpc_port=0).grpc_port == 0
