@@ -87,7 +87,9 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
                 code = exc.code
                 if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
                     log.error("rpc_failed", code=code.name, error=exc.message)
-                elif code == grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
+                else:
+                    log.info("rpc_error", code=code.name, error=exc.message)
+                if code == grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
                     self._on_unavailable(service, exc.message)
                 await context.abort(code, exc.message)
             except asyncio.CancelledError:

@@ -1,0 +1,88 @@
+"""The README's main job, as a user runs it: `mmsearch stack up`, the demo,
+grpcurl against the running stack, `mmsearch stack down`, all on free ports."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.localstack.processes import free_port, pid_alive
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
+    grpc_port = free_port()
+    env.update(
+        MMSEARCH_STACK_RUN_DIR=str(tmp_path / "run"),
+        MMSEARCH_STACK_TRITON_HTTP_PORT=str(free_port()),
+        MMSEARCH_STACK_TRITON_GRPC_PORT=str(free_port()),
+        MMSEARCH_STACK_TRITON_METRICS_PORT=str(free_port()),
+        MMSEARCH_STACK_BROKER_PORT=str(free_port()),
+        MMSEARCH_STACK_GRPC_PORT=str(grpc_port),
+        MMSEARCH_STACK_METRICS_PORT=str(free_port()),
+        MMSEARCH_CLIENT_ADDR=f"127.0.0.1:{grpc_port}",
+    )
+    cli = [sys.executable, "-m", "services.cli"]
+    state_file = tmp_path / "run" / "stack.json"
+    try:
+        up = run([*cli, "stack", "up"], env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "stack is up" in up.stdout
+        pids = {name: entry["pid"] for name, entry in json.loads(state_file.read_text()).items()}
+        assert set(pids) == {"triton", "broker", "mmsearch"}
+
+        again = run([*cli, "stack", "up"], env)
+        assert again.returncode == 0 and "already running" in again.stdout
+
+        demo = run([*cli, "demo"], env)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "space minilm@1" in demo.stdout
+        assert "-> 'A kitten naps on the couch.'" in demo.stdout
+        assert "mmsearch.v1.Embedder       SERVING" in demo.stdout
+
+        listed = run([str(GRPCURL), "-plaintext", f"127.0.0.1:{grpc_port}", "list"], env, timeout=30)
+        assert listed.returncode == 0, listed.stderr
+        services = set(listed.stdout.split())
+        assert {
+            "mmsearch.v1.Embedder",
+            "mmsearch.v1.Searcher",
+            "mmsearch.v1.Reranker",
+            "mmsearch.v1.IndexerAdmin",
+            "grpc.health.v1.Health",
+        } <= services
+
+        embedded = run(
+            [
+                str(GRPCURL),
+                "-plaintext",
+                "-H",
+                "authorization: Bearer mmsearch-dev-token",
+                "-d",
+                '{"items": [{"text": "hello world"}]}',
+                f"127.0.0.1:{grpc_port}",
+                "mmsearch.v1.Embedder/Embed",
+            ],
+            env,
+            timeout=30,
+        )
+        assert embedded.returncode == 0, embedded.stderr
+        assert len(json.loads(embedded.stdout)["embeddings"][0]["vector"]["values"]) == 384
+
+        status = run([*cli, "stack", "status"], env)
+        assert status.returncode == 0 and "DEAD" not in status.stdout
+    finally:
+        down = run([*cli, "stack", "down"], env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not state_file.exists()
+    assert not any(pid_alive(pid) for pid in pids.values())
