@@ -34,7 +34,7 @@ $(TRITON_VENV)/.installed: requirements/triton.lock.txt
 
 proto: $(GEN_STAMP)
 $(GEN_STAMP): $(PROTOS) $(VENV)/.installed
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. --mypy_grpc_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --mypy_out=. --grpc_python_out=. --mypy_grpc_out=. $(PROTOS)
 	touch $@
 
 models: $(MODEL_STAMP)
@@ -77,5 +77,5 @@ typecheck: install
 
 check: lint typecheck test
 
-clean:
+clean: down
 	rm -rf $(VENV) $(TRITON_VENV) .run $(GEN_STAMP) $(MODEL_STAMP) mmsearch/v1/*_pb2*

@@ -1,10 +1,10 @@
 """The `mmsearch` command.
 
-  mmsearch serve --target all|embedder|indexer|searcher|reranker
-  mmsearch stack up|down|status        local stack on loopback
-  mmsearch embed TEXT...               embed texts through the gRPC API
-  mmsearch demo                        the quick-start job
-  mmsearch health                      health of every service
+mmsearch serve --target all|embedder|indexer|searcher|reranker
+mmsearch stack up|down|status        local stack on loopback
+mmsearch embed TEXT...               embed texts through the gRPC API
+mmsearch demo                        the quick-start job
+mmsearch health                      health of every service
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def _serve(target: Target) -> int:
     return 0
 
 
-def _embed(addr: str, token: str, texts: Sequence[str], space: str, timeout_s: float) -> embedder_pb2.EmbedResponse:
+def _embed(
+    addr: str, token: str, texts: Sequence[str], space: str, timeout_s: float
+) -> embedder_pb2.EmbedResponse:
     with grpc.insecure_channel(addr) as channel:
         stub = embedder_pb2_grpc.EmbedderStub(channel)
         request = embedder_pb2.EmbedRequest(
@@ -98,9 +100,10 @@ def _print_embeddings(response: embedder_pb2.EmbedResponse, texts: Sequence[str]
     for text, e in zip(texts, response.embeddings, strict=True):
         vector = np.asarray(e.vector.values)
         head = " ".join(f"{v:+.3f}" for v in vector[:4])
+        truncated = " TRUNCATED" if e.truncated else ""
         print(
             f"  {len(vector)}-d |v|={np.linalg.norm(vector):.3f} [{head} ...] "
-            f"{e.model}/{e.model_version} tokens={e.input_tokens}{' TRUNCATED' if e.truncated else ''}  {text!r}"
+            f"{e.model}/{e.model_version} tokens={e.input_tokens}{truncated}  {text!r}"
         )
 
 
@@ -124,13 +127,15 @@ def _demo(addr: str, token: str) -> int:
         print(f"  {service or '(overall)':26s} {health_status(addr, service)}")
     print(
         "\nThe stack keeps running: try `.venv/bin/grpcurl -plaintext "
-        f"{addr} list`, `.venv/bin/mmsearch embed \"some text\"`; stop it with `make down`."
+        f'{addr} list`, `.venv/bin/mmsearch embed "some text"`; stop it with `make down`.'
     )
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mmsearch", description="Multimodal embedding and cross-modal search.")
+    parser = argparse.ArgumentParser(
+        prog="mmsearch", description="Multimodal embedding and cross-modal search."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run services (configuration from MMSEARCH_* environment variables)")
@@ -161,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from services.localstack import stack as local_stack
 
             config = local_stack.StackConfig.from_env()
-            action = {"up": local_stack.up, "down": local_stack.down, "status": local_stack.status}[args.action]
+            action = {"up": local_stack.up, "down": local_stack.down, "status": local_stack.status}[
+                args.action
+            ]
             return action(config)
         if args.command == "embed":
             response = _embed(args.addr, args.token, args.texts, args.space, args.timeout)
@@ -170,9 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args.addr, args.token)
         if args.command == "health":
-            for service in HEALTH_SERVICES:
-                print(f"{service or '(overall)':26s} {health_status(args.addr, service)}")
-            return 0
+            statuses = {service: health_status(args.addr, service) for service in HEALTH_SERVICES}
+            for service, value in statuses.items():
+                print(f"{service or '(overall)':26s} {value}")
+            return 0 if statuses[""] == "SERVING" else 1
     except grpc.RpcError as exc:
         print(f"mmsearch: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,7 +15,12 @@ DEFAULT_ADDR = "127.0.0.1:50051"
 
 
 def default_addr() -> str:
-    return os.environ.get("MMSEARCH_CLIENT_ADDR", DEFAULT_ADDR)
+    """MMSEARCH_CLIENT_ADDR, else the local stack's port (MMSEARCH_STACK_GRPC_PORT), else 50051."""
+    if "MMSEARCH_CLIENT_ADDR" in os.environ:
+        return os.environ["MMSEARCH_CLIENT_ADDR"]
+    if "MMSEARCH_STACK_GRPC_PORT" in os.environ:
+        return f"127.0.0.1:{os.environ['MMSEARCH_STACK_GRPC_PORT']}"
+    return DEFAULT_ADDR
 
 
 def default_token() -> str:
@@ -28,7 +34,8 @@ def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
 def health_status(addr: str, service: str = "", timeout_s: float = 1.0) -> str:
     """The health status name of `service` at `addr`, or an error string."""
     with grpc.insecure_channel(addr) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        # The typeshed stub declares no methods on HealthStub.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         except grpc.RpcError as exc:

@@ -94,7 +94,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
 
 
 def make_settings(**overrides: object) -> Settings:
-    base: dict[str, object] = {"grpc_port": 0, "metrics_port": 0, "readiness_interval_s": 0.5, "log_format": "console"}
+    base: dict[str, object] = {
+        "grpc_port": 0,
+        "metrics_port": 0,
+        "readiness_interval_s": 0.5,
+        "log_format": "console",
+    }
     base.update(overrides)
     return load_settings({}, **base)
 
@@ -112,7 +117,10 @@ class ServiceHandle:
 async def start_service(settings: Settings, target: str = "all") -> ServiceHandle:
     registry = CollectorRegistry()
     running = await start_server(
-        settings, components_for(target, settings), registry=registry, serve_metrics=False  # type: ignore[arg-type]
+        settings,
+        components_for(target, settings),
+        registry=registry,
+        serve_metrics=False,  # type: ignore[arg-type]
     )
     return ServiceHandle(running, registry)
 

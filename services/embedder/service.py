@@ -54,14 +54,18 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         for i, item in enumerate(items):
             kind = item.WhichOneof("kind")
             if kind is None:
-                raise InvalidArgument("content is empty: set text, image, audio or vector", field=f"items[{i}]")
+                raise InvalidArgument(
+                    "content is empty: set text, image, audio or vector", field=f"items[{i}]"
+                )
             modality = MODALITY_NAMES[kind]
             if kind == "vector":
                 embeddings[i] = self._vector_embedding(space, item.vector.values, f"items[{i}].vector")
                 continue
             encoder = space.encoder_for(modality)
             if encoder is None:
-                raise InvalidArgument(f"space {space.id} has no encoder for {kind}", field=f"items[{i}].{kind}")
+                raise InvalidArgument(
+                    f"space {space.id} has no encoder for {kind}", field=f"items[{i}].{kind}"
+                )
             if kind != "text":
                 raise Unimplemented(f"{kind} embedding is not built yet")
             text = item.text

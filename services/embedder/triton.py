@@ -82,6 +82,8 @@ class TritonEncoders:
     async def model_info(self, model: str) -> ModelInfo:
         try:
             ready = bool(await self._client.is_model_ready(model, client_timeout=2.0))
+            if not ready:
+                return ModelInfo(model, "", self._batch_sizes.get(model, 0), ready=False)
             meta = await self._client.get_model_metadata(model, as_json=True, client_timeout=2.0)
             config = await self._client.get_model_config(model, as_json=True, client_timeout=2.0)
         except InferenceServerException as exc:
@@ -112,13 +114,13 @@ class TritonEncoders:
             truncated=np.concatenate([p.truncated for p in parts]),
         )
 
-    async def _encode_chunk(self, model: str, texts: list[str], timeout: float) -> TextEncoding:
+    async def _encode_chunk(self, model: str, texts: list[str], timeout_s: float) -> TextEncoding:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         text_input = InferInput("TEXT", list(data.shape), "BYTES")
         text_input.set_data_from_numpy(data)
         outputs = [InferRequestedOutput(name) for name in ("EMBEDDING", "TOKENS", "TRUNCATED")]
         try:
-            result = await self._client.infer(model, [text_input], outputs=outputs, client_timeout=timeout)
+            result = await self._client.infer(model, [text_input], outputs=outputs, client_timeout=timeout_s)
         except InferenceServerException as exc:
             raise map_triton_error(exc, model) from exc
         return TextEncoding(

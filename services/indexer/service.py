@@ -12,9 +12,9 @@ from services.kit.config import Settings
 def build_indexer(settings: Settings) -> Component:
     return pending_component(
         "indexer",
-        indexer_pb2.DESCRIPTOR.services_by_name["IndexerAdmin"],
-        indexer_pb2_grpc.IndexerAdminServicer,
-        indexer_pb2_grpc.add_IndexerAdminServicer_to_server,
-        ROLE_INDEX_ADMIN,
-        "issue #4",
+        service=indexer_pb2.DESCRIPTOR.services_by_name["IndexerAdmin"],
+        servicer_base=indexer_pb2_grpc.IndexerAdminServicer,
+        add_to_server=indexer_pb2_grpc.add_IndexerAdminServicer_to_server,
+        role=ROLE_INDEX_ADMIN,
+        planned_in="issue #4",
     )

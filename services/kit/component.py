@@ -34,6 +34,7 @@ class Component:
 
 def pending_component(
     name: str,
+    *,
     service: ServiceDescriptor,
     servicer_base: type,
     add_to_server: Callable[[Any, grpc.aio.Server], None],

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MMSEARCH_"
@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     # Authentication: JSON file of sha256(token) -> tenant and roles.
     auth_tokens_file: Path = DEV_TOKENS_FILE
+    # The bundled development tokens are public (README); they are refused on a
+    # non-loopback address unless explicitly allowed.
+    allow_dev_tokens: bool = False
 
     # Readiness: how often dependencies are probed for the health service.
     readiness_interval_s: float = Field(2.0, gt=0, le=60)
@@ -68,6 +71,16 @@ class Settings(BaseSettings):
     @property
     def uses_dev_tokens(self) -> bool:
         return self.auth_tokens_file.resolve() == DEV_TOKENS_FILE.resolve()
+
+    @model_validator(mode="after")
+    def _dev_tokens_only_on_loopback(self) -> Settings:
+        loopback = self.grpc_host in {"127.0.0.1", "::1", "localhost"}
+        if self.uses_dev_tokens and not loopback and not self.allow_dev_tokens:
+            raise ValueError(
+                f"the public development tokens cannot be used on {self.grpc_host}: set "
+                f"{ENV_PREFIX}AUTH_TOKENS_FILE (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true for a throwaway install)"
+            )
+        return self
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -95,6 +108,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     except ValidationError as exc:
         problems = "; ".join(
             f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else err["msg"]
             for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc

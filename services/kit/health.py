@@ -113,7 +113,8 @@ class Readiness:
         if self._shutting_down:
             return
         for name, entry in self._entries.items():
-            self._metrics.up.labels(name).set(1 if entry.ready else 0)
+            if entry.implemented:
+                self._metrics.up.labels(name).set(1 if entry.ready else 0)
             await self.servicer.set(name, SERVING if entry.ready else NOT_SERVING)
         await self.servicer.set("", SERVING if self._overall() else NOT_SERVING)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 import structlog
@@ -26,6 +26,8 @@ PUBLIC_SERVICE_PREFIXES = ("grpc.health.v1.", "grpc.reflection.")
 log = get_logger(__name__)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 
 
 class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
@@ -49,9 +51,11 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.lstrip("/").startswith(PUBLIC_SERVICE_PREFIXES):
@@ -60,7 +64,7 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
             # All mmsearch RPCs are unary; a streaming one must be wrapped here before it ships.
             return handler
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, handler.unary_unary),
+            self._wrap(method, cast(Behavior, handler.unary_unary)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -85,13 +89,16 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
                 return await behavior(request, context)
             except ServiceError as exc:
                 code = exc.code
+                message = exc.message
                 if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+                    # Details (e.g. a model server's raw error) go to the log, not to the caller.
                     log.error("rpc_failed", code=code.name, error=exc.message)
+                    message = "internal error"
                 else:
                     log.info("rpc_error", code=code.name, error=exc.message)
                 if code == grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
                     self._on_unavailable(service, exc.message)
-                await context.abort(code, exc.message)
+                await context.abort(code, message)
             except asyncio.CancelledError:
                 # The client went away or its deadline passed.
                 code = grpc.StatusCode.CANCELLED

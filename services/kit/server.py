@@ -79,7 +79,9 @@ async def start_server(
     health = HealthServicer()
     readiness = Readiness(health, DependencyMetrics(registry), settings.readiness_interval_s)
     interceptors: list[grpc.aio.ServerInterceptor] = [
-        aio_server_interceptor(tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())),
+        aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())
+        ),
         RpcPolicyInterceptor(
             authenticator, method_roles, RpcMetrics(registry), on_unavailable=readiness.report_unavailable
         ),
@@ -113,7 +115,9 @@ async def start_server(
             await component.start()
     await readiness.refresh()
     metrics_server = (
-        start_metrics_server(registry, settings.metrics_host, settings.metrics_port) if serve_metrics else None
+        start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
+        if serve_metrics
+        else None
     )
     await server.start()
     readiness.start()

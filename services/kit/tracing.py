@@ -19,7 +19,9 @@ def setup_tracing(service_name: str, otlp_endpoint: str, *, set_global: bool = T
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         insecure = otlp_endpoint.startswith("http://")
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure)))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure))
+        )
     if set_global:
         # Instrumentations look the provider up globally; set it once per process.
         trace.set_tracer_provider(provider)

@@ -4,6 +4,7 @@ Production uses Apache Kafka; nothing here relies on Tansu-only behaviour."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -29,15 +30,18 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int = PARTITION
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="mmsearch-stack", request_timeout_ms=10_000)
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="mmsearch-stack", request_timeout_ms=10_000
+    )
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+        missing = [
+            NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing
+        ]
         if missing:
-            try:
+            # Another starter may have created them meanwhile.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()
 
@@ -57,7 +61,11 @@ def start_broker(port: int, log_path: Path, timeout_s: float = 30.0) -> subproce
     process = spawn(argv, dict(os.environ), log_path)
     try:
         wait_until(
-            lambda: port_open("127.0.0.1", port), timeout_s=timeout_s, what="broker", process=process, log_path=log_path
+            lambda: port_open("127.0.0.1", port),
+            timeout_s=timeout_s,
+            what="broker",
+            process=process,
+            log_path=log_path,
         )
         create_topics(f"127.0.0.1:{port}", [CONTENT_TOPIC, DLQ_TOPIC])
     except Exception:

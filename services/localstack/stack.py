@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.client import health_status
 from services.localstack.broker import start_broker
-from services.localstack.processes import StartupError, pid_alive, spawn, stop_pid, wait_until
+from services.localstack.processes import pid_alive, port_open, spawn, stop_pid, wait_until
 from services.localstack.triton import TritonPorts, start_triton
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,9 @@ class StackConfig:
         return cls(
             run_dir=Path(os.environ.get("MMSEARCH_STACK_RUN_DIR", ROOT / ".run")),
             triton_venv=Path(os.environ.get("MMSEARCH_STACK_TRITON_VENV", ROOT / ".venv-triton")),
-            model_repository=Path(os.environ.get("MMSEARCH_STACK_MODEL_REPOSITORY", ROOT / "model_repository")),
+            model_repository=Path(
+                os.environ.get("MMSEARCH_STACK_MODEL_REPOSITORY", ROOT / "model_repository")
+            ),
             triton=TritonPorts(
                 http=_env_int("MMSEARCH_STACK_TRITON_HTTP_PORT", 8000),
                 grpc=_env_int("MMSEARCH_STACK_TRITON_GRPC_PORT", 8001),
@@ -54,6 +56,11 @@ class StackConfig:
     @property
     def state_file(self) -> Path:
         return self.run_dir / "stack.json"
+
+    @property
+    def ports(self) -> list[int]:
+        t = self.triton
+        return [t.http, t.grpc, t.metrics, self.broker_port, self.grpc_port, self.metrics_port]
 
     @property
     def grpc_addr(self) -> str:
@@ -90,6 +97,13 @@ def up(config: StackConfig) -> int:
         return 0
     if state:
         down(config)
+    busy = [port for port in config.ports if port_open("127.0.0.1", port)]
+    if busy:
+        print(
+            f"cannot start the stack: port(s) {busy} already in use (see MMSEARCH_STACK_* in README)",
+            file=sys.stderr,
+        )
+        return 1
     state = {}
     logs = config.run_dir / "logs"
     try:
@@ -106,7 +120,9 @@ def up(config: StackConfig) -> int:
         print(f"starting mmsearch --target all (gRPC {config.grpc_addr}) ...", flush=True)
         service_log = logs / "mmsearch.log"
         service = spawn(
-            [sys.executable, "-m", "services.cli", "serve", "--target", "all"], _service_env(config), service_log
+            [sys.executable, "-m", "services.cli", "serve", "--target", "all"],
+            _service_env(config),
+            service_log,
         )
         state["mmsearch"] = {
             "pid": service.pid,
@@ -122,7 +138,7 @@ def up(config: StackConfig) -> int:
             process=service,
             log_path=service_log,
         )
-    except StartupError as exc:
+    except Exception as exc:  # anything: stop what was started, leave nothing behind
         print(f"stack failed to start: {exc}", file=sys.stderr)
         down(config)
         return 1
@@ -158,7 +174,12 @@ def status(config: StackConfig) -> int:
         ok &= alive
         print(f"{name:9s} pid {entry['pid']:>7}  {'running' if alive else 'DEAD'}  log {entry.get('log')}")
     if "mmsearch" in state:
-        for service in ("", "mmsearch.v1.Embedder", "mmsearch.v1.Searcher", "mmsearch.v1.Reranker",
-                        "mmsearch.v1.IndexerAdmin"):
+        for service in (
+            "",
+            "mmsearch.v1.Embedder",
+            "mmsearch.v1.Searcher",
+            "mmsearch.v1.Reranker",
+            "mmsearch.v1.IndexerAdmin",
+        ):
             print(f"  health {service or '(overall)':26s} {health_status(config.grpc_addr, service)}")
     return 0 if ok else 1

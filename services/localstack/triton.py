@@ -41,7 +41,9 @@ def _python_libdir(venv: Path) -> str:
     return out.stdout.strip()
 
 
-def triton_command(venv: Path, model_repository: Path, ports: TritonPorts) -> tuple[list[str], dict[str, str]]:
+def triton_command(
+    venv: Path, model_repository: Path, ports: TritonPorts
+) -> tuple[list[str], dict[str, str]]:
     home = triton_home(venv)
     argv = [
         str(home / "bin" / "tritonserver"),
@@ -64,7 +66,9 @@ def triton_command(venv: Path, model_repository: Path, ports: TritonPorts) -> tu
     ]
     env = dict(os.environ)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (_python_libdir(venv), env.get("LD_LIBRARY_PATH")) if p)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (_python_libdir(venv), env.get("LD_LIBRARY_PATH")) if p
+    )
     return argv, env
 
 
@@ -83,7 +87,11 @@ def start_triton(
     process = spawn(argv, env, log_path)
     try:
         wait_until(
-            lambda: triton_ready(ports), timeout_s=timeout_s, what="tritonserver", process=process, log_path=log_path
+            lambda: triton_ready(ports),
+            timeout_s=timeout_s,
+            what="tritonserver",
+            process=process,
+            log_path=log_path,
         )
     except StartupError:
         process.kill()

@@ -12,9 +12,9 @@ from services.kit.config import Settings
 def build_reranker(settings: Settings) -> Component:
     return pending_component(
         "reranker",
-        reranker_pb2.DESCRIPTOR.services_by_name["Reranker"],
-        reranker_pb2_grpc.RerankerServicer,
-        reranker_pb2_grpc.add_RerankerServicer_to_server,
-        ROLE_RERANK,
-        "issues #3 and #5",
+        service=reranker_pb2.DESCRIPTOR.services_by_name["Reranker"],
+        servicer_base=reranker_pb2_grpc.RerankerServicer,
+        add_to_server=reranker_pb2_grpc.add_RerankerServicer_to_server,
+        role=ROLE_RERANK,
+        planned_in="issues #3 and #5",
     )

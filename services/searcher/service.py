@@ -12,9 +12,9 @@ from services.kit.config import Settings
 def build_searcher(settings: Settings) -> Component:
     return pending_component(
         "searcher",
-        searcher_pb2.DESCRIPTOR.services_by_name["Searcher"],
-        searcher_pb2_grpc.SearcherServicer,
-        searcher_pb2_grpc.add_SearcherServicer_to_server,
-        ROLE_SEARCH,
-        "issue #5",
+        service=searcher_pb2.DESCRIPTOR.services_by_name["Searcher"],
+        servicer_base=searcher_pb2_grpc.SearcherServicer,
+        add_to_server=searcher_pb2_grpc.add_SearcherServicer_to_server,
+        role=ROLE_SEARCH,
+        planned_in="issue #5",
     )

@@ -17,7 +17,9 @@ GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
@@ -35,6 +37,7 @@ def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
     )
     cli = [sys.executable, "-m", "services.cli"]
     state_file = tmp_path / "run" / "stack.json"
+    pids: dict[str, int] = {}
     try:
         up = run([*cli, "stack", "up"], env)
         assert up.returncode == 0, up.stdout + up.stderr

@@ -46,7 +46,9 @@ async def test_kill_and_restart_triton(private_triton: TritonHandle) -> None:
                 await embed.Embed(request, metadata=AUTH, timeout=10)
             elapsed = time.monotonic() - start
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert elapsed < 2.0, f"Embed took {elapsed:.2f}s to fail; it must fail fast, not wait for the deadline"
+            assert elapsed < 2.0, (
+                f"Embed took {elapsed:.2f}s to fail; it must fail fast, not wait for the deadline"
+            )
             await wait_status(NOT_SERVING, 2.0)
             # Overall health follows the embedder.
             overall = await health.Check(health_pb2.HealthCheckRequest(service=""))

@@ -63,7 +63,12 @@ def _write(tmp_path: Path, tokens: list[dict[str, object]]) -> Path:
 
 
 def test_token_file_is_validated(tmp_path: Path) -> None:
-    good = {"name": "a", "sha256": hashlib.sha256(b"s3cret").hexdigest(), "tenant": "acme", "roles": ["search"]}
+    good = {
+        "name": "a",
+        "sha256": hashlib.sha256(b"s3cret").hexdigest(),
+        "tenant": "acme",
+        "roles": ["search"],
+    }
     auth = TokenAuthenticator.from_file(_write(tmp_path, [good]))
     assert auth.authenticate([("authorization", "Bearer s3cret")]).tenant == "acme"
     with pytest.raises(ValueError, match="unknown roles"):
@@ -72,5 +77,5 @@ def test_token_file_is_validated(tmp_path: Path) -> None:
         TokenAuthenticator.from_file(_write(tmp_path, [good, {**good, "name": "b"}]))
     with pytest.raises(ValueError, match="sha256"):
         TokenAuthenticator.from_file(_write(tmp_path, [{**good, "sha256": "s3cret"}]))
-    with pytest.raises(ValueError, match="missing.json"):
+    with pytest.raises(ValueError, match=r"missing\.json"):
         TokenAuthenticator.from_file(tmp_path / "missing.json")

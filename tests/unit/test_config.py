@@ -15,7 +15,11 @@ def test_defaults_are_local_mode() -> None:
 
 def test_environment_overrides_and_coerces_types() -> None:
     settings = load_settings(
-        {"MMSEARCH_GRPC_PORT": "6000", "MMSEARCH_SHUTDOWN_GRACE_S": "2.5", "MMSEARCH_AUTH_TOKENS_FILE": "/x.json"}
+        {
+            "MMSEARCH_GRPC_PORT": "6000",
+            "MMSEARCH_SHUTDOWN_GRACE_S": "2.5",
+            "MMSEARCH_AUTH_TOKENS_FILE": "/x.json",
+        }
     )
     assert settings.grpc_port == 6000
     assert settings.shutdown_grace_s == 2.5
@@ -49,3 +53,12 @@ def test_stack_and_client_variables_are_not_service_config() -> None:
 
 def test_overrides_win_over_environment() -> None:
     assert load_settings({"MMSEARCH_GRPC_PORT": "6000"}, grpc_port=0).grpc_port == 0
+
+
+def test_public_dev_tokens_are_refused_off_loopback() -> None:
+    with pytest.raises(ConfigError, match="AUTH_TOKENS_FILE"):
+        load_settings({"MMSEARCH_GRPC_HOST": "0.0.0.0"})
+    assert load_settings(
+        {"MMSEARCH_GRPC_HOST": "0.0.0.0", "MMSEARCH_ALLOW_DEV_TOKENS": "true"}
+    ).allow_dev_tokens
+    load_settings({"MMSEARCH_GRPC_HOST": "0.0.0.0", "MMSEARCH_AUTH_TOKENS_FILE": "/etc/mmsearch/tokens.json"})

@@ -55,7 +55,9 @@ async def test_status_codes_and_auth(no_triton_service: ServiceHandle) -> None:
         # Validation comes before the model call and names the field.
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await embed.Embed(
-                embedder_pb2.EmbedRequest(items=[common_pb2.Content(text="ok"), common_pb2.Content(text=" ")]),
+                embedder_pb2.EmbedRequest(
+                    items=[common_pb2.Content(text="ok"), common_pb2.Content(text=" ")]
+                ),
                 metadata=bearer(DEV_TOKEN),
             )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -68,8 +70,12 @@ async def test_status_codes_and_auth(no_triton_service: ServiceHandle) -> None:
     def handled(code: str, method: str) -> float:
         value = no_triton_service.registry.get_sample_value(
             "grpc_server_handled_total",
-            {"grpc_type": "unary", "grpc_service": method.split("/")[0], "grpc_method": method.split("/")[1],
-             "grpc_code": code},
+            {
+                "grpc_type": "unary",
+                "grpc_service": method.split("/", maxsplit=1)[0],
+                "grpc_method": method.split("/")[1],
+                "grpc_code": code,
+            },
         )
         return value or 0.0
 
