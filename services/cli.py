@@ -57,7 +57,10 @@ def _serve(target: Target) -> int:
 
     async def run() -> None:
         running = await start_server(
-            settings, components_for(target, settings), registry=CollectorRegistry(), tracer_provider=provider
+            settings,
+            components_for(target, settings, provider),
+            registry=CollectorRegistry(),
+            tracer_provider=provider,
         )
         await serve_until_signalled(running)
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from services.kit.config import Settings, load_settings
+from services.kit.config import Settings, Target, load_settings
 from services.kit.server import RunningServer, start_server
 from services.localstack.broker import start_broker
 from services.localstack.processes import free_port, stop_pid
@@ -114,13 +115,16 @@ class ServiceHandle:
         return f"127.0.0.1:{self.running.port}"
 
 
-async def start_service(settings: Settings, target: str = "all") -> ServiceHandle:
+async def start_service(
+    settings: Settings, target: Target = "all", tracer_provider: TracerProvider | None = None
+) -> ServiceHandle:
     registry = CollectorRegistry()
     running = await start_server(
         settings,
-        components_for(target, settings),
+        components_for(target, settings, tracer_provider),
         registry=registry,
-        serve_metrics=False,  # type: ignore[arg-type]
+        tracer_provider=tracer_provider,
+        serve_metrics=False,
     )
     return ServiceHandle(running, registry)
 

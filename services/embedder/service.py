@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from opentelemetry.trace import TracerProvider
 
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 from services.embedder.spaces import Space, SpaceRegistry, default_registry
@@ -160,8 +161,8 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         raise Unimplemented("ExtractText (OCR) is not built yet")
 
 
-def build_embedder(settings: Settings) -> Component:
-    encoders = TritonEncoders(settings.triton_url, settings.triton_timeout_s)
+def build_embedder(settings: Settings, tracer_provider: TracerProvider | None = None) -> Component:
+    encoders = TritonEncoders(settings.triton_url, settings.triton_timeout_s, tracer_provider)
     registry = default_registry(settings.text_model)
     service = EmbedderService(settings, encoders, registry)
     models = sorted({e.model for s in registry.spaces.values() for e in s.encoders})

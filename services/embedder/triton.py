@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as triton_aio
+from opentelemetry import propagate, trace
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
@@ -55,7 +56,10 @@ def map_triton_error(exc: InferenceServerException, model: str) -> ServiceError:
 
 
 class TritonEncoders:
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, timeout_s: float, tracer_provider: trace.TracerProvider | None = None
+    ) -> None:
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._url = url
         self._timeout_s = timeout_s
         self._client = triton_aio.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
@@ -119,10 +123,20 @@ class TritonEncoders:
         text_input = InferInput("TEXT", list(data.shape), "BYTES")
         text_input.set_data_from_numpy(data)
         outputs = [InferRequestedOutput(name) for name in ("EMBEDDING", "TOKENS", "TRUNCATED")]
-        try:
-            result = await self._client.infer(model, [text_input], outputs=outputs, client_timeout=timeout_s)
-        except InferenceServerException as exc:
-            raise map_triton_error(exc, model) from exc
+        with self._tracer.start_as_current_span(
+            "triton.infer",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"triton.model": model, "triton.batch_size": len(texts), "server.address": self._url},
+        ):
+            # W3C trace context for Triton's own tracing (--trace-config mode=opentelemetry).
+            headers: dict[str, str] = {}
+            propagate.inject(headers)
+            try:
+                result = await self._client.infer(
+                    model, [text_input], outputs=outputs, client_timeout=timeout_s, headers=headers
+                )
+            except InferenceServerException as exc:
+                raise map_triton_error(exc, model) from exc
         return TextEncoding(
             model_version=str(result.get_response().model_version),
             vectors=np.asarray(result.as_numpy("EMBEDDING"), dtype=np.float32),
