@@ -97,19 +97,20 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
 
     @staticmethod
     def _vector_embedding(space: Space, values: Any, field: str) -> embedder_pb2.Embedding:
-        vector = np.asarray(values, dtype=np.float32)
+        # float64 so that large finite float32 values do not overflow the norm.
+        vector = np.asarray(values, dtype=np.float64)
         if vector.shape[0] != space.dimension:
             raise InvalidArgument(
                 f"vector has {vector.shape[0]} dimensions; space {space.id} has {space.dimension}",
                 field=field,
             )
         norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm) or norm == 0.0:
+        if not np.all(np.isfinite(vector)) or norm == 0.0:
             raise InvalidArgument("vector must be finite and non-zero", field=field)
         return embedder_pb2.Embedding(
-            vector=common_pb2.Vector(values=(vector / norm).tolist()),
+            vector=common_pb2.Vector(values=(vector / norm).astype(np.float32).tolist()),
             modality=common_pb2.MODALITY_VECTOR,
-            content_sha256=hashlib.sha256(vector.tobytes()).hexdigest(),
+            content_sha256=hashlib.sha256(vector.astype(np.float32).tobytes()).hexdigest(),
         )
 
     async def ListSpaces(

@@ -109,3 +109,16 @@ async def test_health_is_honest_without_dependencies(no_triton_service: ServiceH
     snapshot = no_triton_service.running.readiness.snapshot()
     assert "unreachable" in snapshot["mmsearch.v1.Embedder"][1]
     assert snapshot["mmsearch.v1.Searcher"][1] == "not implemented yet"
+
+
+async def test_oversized_requests_are_resource_exhausted() -> None:
+    handle = await start_service(make_settings(triton_url=f"127.0.0.1:{free_port()}", max_message_bytes=4096))
+    try:
+        async with grpc.aio.insecure_channel(handle.addr) as channel:
+            stub = embedder_pb2_grpc.EmbedderStub(channel)
+            big = embedder_pb2.EmbedRequest(items=[common_pb2.Content(text="x" * 10_000)])
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Embed(big, metadata=bearer(DEV_TOKEN))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await handle.running.stop()
