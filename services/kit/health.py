@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
@@ -36,8 +36,6 @@ class _Entry:
     implemented: bool
     ready: bool = False
     reason: str = "not probed yet"
-    failures_reported: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class Readiness:
@@ -56,10 +54,6 @@ class Readiness:
             entry.reason = "not implemented yet"
         self._entries[service] = entry
 
-    def is_ready(self, service: str) -> bool:
-        entry = self._entries.get(service)
-        return bool(entry and entry.ready)
-
     def snapshot(self) -> dict[str, tuple[bool, str]]:
         return {name: (e.ready, e.reason) for name, e in self._entries.items()}
 
@@ -70,7 +64,6 @@ class Readiness:
             return
         entry.ready = False
         entry.reason = reason
-        entry.failures_reported += 1
         log.warning("service_not_ready", grpc_service=service, reason=reason)
         self._wake.set()
         self._publish_nowait()
@@ -86,7 +79,7 @@ class Readiness:
             was_ready = entry.ready
             entry.ready, entry.reason = reason is None, reason or "ok"
             if was_ready != entry.ready:
-                log.info(
+                (log.info if entry.ready else log.warning)(
                     "service_ready" if entry.ready else "service_not_ready",
                     grpc_service=name,
                     reason=entry.reason,

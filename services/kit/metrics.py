@@ -71,5 +71,5 @@ def start_metrics_server(registry: CollectorRegistry, host: str, port: int) -> M
 
 def split_method(full_method: str) -> tuple[str, str]:
     """'/pkg.Service/Method' -> ('pkg.Service', 'Method')."""
-    _, service, method = full_method.split("/", 2) if full_method.count("/") >= 2 else ("", "", full_method)
+    service, _, method = full_method.lstrip("/").partition("/")
     return service, method
