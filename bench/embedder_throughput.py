@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -29,8 +28,9 @@ import grpc
 import numpy as np
 
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
-from services.client import DEV_TOKEN, auth_metadata, health_status
-from services.localstack.processes import free_port, spawn, stop_pid, wait_until
+from services.client import DEV_TOKEN, auth_metadata
+from services.localstack.mmsearch import start_mmsearch
+from services.localstack.processes import free_port, stop_pid
 from services.localstack.triton import TritonPorts, start_triton
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,17 +128,13 @@ def main() -> None:
         MMSEARCH_TRITON_URL=f"127.0.0.1:{ports.grpc}",
         MMSEARCH_LOG_LEVEL="WARNING",
     )
-    service_log = work / "serve.log"
-    service = spawn([sys.executable, "-m", "services.cli", "serve", "--target", "embedder"], env, service_log)
     addr = f"127.0.0.1:{grpc_port}"
     try:
-        wait_until(
-            lambda: health_status(addr, "", 0.5) == "SERVING",
-            timeout_s=60,
-            what="embedder",
-            process=service,
-            log_path=service_log,
-        )
+        service = start_mmsearch("embedder", env, work / "serve.log", addr)
+    except BaseException:
+        stop_pid(triton.pid, timeout_s=20)
+        raise
+    try:
         served = [asyncio.run(served_point(addr, texts, c, args.seconds)) for c in args.levels]
     finally:
         stop_pid(service.pid, timeout_s=15)

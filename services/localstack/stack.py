@@ -11,7 +11,8 @@ from pathlib import Path
 
 from services.client import health_status
 from services.localstack.broker import start_broker
-from services.localstack.processes import pid_alive, port_open, spawn, stop_pid, wait_until
+from services.localstack.mmsearch import start_mmsearch
+from services.localstack.processes import pid_alive, port_open, stop_pid
 from services.localstack.triton import TritonPorts, start_triton
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,11 +120,7 @@ def up(config: StackConfig) -> int:
 
         print(f"starting mmsearch --target all (gRPC {config.grpc_addr}) ...", flush=True)
         service_log = logs / "mmsearch.log"
-        service = spawn(
-            [sys.executable, "-m", "services.cli", "serve", "--target", "all"],
-            _service_env(config),
-            service_log,
-        )
+        service = start_mmsearch("all", _service_env(config), service_log, config.grpc_addr)
         state["mmsearch"] = {
             "pid": service.pid,
             "grpc_port": config.grpc_port,
@@ -131,13 +128,6 @@ def up(config: StackConfig) -> int:
             "log": str(service_log),
         }
         _write_state(config, state)
-        wait_until(
-            lambda: health_status(config.grpc_addr, "", 0.5) == "SERVING",
-            timeout_s=60,
-            what="mmsearch",
-            process=service,
-            log_path=service_log,
-        )
     except Exception as exc:  # anything: stop what was started, leave nothing behind
         print(f"stack failed to start: {exc}", file=sys.stderr)
         down(config)

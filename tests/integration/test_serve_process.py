@@ -4,8 +4,6 @@ RED metrics, and SIGTERM draining in-flight RPCs before exiting 0."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +12,7 @@ import grpc
 import pytest
 
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
-from services.client import health_status
+from services.localstack.mmsearch import start_mmsearch
 from services.localstack.processes import free_port, stop_pid, wait_until
 from tests.conftest import DEV_TOKEN, TritonHandle
 
@@ -39,22 +37,9 @@ def test_serve_metrics_logs_and_graceful_sigterm(triton: TritonHandle, tmp_path:
         MMSEARCH_TRITON_TIMEOUT_S="60",
     )
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "--target", "embedder"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     addr = f"127.0.0.1:{grpc_port}"
+    process = start_mmsearch("embedder", env, log_path, addr, timeout_s=30)
     try:
-        wait_until(
-            lambda: health_status(addr, "", 0.5) == "SERVING",
-            timeout_s=30,
-            what="serve",
-            process=process,
-            log_path=log_path,
-        )
         channel = grpc.insecure_channel(addr)
         stub = embedder_pb2_grpc.EmbedderStub(channel)
         stub.Embed(
