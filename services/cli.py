@@ -20,7 +20,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
-from services.client import auth_metadata, default_addr, default_token, health_status
+from services.client import HEALTH_SERVICES, auth_metadata, default_addr, default_token, health_status
 from services.kit.config import TARGETS, ConfigError, Target, load_settings
 
 DEMO_SENTENCES = (
@@ -30,13 +30,6 @@ DEMO_SENTENCES = (
     "Inflation pushed the Federal Reserve to tighten policy.",
     "How do I bake sourdough bread at home?",
     "A simple recipe for homemade bread with a crispy crust.",
-)
-HEALTH_SERVICES = (
-    "",
-    "mmsearch.v1.Embedder",
-    "mmsearch.v1.IndexerAdmin",
-    "mmsearch.v1.Searcher",
-    "mmsearch.v1.Reranker",
 )
 
 

@@ -12,6 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 # development token file (local mode).
 DEV_TOKEN = "mmsearch-dev-token"
 DEFAULT_ADDR = "127.0.0.1:50051"
+# "" is the overall status; then every mmsearch gRPC service.
+HEALTH_SERVICES = (
+    "",
+    "mmsearch.v1.Embedder",
+    "mmsearch.v1.IndexerAdmin",
+    "mmsearch.v1.Searcher",
+    "mmsearch.v1.Reranker",
+)
 
 
 def default_addr() -> str:

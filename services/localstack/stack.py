@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from services.client import health_status
+from services.client import HEALTH_SERVICES, health_status
 from services.localstack.broker import start_broker
 from services.localstack.mmsearch import start_mmsearch
 from services.localstack.processes import pid_alive, port_open, stop_pid
@@ -164,12 +164,6 @@ def status(config: StackConfig) -> int:
         ok &= alive
         print(f"{name:9s} pid {entry['pid']:>7}  {'running' if alive else 'DEAD'}  log {entry.get('log')}")
     if "mmsearch" in state:
-        for service in (
-            "",
-            "mmsearch.v1.Embedder",
-            "mmsearch.v1.Searcher",
-            "mmsearch.v1.Reranker",
-            "mmsearch.v1.IndexerAdmin",
-        ):
+        for service in HEALTH_SERVICES:
             print(f"  health {service or '(overall)':26s} {health_status(config.grpc_addr, service)}")
     return 0 if ok else 1
