@@ -14,8 +14,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROTOS := $(wildcard protos/mmsearch/v1/*.proto)
 GEN_STAMP := mmsearch/v1/.generated
 MODEL_STAMP := model_repository/.built
+SAMPLES_STAMP := .cache/samples/.fetched
 
-.PHONY: install proto models demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples demo up down status serve test test-unit test-integration lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -51,6 +52,12 @@ $(MODEL_STAMP): scripts/build_model_repository.py $(wildcard scripts/models/*.py
 	for script in scripts/models/build_*.py; do $(BUILD_VENV)/bin/python $$script; done
 	touch $@
 
+# Sample photos and sounds for tests, the demo and benchmarks.
+samples: $(SAMPLES_STAMP)
+$(SAMPLES_STAMP): scripts/fetch_samples.py requirements/samples.txt $(VENV)/.installed
+	$(PY) scripts/fetch_samples.py
+	touch $@
+
 # The main job on the embedded default: bring the local stack up and run the demo.
 demo: install models
 	$(PY) -m services.cli stack up
@@ -68,13 +75,13 @@ status: install
 serve: install models
 	$(PY) -m services.cli serve --target all
 
-test: install models
+test: install models samples
 	$(PY) -m pytest
 
-test-unit: install
+test-unit: install samples
 	$(PY) -m pytest tests/unit
 
-test-integration: install models
+test-integration: install models samples
 	$(PY) -m pytest tests/integration
 
 lint: install

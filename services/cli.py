@@ -39,6 +39,7 @@ def _serve(target: Target) -> int:
     except ConfigError as exc:
         print(f"mmsearch: {exc}", file=sys.stderr)
         return 2
+    from services.kit.component import Deps
     from services.kit.logging import configure_logging
     from services.kit.server import serve_until_signalled, start_server
     from services.kit.tracing import setup_tracing
@@ -49,10 +50,11 @@ def _serve(target: Target) -> int:
     provider = setup_tracing(service_name, settings.otlp_endpoint)
 
     async def run() -> None:
+        registry = CollectorRegistry()
         running = await start_server(
             settings,
-            components_for(target, settings, provider),
-            registry=CollectorRegistry(),
+            components_for(target, Deps(settings, registry, provider)),
+            registry=registry,
             tracer_provider=provider,
         )
         await serve_until_signalled(running)

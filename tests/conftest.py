@@ -14,6 +14,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from services.kit.component import Deps
 from services.kit.config import Settings, Target, load_settings
 from services.kit.server import RunningServer, start_server
 from services.localstack.broker import start_broker
@@ -27,6 +28,19 @@ MODEL_REPOSITORY = ROOT / "model_repository"
 DEV_TOKEN = "mmsearch-dev-token"
 TENANT_B_TOKEN = "mmsearch-dev-token-tenant-b"
 READONLY_TOKEN = "mmsearch-dev-token-readonly"
+SAMPLES = ROOT / ".cache" / "samples"
+
+
+def sample(path: str) -> bytes:
+    """A bundled sample file (images/..., audio/...), fetched by `make samples`."""
+    file = SAMPLES / path
+    if not file.exists():
+        pytest.fail(f"{file} is missing: run `make samples` (make test does)")
+    return file.read_bytes()
+
+
+# Models the shared Triton loads: everything the embedder's default spaces use.
+EMBEDDER_MODELS = ("minilm_l6_text", "efficientnet_lite0_conse")
 
 
 @dataclass
@@ -34,6 +48,8 @@ class TritonHandle:
     ports: TritonPorts
     process: subprocess.Popen[bytes]
     log: Path
+    repository: Path
+    models: tuple[str, ...]
 
     @property
     def grpc_url(self) -> str:
@@ -44,7 +60,7 @@ class TritonHandle:
         self.process.wait(timeout=10)
 
     def restart(self) -> None:
-        self.process = start_triton(TRITON_VENV, MODEL_REPOSITORY, self.ports, self.log)
+        self.process = start_triton(TRITON_VENV, self.repository, self.ports, self.log, models=self.models)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -52,17 +68,20 @@ class TritonHandle:
             self.process.wait(timeout=5)
 
 
-def _start_triton(log_dir: Path) -> TritonHandle:
+def start_test_triton(
+    log_dir: Path, models: tuple[str, ...], repository: Path = MODEL_REPOSITORY
+) -> TritonHandle:
     if not (MODEL_REPOSITORY / ".built").exists():
         pytest.fail("model_repository is not built: run `make models` (make test does)")
     ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
     log = log_dir / "triton.log"
-    return TritonHandle(ports, start_triton(TRITON_VENV, MODEL_REPOSITORY, ports, log), log)
+    process = start_triton(TRITON_VENV, repository, ports, log, models=models)
+    return TritonHandle(ports, process, log, repository, models)
 
 
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonHandle]:
-    handle = _start_triton(tmp_path_factory.mktemp("triton"))
+    handle = start_test_triton(tmp_path_factory.mktemp("triton"), EMBEDDER_MODELS)
     yield handle
     handle.stop()
 
@@ -70,7 +89,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonHandle]:
 @pytest.fixture
 def private_triton(tmp_path: Path) -> Iterator[TritonHandle]:
     """A Triton of the test's own, for tests that kill and restart it."""
-    handle = _start_triton(tmp_path)
+    handle = start_test_triton(tmp_path, EMBEDDER_MODELS)
     yield handle
     handle.stop()
 
@@ -121,7 +140,7 @@ async def start_service(
     registry = CollectorRegistry()
     running = await start_server(
         settings,
-        components_for(target, settings, tracer_provider),
+        components_for(target, Deps(settings, registry, tracer_provider)),
         registry=registry,
         tracer_provider=tracer_provider,
         serve_metrics=False,

@@ -10,6 +10,7 @@ from mmsearch.v1 import common_pb2, embedder_pb2
 from services.kit.errors import InvalidArgument, NotFound
 
 DEFAULT_ALIAS = "default"
+AISFX_DIMENSION = 512
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class Encoder:
     model: str
     # Human-readable description of the preprocessing; hashed into the space.
     preprocessing: str
+    # The model output holding this space's vector (a model may write into two spaces).
+    output: str = "EMBEDDING"
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,17 @@ class SpaceRegistry:
         return sorted(a for a, target in self.aliases.items() if target == space_id)
 
 
-def default_registry(text_model: str) -> SpaceRegistry:
+TEXT_PREPROCESSING = "bert-wordpiece-uncased;max_tokens=256;mean-pool;l2-normalize"
+IMAGE_PREPROCESSING = (
+    "sniff;exif-transpose;alpha-over-white;rgb;shorter-side-224-bicubic;center-crop-224;"
+    "efficientnet-lite0-imagenet;conse-top10;class-prompts=clip-simple-7"
+)
+AUDIO_PREPROCESSING = "mono-mean;soxr-hq-44100;max-30s;mel96-htk;aisfx-blocks-100-hop-50"
+
+
+def default_registry(text_model: str, image_model: str, audio_model: str) -> SpaceRegistry:
+    """The embedded default's spaces: `minilm@1` (alias `default`) holds text and,
+    through ConSE, images; `aisfx@1` (alias `audio`) holds sound effects."""
     registry = SpaceRegistry()
     registry.add(
         Space(
@@ -77,13 +90,20 @@ def default_registry(text_model: str) -> SpaceRegistry:
             dimension=384,
             metric=embedder_pb2.DISTANCE_METRIC_COSINE,
             encoders=(
-                Encoder(
-                    common_pb2.MODALITY_TEXT,
-                    text_model,
-                    "bert-wordpiece-uncased;max_tokens=256;mean-pool;l2-normalize",
-                ),
+                Encoder(common_pb2.MODALITY_TEXT, text_model, TEXT_PREPROCESSING),
+                Encoder(common_pb2.MODALITY_IMAGE, image_model, IMAGE_PREPROCESSING),
             ),
-            aliases=(DEFAULT_ALIAS,),
+            aliases=(DEFAULT_ALIAS, "text", "image"),
+        )
+    )
+    registry.add(
+        Space(
+            name="aisfx",
+            version=1,
+            dimension=AISFX_DIMENSION,
+            metric=embedder_pb2.DISTANCE_METRIC_COSINE,
+            encoders=(Encoder(common_pb2.MODALITY_AUDIO, audio_model, AUDIO_PREPROCESSING),),
+            aliases=("audio",),
         )
     )
     return registry

@@ -1,40 +1,50 @@
-"""Async Triton client for the encoders: chunking to max_batch_size,
-deadlines, fail-fast on a down server, and reconnection without restart."""
+"""Async Triton client pool: chunking to max_batch_size, deadlines, bounded
+retries on an unavailable server, and reconnection without restart."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as triton_aio
 from opentelemetry import propagate, trace
 from tritonclient.grpc import InferInput, InferRequestedOutput
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from services.embedder.metrics import EmbedderMetrics
 from services.kit.errors import DeadlineExceeded, ServiceError, Unavailable
 
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to 120 s),
 # and notice a dead connection within seconds.
 CHANNEL_ARGS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    # Separate TCP connections per pool member (gRPC would otherwise share one).
+    ("grpc.use_local_subchannel_pool", 1),
 ]
+RETRY_BACKOFF_S = 0.05
+# Messages Triton uses for a model instance or version that is gone or
+# restarting (stub crash, unload during a version swap): retryable.
+TRANSIENT_MARKERS = ("stub process", "not healthy", "is not ready", "unknown model", "unavailable")
+
+Arrays = dict[str, npt.NDArray[np.generic]]
 
 
 @dataclass(frozen=True)
-class TextEncoding:
+class InferResult:
     model_version: str
-    vectors: npt.NDArray[np.float32]
-    tokens: npt.NDArray[np.int32]
-    truncated: npt.NDArray[np.bool_]
+    outputs: Arrays
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class ModelInfo:
     version: str
     max_batch_size: int
     ready: bool
+    parameters: Mapping[str, str] = field(default_factory=dict)
 
 
 def map_triton_error(exc: InferenceServerException, model: str) -> ServiceError:
@@ -50,96 +61,155 @@ def map_triton_error(exc: InferenceServerException, model: str) -> ServiceError:
     message = str(exc.message() or exc)
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
         return DeadlineExceeded(f"model server {model}: deadline exceeded")
-    if "UNAVAILABLE" in status or "NOT_FOUND" in status or "unavailable" in message.lower():
+    if (
+        "UNAVAILABLE" in status
+        or "NOT_FOUND" in status
+        or any(marker in message.lower() for marker in TRANSIENT_MARKERS)
+    ):
         return Unavailable(f"model server unavailable for {model}: {message}")
     return ServiceError(f"model server error for {model}: {message}")
 
 
-class TritonEncoders:
+class TritonPool:
     def __init__(
-        self, url: str, timeout_s: float, tracer_provider: trace.TracerProvider | None = None
+        self,
+        url: str,
+        timeout_s: float,
+        *,
+        pool_size: int,
+        retries: int,
+        metrics: EmbedderMetrics,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._url = url
         self._timeout_s = timeout_s
-        self._client = triton_aio.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
-        self._batch_sizes: dict[str, int] = {}
+        self._retries = retries
+        self._metrics = metrics
+        self._clients = [
+            triton_aio.InferenceServerClient(url, channel_args=CHANNEL_ARGS) for _ in range(pool_size)
+        ]
+        self._next = itertools.cycle(range(pool_size))
+        self._info: dict[str, ModelInfo] = {}
+        # Last version each model answered with (changes on hot reload).
+        self.versions: dict[str, str] = {}
+
+    def _client(self) -> triton_aio.InferenceServerClient:
+        return self._clients[next(self._next)]
 
     async def close(self) -> None:
-        await self._client.close()
+        await asyncio.gather(*(c.close() for c in self._clients))
 
-    def _timeout(self, remaining_s: float | None) -> float:
-        if remaining_s is None:
-            return self._timeout_s
-        if remaining_s <= 0:
+    def deadline(self, remaining_s: float | None) -> float:
+        """Monotonic deadline: the caller's, capped by the configured model timeout."""
+        budget = self._timeout_s if remaining_s is None else min(self._timeout_s, remaining_s)
+        if budget <= 0:
             raise DeadlineExceeded("deadline passed before the model call")
-        return min(self._timeout_s, remaining_s)
+        return time.monotonic() + budget
 
     async def model_ready(self, model: str) -> str | None:
         """Readiness check: None when the model is loaded and ready."""
         try:
-            ready = await self._client.is_model_ready(model, client_timeout=2.0)
+            ready = await self._client().is_model_ready(model, client_timeout=2.0)
         except InferenceServerException as exc:
             return f"model server at {self._url} unreachable: {exc.message()}"
         return None if ready else f"model {model} not ready on {self._url}"
 
-    async def model_info(self, model: str) -> ModelInfo:
+    async def model_info(self, model: str, timeout_s: float = 2.0) -> ModelInfo:
+        client = self._client()
         try:
-            ready = bool(await self._client.is_model_ready(model, client_timeout=2.0))
+            ready = bool(await client.is_model_ready(model, client_timeout=timeout_s))
             if not ready:
-                return ModelInfo(model, "", self._batch_sizes.get(model, 0), ready=False)
-            meta = await self._client.get_model_metadata(model, as_json=True, client_timeout=2.0)
-            config = await self._client.get_model_config(model, as_json=True, client_timeout=2.0)
+                known = self._info.get(model)
+                return ModelInfo(model, "", known.max_batch_size if known else 0, False)
+            meta = await client.get_model_metadata(model, as_json=True, client_timeout=timeout_s)
+            config = (await client.get_model_config(model, as_json=True, client_timeout=timeout_s))["config"]
         except InferenceServerException as exc:
             raise map_triton_error(exc, model) from exc
         versions = meta.get("versions") or [""]
-        max_batch = int(config["config"].get("max_batch_size", 0))
-        self._batch_sizes[model] = max_batch
-        return ModelInfo(model, str(versions[-1]), max_batch, ready)
+        parameters = {k: str(v.get("string_value", "")) for k, v in config.get("parameters", {}).items()}
+        info = ModelInfo(model, str(versions[-1]), int(config.get("max_batch_size", 0)), True, parameters)
+        self._info[model] = info
+        return info
 
-    async def _max_batch_size(self, model: str) -> int:
-        if model not in self._batch_sizes:
-            await self.model_info(model)
-        return max(1, self._batch_sizes[model])
+    async def cached_info(self, model: str, deadline: float) -> ModelInfo:
+        info = self._info.get(model)
+        if info is None:
+            info = await self.model_info(model, timeout_s=max(0.05, deadline - time.monotonic()))
+            if not info.ready:
+                raise Unavailable(f"model {model} is not ready on the model server")
+        return info
 
-    async def encode_text(self, model: str, texts: list[str], remaining_s: float | None) -> TextEncoding:
-        """Encode texts, split into chunks of the model's max_batch_size sent concurrently."""
-        timeout = self._timeout(remaining_s)
-        try:
-            batch = await asyncio.wait_for(self._max_batch_size(model), timeout)
-        except TimeoutError as exc:
-            raise DeadlineExceeded(f"model server {model}: deadline exceeded") from exc
-        chunks = [texts[i : i + batch] for i in range(0, len(texts), batch)]
-        parts = await asyncio.gather(*(self._encode_chunk(model, chunk, timeout) for chunk in chunks))
-        return TextEncoding(
-            model_version=parts[0].model_version,
-            vectors=np.concatenate([p.vectors for p in parts]),
-            tokens=np.concatenate([p.tokens for p in parts]),
-            truncated=np.concatenate([p.truncated for p in parts]),
+    async def infer_batch(
+        self, model: str, inputs: Arrays, outputs: Sequence[str], deadline: float, modality: str
+    ) -> InferResult:
+        """Infer over the first axis of `inputs`, split into chunks of the model's
+        max_batch_size sent concurrently; outputs are concatenated in order."""
+        info = await self.cached_info(model, deadline)
+        total = len(next(iter(inputs.values())))
+        step = max(1, info.max_batch_size) if info.max_batch_size > 0 else total
+        chunks = [{k: v[i : i + step] for k, v in inputs.items()} for i in range(0, total, step)]
+        parts = await asyncio.gather(
+            *(self.infer_one(model, chunk, outputs, deadline, modality) for chunk in chunks)
+        )
+        return InferResult(
+            model_version=parts[-1].model_version,
+            outputs={name: np.concatenate([p.outputs[name] for p in parts]) for name in outputs},
         )
 
-    async def _encode_chunk(self, model: str, texts: list[str], timeout_s: float) -> TextEncoding:
-        data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-        text_input = InferInput("TEXT", list(data.shape), "BYTES")
-        text_input.set_data_from_numpy(data)
-        outputs = [InferRequestedOutput(name) for name in ("EMBEDDING", "TOKENS", "TRUNCATED")]
+    async def infer_one(
+        self, model: str, inputs: Arrays, outputs: Sequence[str], deadline: float, modality: str
+    ) -> InferResult:
+        """One inference request, retried (bounded, within the deadline) while
+        the model server is unavailable: inference is idempotent."""
+        self._metrics.batch_items.labels(modality).observe(len(next(iter(inputs.values()))))
+        attempt = 0
+        while True:
+            try:
+                return await self._call(model, inputs, outputs, deadline)
+            except Unavailable:
+                attempt += 1
+                pause = RETRY_BACKOFF_S * 2 ** (attempt - 1)
+                if attempt > self._retries or time.monotonic() + pause >= deadline:
+                    raise
+                self._metrics.triton_retries.labels(model).inc()
+                await asyncio.sleep(pause)
+
+    async def _call(self, model: str, inputs: Arrays, outputs: Sequence[str], deadline: float) -> InferResult:
+        timeout_s = deadline - time.monotonic()
+        if timeout_s <= 0:
+            raise DeadlineExceeded(f"model server {model}: deadline exceeded")
+        infer_inputs = []
+        for name, array in inputs.items():
+            tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            infer_inputs.append(tensor)
+        requested = [InferRequestedOutput(name) for name in outputs]
+        started = time.perf_counter()
+        outcome = "error"
         with self._tracer.start_as_current_span(
             "triton.infer",
             kind=trace.SpanKind.CLIENT,
-            attributes={"triton.model": model, "triton.batch_size": len(texts), "server.address": self._url},
+            attributes={
+                "triton.model": model,
+                "triton.batch_size": len(next(iter(inputs.values()))),
+                "server.address": self._url,
+            },
         ):
             # W3C trace context for Triton's own tracing (--trace-config mode=opentelemetry).
             headers: dict[str, str] = {}
             propagate.inject(headers)
             try:
-                result = await self._client.infer(
-                    model, [text_input], outputs=outputs, client_timeout=timeout_s, headers=headers
+                result = await self._client().infer(
+                    model, infer_inputs, outputs=requested, client_timeout=timeout_s, headers=headers
                 )
+                outcome = "ok"
             except InferenceServerException as exc:
                 raise map_triton_error(exc, model) from exc
-        return TextEncoding(
-            model_version=str(result.get_response().model_version),
-            vectors=np.asarray(result.as_numpy("EMBEDDING"), dtype=np.float32),
-            tokens=np.asarray(result.as_numpy("TOKENS"), dtype=np.int32).reshape(-1),
-            truncated=np.asarray(result.as_numpy("TRUNCATED"), dtype=np.bool_).reshape(-1),
-        )
+            finally:
+                self._metrics.triton_seconds.labels(model, outcome).observe(time.perf_counter() - started)
+        version = str(result.get_response().model_version)
+        if self.versions.get(model, version) != version:
+            self._info.pop(model, None)  # a new version may have a new config
+        self.versions[model] = version
+        return InferResult(version, {name: result.as_numpy(name) for name in outputs})

@@ -3,15 +3,12 @@ and the Kafka event schema in events.proto; the consumer and stores are issue #4
 
 from __future__ import annotations
 
-from opentelemetry.trace import TracerProvider
-
 from mmsearch.v1 import indexer_pb2, indexer_pb2_grpc
 from services.kit.auth import ROLE_INDEX_ADMIN
-from services.kit.component import Component, pending_component
-from services.kit.config import Settings
+from services.kit.component import Component, Deps, pending_component
 
 
-def build_indexer(settings: Settings, tracer_provider: TracerProvider | None = None) -> Component:
+def build_indexer(deps: Deps) -> Component:
     return pending_component(
         "indexer",
         service=indexer_pb2.DESCRIPTOR.services_by_name["IndexerAdmin"],

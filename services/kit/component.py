@@ -13,9 +13,21 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
+from services.kit.config import Settings
 from services.kit.errors import Unimplemented
 from services.kit.health import Check
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What every component builder is given (nothing is reached through globals)."""
+
+    settings: Settings
+    metrics: CollectorRegistry
+    tracer_provider: TracerProvider | None = None
 
 
 @dataclass

@@ -62,11 +62,27 @@ class Settings(BaseSettings):
     triton_url: str = "127.0.0.1:8001"
     # Upper bound for one Triton call; the caller's remaining deadline is used when shorter.
     triton_timeout_s: float = Field(10.0, gt=0, le=300)
+    # Connections to Triton (round-robin) and retries of a request the server
+    # could not take (down, restarting, version swap), within the deadline.
+    triton_pool_size: int = Field(2, ge=1, le=64)
+    triton_retries: int = Field(2, ge=0, le=10)
+    # Triton model names behind the default spaces.
     text_model: str = "minilm_l6_text"
+    image_model: str = "efficientnet_lite0_conse"
+    audio_model: str = "aisfx_audio"
+    ocr_model: str = "ppocr_text"
 
     # Embedder limits
     embed_max_items: int = Field(256, ge=1, le=100_000)
     embed_max_text_bytes: int = Field(64 * 1024, ge=1, le=16 * 1024 * 1024)
+    embed_max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
+    # Decompression-bomb guard: width x height over this is RESOURCE_EXHAUSTED.
+    embed_max_image_pixels: int = Field(50_000_000, ge=1, le=1_000_000_000)
+    embed_max_audio_bytes: int = Field(50 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
+    # Longest side of an image sent to OCR (larger images are downscaled).
+    ocr_max_side: int = Field(4096, ge=32, le=16384)
+    # Embedding cache (content-hash keyed LRU); 0 disables it.
+    embed_cache_mb: float = Field(64.0, ge=0, le=65536)
 
     @property
     def uses_dev_tokens(self) -> bool:

@@ -116,7 +116,9 @@ class Readiness:
             asyncio.get_running_loop().create_task(self._publish())
 
     async def _loop(self) -> None:
-        while True:
+        # Checked as well as cancelled: on 3.11, asyncio.wait_for can swallow a
+        # cancellation that arrives as its inner call completes.
+        while not self._shutting_down:
             await self.refresh()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)

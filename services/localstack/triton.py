@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def _python_libdir(venv: Path) -> str:
 
 
 def triton_command(
-    venv: Path, model_repository: Path, ports: TritonPorts
+    venv: Path, model_repository: Path, ports: TritonPorts, models: Sequence[str] = ("*",)
 ) -> tuple[list[str], dict[str, str]]:
     home = triton_home(venv)
     argv = [
@@ -60,7 +61,7 @@ def triton_command(
         f"--metrics-port={ports.metrics}",
         # Explicit control: models can be (re)loaded one by one without a restart.
         "--model-control-mode=explicit",
-        "--load-model=*",
+        *(f"--load-model={model}" for model in models),
         "--exit-timeout-secs=10",
         "--log-verbose=0",
     ]
@@ -81,9 +82,15 @@ def triton_ready(ports: TritonPorts) -> bool:
 
 
 def start_triton(
-    venv: Path, model_repository: Path, ports: TritonPorts, log_path: Path, timeout_s: float = 120.0
+    venv: Path,
+    model_repository: Path,
+    ports: TritonPorts,
+    log_path: Path,
+    *,
+    timeout_s: float = 120.0,
+    models: Sequence[str] = ("*",),
 ) -> subprocess.Popen[bytes]:
-    argv, env = triton_command(venv, model_repository, ports)
+    argv, env = triton_command(venv, model_repository, ports, models)
     process = spawn(argv, env, log_path)
     try:
         wait_until(

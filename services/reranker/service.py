@@ -3,15 +3,12 @@ the reranker model and service are issues #3 and #5."""
 
 from __future__ import annotations
 
-from opentelemetry.trace import TracerProvider
-
 from mmsearch.v1 import reranker_pb2, reranker_pb2_grpc
 from services.kit.auth import ROLE_RERANK
-from services.kit.component import Component, pending_component
-from services.kit.config import Settings
+from services.kit.component import Component, Deps, pending_component
 
 
-def build_reranker(settings: Settings, tracer_provider: TracerProvider | None = None) -> Component:
+def build_reranker(deps: Deps) -> Component:
     return pending_component(
         "reranker",
         service=reranker_pb2.DESCRIPTOR.services_by_name["Reranker"],

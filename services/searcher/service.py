@@ -3,15 +3,12 @@ the implementation (ANN + filters, hybrid BM25 with RRF, rerank) is issue #5."""
 
 from __future__ import annotations
 
-from opentelemetry.trace import TracerProvider
-
 from mmsearch.v1 import searcher_pb2, searcher_pb2_grpc
 from services.kit.auth import ROLE_SEARCH
-from services.kit.component import Component, pending_component
-from services.kit.config import Settings
+from services.kit.component import Component, Deps, pending_component
 
 
-def build_searcher(settings: Settings, tracer_provider: TracerProvider | None = None) -> Component:
+def build_searcher(deps: Deps) -> Component:
     return pending_component(
         "searcher",
         service=searcher_pb2.DESCRIPTOR.services_by_name["Searcher"],

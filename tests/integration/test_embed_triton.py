@@ -93,7 +93,7 @@ async def test_vector_items_are_validated_and_normalized(service: ServiceHandle)
         (texts("a"), "nope@3", grpc.StatusCode.NOT_FOUND, "nope@3"),
         (texts("a"), "bad@", grpc.StatusCode.INVALID_ARGUMENT, "space.name"),
         (texts(*["a"] * 257), "", grpc.StatusCode.RESOURCE_EXHAUSTED, "limit is 256"),
-        (texts("x" * 70_000), "", grpc.StatusCode.RESOURCE_EXHAUSTED, "byte limit"),
+        (texts("x" * 70_000), "", grpc.StatusCode.RESOURCE_EXHAUSTED, "byte text limit"),
     ],
 )
 async def test_bad_requests_get_the_right_status(
@@ -109,7 +109,10 @@ async def test_list_models_reports_triton_state(service: ServiceHandle) -> None:
     async with grpc.aio.insecure_channel(service.addr) as channel:
         stub = embedder_pb2_grpc.EmbedderStub(channel)
         models = await stub.ListModels(embedder_pb2.ListModelsRequest(), metadata=AUTH)
-    (model,) = models.models
-    assert model.name == "minilm_l6_text"
-    assert model.ready and model.max_batch_size == 64 and model.version == "1"
-    assert list(model.spaces) == ["minilm@1"]
+    by_name = {m.name: m for m in models.models}
+    text = by_name["minilm_l6_text"]
+    assert text.ready and text.max_batch_size == 64 and text.version == "1"
+    assert list(text.spaces) == ["minilm@1"] and text.modality == common_pb2.MODALITY_TEXT
+    image = by_name["efficientnet_lite0_conse"]
+    assert image.ready and image.modality == common_pb2.MODALITY_IMAGE and list(image.spaces) == ["minilm@1"]
+    assert list(by_name["aisfx_audio"].spaces) == ["aisfx@1"]

@@ -3,31 +3,69 @@ answers with one embedding per item or a typed ServiceError, never a crash.
 Triton is replaced by a fake encoder here; the real one is in tests/integration."""
 
 import asyncio
+import io
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
+from prometheus_client import CollectorRegistry
 
 from mmsearch.v1 import common_pb2, embedder_pb2
+from services.embedder.cache import EmbeddingCache
+from services.embedder.metrics import EmbedderMetrics
 from services.embedder.service import EmbedderService
 from services.embedder.spaces import default_registry
-from services.embedder.triton import TextEncoding
+from services.embedder.triton import InferResult, ModelInfo
 from services.kit.errors import ServiceError
 from tests.conftest import make_settings
 
 
-class FakeEncoders:
-    async def encode_text(self, model: str, texts: list[str], remaining_s: float | None) -> TextEncoding:
-        rng = np.random.default_rng(len(texts))
-        vectors = rng.normal(size=(len(texts), 384)).astype(np.float32)
+class FakePool:
+    """Stands in for TritonPool: deterministic unit vectors of the right shape."""
+
+    versions: dict[str, str] = {}
+
+    def deadline(self, remaining_s: float | None) -> float:
+        return time.monotonic() + 10
+
+    async def cached_info(self, model: str, deadline: float) -> ModelInfo:
+        return ModelInfo(model, "1", 8, True, {"sample_rate": "16000", "max_seconds": "2"})
+
+    def _result(self, rows: int, outputs: Sequence[str]) -> InferResult:
+        vectors = np.random.default_rng(rows).normal(size=(rows, 384)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return TextEncoding(
-            model_version="1",
-            vectors=vectors,
-            tokens=np.full(len(texts), 5, dtype=np.int32),
-            truncated=np.zeros(len(texts), dtype=np.bool_),
-        )
+        arrays: dict[str, Any] = {
+            "TOKENS": np.full((rows, 1), 5, dtype=np.int32),
+            "TRUNCATED": np.zeros((rows, 1), dtype=np.bool_),
+        }
+        return InferResult("1", {name: arrays.get(name, vectors) for name in outputs})
+
+    async def infer_batch(
+        self, model: str, inputs: dict[str, Any], outputs: Sequence[str], deadline: float, modality: str
+    ) -> InferResult:
+        return self._result(len(next(iter(inputs.values()))), outputs)
+
+    async def infer_one(
+        self, model: str, inputs: dict[str, Any], outputs: Sequence[str], deadline: float, modality: str
+    ) -> InferResult:
+        return self._result(len(next(iter(inputs.values()))), outputs)
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 10, 10)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def wav(samples: int, rate: int) -> bytes:
+    out = io.BytesIO()
+    soundfile.write(out, np.zeros(samples, dtype=np.float32), rate, format="WAV")
+    return out.getvalue()
 
 
 class FakeContext:
@@ -47,6 +85,17 @@ contents = st.one_of(
     ),
     st.builds(lambda b: common_pb2.Content(image=common_pb2.Media(data=b)), st.binary(max_size=64)),
     st.builds(lambda b: common_pb2.Content(audio=common_pb2.Media(data=b)), st.binary(max_size=64)),
+    st.builds(
+        lambda w, h, mime: common_pb2.Content(image=common_pb2.Media(data=png(w, h), mime_type=mime)),
+        st.integers(1, 40),
+        st.integers(1, 40),
+        st.sampled_from(["", "image/png", "image/jpeg", "text/plain"]),
+    ),
+    st.builds(
+        lambda n, rate: common_pb2.Content(audio=common_pb2.Media(data=wav(n, rate), mime_type="audio/wav")),
+        st.integers(0, 4000),
+        st.sampled_from([8000, 16000, 44100]),
+    ),
     st.just(common_pb2.Content()),
 )
 spaces = st.sampled_from(["", "default", "minilm@1", "minilm@2", "minilm@", "@1", "x@y@z", "ünï@1"])
@@ -58,9 +107,11 @@ def test_embed_answers_or_raises_a_typed_error(
     items: list[common_pb2.Content], space: str, max_items: int
 ) -> None:
     service = EmbedderService(
-        make_settings(embed_max_items=max_items, embed_max_text_bytes=200),
-        FakeEncoders(),  # type: ignore[arg-type]
-        default_registry("minilm_l6_text"),
+        make_settings(embed_max_items=max_items, embed_max_text_bytes=200, embed_max_image_pixels=1000),
+        FakePool(),  # type: ignore[arg-type]
+        default_registry("minilm_l6_text", "image_model", "audio_model"),
+        EmbedderMetrics(CollectorRegistry()),
+        EmbeddingCache(1 << 20),
     )
     request = embedder_pb2.EmbedRequest(space=common_pb2.SpaceRef(name=space), items=items)
     context: Any = FakeContext()
@@ -71,7 +122,8 @@ def test_embed_answers_or_raises_a_typed_error(
         return
     assert response.space == "minilm@1"
     assert len(response.embeddings) == len(items)
-    for embedding in response.embeddings:
+    for item, embedding in zip(items, response.embeddings, strict=True):
+        assert embedding.modality == common_pb2.Modality.Value(f"MODALITY_{item.WhichOneof('kind').upper()}")
         vector = np.asarray(embedding.vector.values)
         assert vector.shape == (384,) and np.all(np.isfinite(vector))
         assert abs(np.linalg.norm(vector) - 1.0) < 1e-3

@@ -64,8 +64,8 @@ async def test_status_codes_and_auth(no_triton_service: ServiceHandle) -> None:
         assert (err.value.details() or "").startswith("items[1].text")
 
         spaces = await embed.ListSpaces(embedder_pb2.ListSpacesRequest(), metadata=bearer(DEV_TOKEN))
-        assert [s.id for s in spaces.spaces] == ["minilm@1"]
-        assert spaces.spaces[0].aliases == ["default"]
+        assert [s.id for s in spaces.spaces] == ["minilm@1", "aisfx@1"]
+        assert spaces.spaces[0].aliases == ["default", "image", "text"]
 
     def handled(code: str, method: str) -> float:
         value = no_triton_service.registry.get_sample_value(

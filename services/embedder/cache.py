@@ -1,0 +1,74 @@
+"""Bounded LRU cache of recent embeddings, keyed by content hash.
+
+The key covers the space (and so its preprocessing) and the content's sha256;
+an entry also remembers the encoder version that made it, and is a miss once
+the model server reports a newer version (hot reload), so stale vectors are
+never served.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+# Rough per-entry bookkeeping beyond the vector itself (key, dataclass, dict slot).
+ENTRY_OVERHEAD_BYTES = 256
+
+
+@dataclass(frozen=True)
+class CachedEmbedding:
+    vector: npt.NDArray[np.float32]
+    model: str
+    model_version: str
+    input_tokens: int
+    truncated: bool
+
+
+class EmbeddingCache:
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[str, CachedEmbedding] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def key(space_id: str, modality: int, content_sha256: str) -> str:
+        return f"{space_id}|{modality}|{content_sha256}"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    @staticmethod
+    def _size(entry: CachedEmbedding) -> int:
+        return int(entry.vector.nbytes) + ENTRY_OVERHEAD_BYTES
+
+    def get(self, key: str, current_version: str | None) -> CachedEmbedding | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if current_version is not None and entry.model_version != current_version:
+            self._remove(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, entry: CachedEmbedding) -> None:
+        if self._max_bytes <= 0:
+            return
+        if key in self._entries:
+            self._remove(key)
+        self._entries[key] = entry
+        self._bytes += self._size(entry)
+        while self._bytes > self._max_bytes and self._entries:
+            oldest = next(iter(self._entries))
+            self._remove(oldest)
+
+    def _remove(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        self._bytes -= self._size(entry)
