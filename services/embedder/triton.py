@@ -34,6 +34,7 @@ CHANNEL_ARGS = [
     ("grpc.use_local_subchannel_pool", 1),
 ]
 RETRY_BACKOFF_S = 0.05
+DEADLINE_RESERVE_S = 0.05
 # Messages Triton uses for a model instance or version that is gone or
 # restarting (stub crash, unload during a version swap): retryable.
 TRANSIENT_MARKERS = ("stub process", "not healthy", "is not ready", "unknown model", "unavailable")
@@ -101,7 +102,11 @@ class TritonPool:
         await asyncio.gather(*(c.close() for c in self._clients))
 
     def deadline(self, remaining_s: float | None) -> float:
-        """Monotonic deadline: the caller's, capped by the configured model timeout."""
+        """Monotonic deadline: the caller's, less a reserve to answer with our own
+        status (UNAVAILABLE beats the caller's bare DEADLINE_EXCEEDED), capped by
+        the configured model timeout."""
+        if remaining_s is not None:
+            remaining_s -= max(DEADLINE_RESERVE_S, 0.02 * remaining_s)
         budget = self._timeout_s if remaining_s is None else min(self._timeout_s, remaining_s)
         if budget <= 0:
             raise DeadlineExceeded("deadline passed before the model call")
@@ -164,10 +169,17 @@ class TritonPool:
         the model server is unavailable: inference is idempotent."""
         self._metrics.batch_items.labels(modality).observe(len(next(iter(inputs.values()))))
         attempt = 0
+        unavailable: Unavailable | None = None
         while True:
             try:
                 return await self._call(model, inputs, outputs, deadline)
-            except Unavailable:
+            except DeadlineExceeded:
+                # Out of time while retrying an unavailable server: report the cause.
+                if unavailable is not None:
+                    raise unavailable from None
+                raise
+            except Unavailable as exc:
+                unavailable = exc
                 attempt += 1
                 pause = RETRY_BACKOFF_S * 2 ** (attempt - 1)
                 if attempt > self._retries or time.monotonic() + pause >= deadline:
