@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ AUDIO_MIME_FORMATS = {
     "audio/x-aiff": "AIFF",
 }
 CLASSIFIER_SIDE = 224
+MPEG_FRAME_SYNC = re.compile(rb"\xff[\xe0-\xff]")
 # Pillow warns (rather than fails) on damaged TIFF/EXIF tags; the input is
 # untrusted and the outcome is reported through errors, not log noise.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
@@ -136,6 +138,18 @@ class DecodedAudio:
     truncated: bool
 
 
+def _open_sound(data: bytes) -> soundfile.SoundFile:
+    try:
+        return soundfile.SoundFile(io.BytesIO(data))
+    except soundfile.LibsndfileError:
+        # Some MP3s start with a damaged Xing/Info frame that libsndfile does not
+        # skip: retry once from the first MPEG frame sync after the ID3 tag.
+        sync = MPEG_FRAME_SYNC.search(data, 1)
+        if sync is None:
+            raise
+        return soundfile.SoundFile(io.BytesIO(data[sync.start() :]))
+
+
 def decode_audio(data: bytes, mime_type: str, limits: AudioLimits, field: str) -> DecodedAudio:
     """Decode WAV / FLAC / OGG (Vorbis, Opus) / MP3 / AIFF to mono float32 at
     the model's sample rate, reading at most `max_seconds`."""
@@ -147,7 +161,8 @@ def decode_audio(data: bytes, mime_type: str, limits: AudioLimits, field: str) -
     if declared and declared not in AUDIO_MIME_FORMATS:
         raise InvalidArgument(f"unsupported audio mime_type {mime_type!r}", field=field)
     try:
-        with soundfile.SoundFile(io.BytesIO(data)) as sound:
+        sound_file = _open_sound(data)
+        with sound_file as sound:
             rate = int(sound.samplerate)
             if rate <= 0 or sound.channels <= 0:
                 raise ValueError("bad header")
@@ -169,5 +184,7 @@ def decode_audio(data: bytes, mime_type: str, limits: AudioLimits, field: str) -
         raise InvalidArgument("audio has no samples", field=field)
     if rate != limits.sample_rate:
         mono = soxr.resample(mono, rate, limits.sample_rate, quality="HQ")
+        if mono.size == 0:
+            raise InvalidArgument("audio is shorter than one sample at the model's rate", field=field)
     clipped = np.clip(mono, -1.0, 1.0).astype(np.float32)
     return DecodedAudio(clipped, seconds=mono.size / limits.sample_rate, truncated=truncated)

@@ -127,7 +127,15 @@ async def test_killed_model_instance_gives_unavailable_not_a_hang(
     stop.set()
     await asyncio.gather(*workers)
 
+    # Nothing outlives its deadline. A request already inside the instance when
+    # it died may run out its deadline (Triton holds it); every later one is
+    # told UNAVAILABLE (retryable) before its deadline.
     assert outcomes["late"] == 0, outcomes
-    unexpected = {k: v for k, v in outcomes.items() if v and k not in ("ok v1", "UNAVAILABLE", "late")}
+    assert outcomes["DEADLINE_EXCEEDED"] <= len(workers), outcomes
+    unexpected = {
+        k: v
+        for k, v in outcomes.items()
+        if v and k not in ("ok v1", "UNAVAILABLE", "DEADLINE_EXCEEDED", "late")
+    }
     assert not unexpected, outcomes
-    assert outcomes["UNAVAILABLE"] > 0, outcomes
+    assert outcomes["UNAVAILABLE"] >= len(workers), outcomes

@@ -41,9 +41,13 @@ async def test_kill_and_restart_triton(private_triton: TritonHandle) -> None:
             assert await status() == SERVING
 
             private_triton.kill()
+            # Cached content is still served; new content needs the model server.
+            cached = await embed.Embed(request, metadata=AUTH, timeout=10)
+            assert cached.embeddings[0].cached
+            new = embedder_pb2.EmbedRequest(items=[common_pb2.Content(text="anyone there?")])
             start = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await embed.Embed(request, metadata=AUTH, timeout=10)
+                await embed.Embed(new, metadata=AUTH, timeout=10)
             elapsed = time.monotonic() - start
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert elapsed < 2.0, (
