@@ -59,7 +59,7 @@ $(SAMPLES_STAMP): scripts/fetch_samples.py requirements/samples.txt $(VENV)/.ins
 	touch $@
 
 # The main job on the embedded default: bring the local stack up and run the demo.
-demo: install models
+demo: install models samples
 	$(PY) -m services.cli stack up
 	$(PY) -m services.cli demo
 

@@ -120,6 +120,9 @@ def _demo(addr: str, token: str) -> int:
         masked[i] = -np.inf
         j = int(np.argmax(masked))
         print(f"  {DEMO_SENTENCES[i]!r}\n      -> {DEMO_SENTENCES[j]!r} ({row[j]:.2f})")
+    from services.demo import cross_modal_demo
+
+    cross_modal_demo(addr, token)
     print("\nHealth:")
     for service in HEALTH_SERVICES:
         print(f"  {service or '(overall)':26s} {health_status(addr, service)}")

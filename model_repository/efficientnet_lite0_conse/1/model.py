@@ -34,6 +34,9 @@ class TritonPythonModel:
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        # Idle ORT threads spin by default, taking CPU from the batcher, the stub
+        # and other instances on the same cores; off unless configured.
+        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "0"))
         self.session = ort.InferenceSession(
             os.path.join(version_dir, "classifier.onnx"),
             options,
