@@ -341,26 +341,25 @@ def plan_models(
 
 
 def space_snippet(options: Options, clip: ClipFacts) -> str:
-    """The Space to add to services/embedder/spaces.py for the two towers."""
+    """A spaces file (MMSEARCH_SPACES_FILE) holding the two towers' space."""
     name, _, version = options.space.partition("@")
     model = f"open_clip:{clip.model}:{clip.pretrained}"
     text_pre = f"{model};clip-text;clean={clip.text_clean};context={clip.context_length};l2-normalize"
     image_pre = (
         f"{EMBEDDER_IMAGE_STEPS};{model};mean={_floats(clip.mean)};std={_floats(clip.std)};l2-normalize"
     )
-    return (
-        "Space(\n"
-        f'    name="{name}",\n'
-        f"    version={version},\n"
-        f"    dimension={clip.dimension},\n"
-        "    metric=embedder_pb2.DISTANCE_METRIC_COSINE,\n"
-        "    encoders=(\n"
-        f'        Encoder(common_pb2.MODALITY_TEXT, "{options.text_name}", "{text_pre}"),\n'
-        f'        Encoder(common_pb2.MODALITY_IMAGE, "{options.image_name}", "{image_pre}"),\n'
-        "    ),\n"
-        f'    aliases=("{name}",),\n'
-        ")"
-    )
+    space = {
+        "name": name,
+        "version": int(version),
+        "dimension": clip.dimension,
+        "metric": "cosine",
+        "aliases": ["default", name],
+        "encoders": [
+            {"modality": "text", "model": options.text_name, "preprocessing": text_pre},
+            {"modality": "image", "model": options.image_name, "preprocessing": image_pre},
+        ],
+    }
+    return json.dumps({"spaces": [space]}, indent=2)
 
 
 def usage_notes(options: Options, clip: ClipFacts | None) -> str:
@@ -375,8 +374,8 @@ def usage_notes(options: Options, clip: ClipFacts | None) -> str:
     if clip is not None:
         lines += [
             "",
-            f"Space {options.space} (dimension {clip.dimension}, cosine): add to services/embedder/spaces.py",
-            "(default_registry) -- the embedder has no environment variable that adds a space:",
+            f"Space {options.space} ({clip.dimension}-d, cosine): written to {options.out}/spaces.json;",
+            "start the embedder with MMSEARCH_SPACES_FILE pointing at it:",
             "",
             space_snippet(options, clip),
             "",
@@ -711,6 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             planned_reranker, report = export_reranker(options, staging)
             source = {"hf_model": options.cross_encoder, "packages": versions, "check": report}
             print(f"wrote {write_model(planned_reranker, staging, options.out, source)}")
+    if clip is not None:
+        (options.out / "spaces.json").write_text(space_snippet(options, clip) + "\n")
     print()
     print(usage_notes(options, clip))
     return 0

@@ -59,8 +59,13 @@ def _serve(target: Target) -> int:
         )
         await serve_until_signalled(running)
 
-    asyncio.run(run())
-    provider.shutdown()
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:  # e.g. a bad spaces file, found while building a component
+        print(f"mmsearch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        provider.shutdown()
     return 0
 
 

@@ -26,7 +26,7 @@ from services.embedder.media import (
     ocr_pixels,
 )
 from services.embedder.metrics import EmbedderMetrics
-from services.embedder.spaces import Encoder, Space, SpaceRegistry, default_registry
+from services.embedder.spaces import Encoder, Space, SpaceRegistry, default_registry, registry_from_file
 from services.embedder.triton import TritonPool
 from services.kit.auth import ROLE_EMBED
 from services.kit.component import Component, Deps
@@ -370,7 +370,11 @@ def build_embedder(deps: Deps) -> Component:
         metrics=metrics,
         tracer_provider=deps.tracer_provider,
     )
-    registry = default_registry(settings.text_model, settings.image_model, settings.audio_model)
+    registry = (
+        registry_from_file(settings.spaces_file)
+        if settings.spaces_file is not None
+        else default_registry(settings.text_model, settings.image_model, settings.audio_model)
+    )
     cache = EmbeddingCache(int(settings.embed_cache_mb * 1024 * 1024))
     service = EmbedderService(settings, pool, registry, metrics, cache)
     models = sorted({e.model for s in registry.spaces.values() for e in s.encoders} | {settings.ocr_model})

@@ -4,9 +4,15 @@ and a hash of the preprocessing. Vectors of different spaces are never mixed."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mmsearch.v1 import common_pb2, embedder_pb2
+from services.kit.config import ConfigError
 from services.kit.errors import InvalidArgument, NotFound
 
 DEFAULT_ALIAS = "default"
@@ -106,4 +112,75 @@ def default_registry(text_model: str, image_model: str, audio_model: str) -> Spa
             aliases=("audio",),
         )
     )
+    return registry
+
+
+MODALITIES = {
+    "text": common_pb2.MODALITY_TEXT,
+    "image": common_pb2.MODALITY_IMAGE,
+    "audio": common_pb2.MODALITY_AUDIO,
+}
+METRICS = {
+    "cosine": embedder_pb2.DISTANCE_METRIC_COSINE,
+    "dot": embedder_pb2.DISTANCE_METRIC_DOT,
+    "euclidean": embedder_pb2.DISTANCE_METRIC_EUCLIDEAN,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EncoderSpec(_Strict):
+    modality: Literal["text", "image", "audio"]
+    model: str = Field(min_length=1)
+    preprocessing: str = Field(min_length=1)
+    output: str = "EMBEDDING"
+
+
+class SpaceSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    version: int = Field(ge=1)
+    dimension: int = Field(ge=1, le=65536)
+    metric: Literal["cosine", "dot", "euclidean"] = "cosine"
+    encoders: list[EncoderSpec] = Field(min_length=1)
+    aliases: list[str] = []
+
+
+class SpacesFile(_Strict):
+    spaces: list[SpaceSpec] = Field(min_length=1)
+
+
+def registry_from_file(path: Path) -> SpaceRegistry:
+    """Spaces from a JSON file (MMSEARCH_SPACES_FILE), e.g. the `clip@1` space of a
+    production model repository (docs/production-models.md). One space must
+    carry the `default` alias; ids, aliases and modalities per space are unique."""
+    try:
+        spec = SpacesFile.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ConfigError(f"spaces file {path}: {exc}") from exc
+    registry = SpaceRegistry()
+    for space in spec.spaces:
+        space_id = f"{space.name}@{space.version}"
+        modalities = [e.modality for e in space.encoders]
+        if space_id in registry.spaces or len(set(modalities)) != len(modalities):
+            raise ConfigError(f"spaces file {path}: {space_id} is defined twice or repeats a modality")
+        clash = [a for a in space.aliases if a in registry.aliases]
+        if clash:
+            raise ConfigError(f"spaces file {path}: alias {clash[0]!r} is used by two spaces")
+        registry.add(
+            Space(
+                name=space.name,
+                version=space.version,
+                dimension=space.dimension,
+                metric=METRICS[space.metric],
+                encoders=tuple(
+                    Encoder(MODALITIES[e.modality], e.model, e.preprocessing, e.output)
+                    for e in space.encoders
+                ),
+                aliases=tuple(space.aliases),
+            )
+        )
+    if DEFAULT_ALIAS not in registry.aliases:
+        raise ConfigError(f"spaces file {path}: no space has the {DEFAULT_ALIAS!r} alias")
     return registry

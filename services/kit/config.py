@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     image_model: str = "efficientnet_lite0_conse"
     audio_model: str = "aisfx_audio"
     ocr_model: str = "ppocr_text"
+    # JSON file defining the embedding spaces (replaces the default minilm@1 /
+    # aisfx@1 and the model names above); see docs/production-models.md.
+    spaces_file: Path | None = None
 
     # Embedder limits
     embed_max_items: int = Field(256, ge=1, le=100_000)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from mmsearch.v1 import common_pb2
 from services import modelconfig
+from services.embedder.spaces import registry_from_file
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = ROOT / "model_repository"
@@ -326,10 +329,15 @@ def test_export_plan_for_siglip_and_overrides() -> None:
     assert export.known_clip_facts("MyArch", "x", 256).dimension == 256
 
 
-def test_export_plan_cli_prints_configs_and_space(capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_plan_cli_prints_configs_and_space(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert export.main(["--plan", "--out", "/tmp/repo"]) == 0
     out = capsys.readouterr().out
     assert 'name: "clip_text"' in out and 'name: "crossencoder_rerank"' in out
-    assert "dimension=512" in out and 'name="clip"' in out
-    assert 'Encoder(common_pb2.MODALITY_IMAGE, "clip_image"' in out
-    assert "set-instances" in out
+    assert "MMSEARCH_SPACES_FILE" in out and "set-instances" in out
+    # The printed spaces file is one the embedder accepts.
+    spaces = tmp_path / "spaces.json"
+    printed, _ = json.JSONDecoder().raw_decode(out[out.index('{\n  "spaces"') :])
+    spaces.write_text(json.dumps(printed))
+    space = registry_from_file(spaces).resolve("")
+    assert space.id == "clip@1" and space.dimension == 512
+    assert space.encoder_for(common_pb2.MODALITY_IMAGE).model == "clip_image"  # type: ignore[union-attr]

@@ -1,7 +1,11 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from mmsearch.v1 import common_pb2
-from services.embedder.spaces import default_registry
+from services.embedder.spaces import default_registry, registry_from_file
+from services.kit.config import ConfigError
 from services.kit.errors import InvalidArgument, NotFound
 
 
@@ -29,3 +33,49 @@ def test_preprocessing_hash_changes_with_the_encoder() -> None:
     assert a.encoder_for(common_pb2.MODALITY_TEXT) is not None
     assert a.encoder_for(common_pb2.MODALITY_IMAGE) is not None
     assert a.encoder_for(common_pb2.MODALITY_AUDIO) is None
+
+
+def write(tmp_path: Path, spec: object) -> Path:
+    path = tmp_path / "spaces.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+CLIP = {
+    "name": "clip",
+    "version": 1,
+    "dimension": 512,
+    "aliases": ["default", "image"],
+    "encoders": [
+        {"modality": "text", "model": "clip_text", "preprocessing": "clip-bpe;77"},
+        {"modality": "image", "model": "clip_image", "preprocessing": "center-crop-224;clip-norm"},
+    ],
+}
+
+
+def test_spaces_file_defines_the_registry(tmp_path: Path) -> None:
+    registry = registry_from_file(write(tmp_path, {"spaces": [CLIP]}))
+    space = registry.resolve("")
+    assert space.id == "clip@1" and space.dimension == 512
+    assert space.encoder_for(common_pb2.MODALITY_IMAGE).model == "clip_image"  # type: ignore[union-attr]
+    assert space.encoder_for(common_pb2.MODALITY_AUDIO) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"spaces": []}, "spaces"),
+        ({"spaces": [{**CLIP, "aliases": []}]}, "no space has the 'default' alias"),
+        ({"spaces": [CLIP, CLIP]}, "defined twice"),
+        ({"spaces": [{**CLIP, "name": "Bad Name"}]}, "name"),
+        (
+            {"spaces": [{**CLIP, "encoders": [{"modality": "smell", "model": "x", "preprocessing": "y"}]}]},
+            "modality",
+        ),
+        ({"spaces": [{**CLIP, "extra": 1}]}, "extra"),
+        ("not an object", "spaces file"),
+    ],
+)
+def test_bad_spaces_files_are_config_errors(tmp_path: Path, spec: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        registry_from_file(write(tmp_path, spec))
