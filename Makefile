@@ -94,4 +94,4 @@ typecheck: install
 check: lint typecheck test
 
 clean: down
-	rm -rf $(VENV) $(TRITON_VENV) .run $(GEN_STAMP) $(MODEL_STAMP) mmsearch/v1/*_pb2*
+	rm -rf $(VENV) $(TRITON_VENV) $(BUILD_VENV) .run $(GEN_STAMP) $(MODEL_STAMP) $(SAMPLES_STAMP) mmsearch/v1/*_pb2*
