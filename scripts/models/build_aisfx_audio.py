@@ -136,16 +136,19 @@ def export(checkpoint: str) -> np.ndarray:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=__name__)
     target = VERSION_DIR / "model.onnx"
     tmp = target.with_suffix(".onnx.part")
-    torch.onnx.export(
-        wrapper,
-        (torch.zeros(2, BLOCK, N_MELS),),
-        str(tmp),
-        input_names=["blocks"],
-        output_names=["embedding"],
-        dynamic_axes={"blocks": {0: "n"}, "embedding": {0: "n"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    # The TorchScript exporter's tracer and constant-folding notes are not actionable here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (torch.zeros(2, BLOCK, N_MELS),),
+            str(tmp),
+            input_names=["blocks"],
+            output_names=["embedding"],
+            dynamic_axes={"blocks": {0: "n"}, "embedding": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
     import onnx
 
     onnx.checker.check_model(str(tmp))

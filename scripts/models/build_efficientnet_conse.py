@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 
 import numpy as np
 from wheels import REPO, sha256_of, unpacked, write_sources
@@ -83,16 +84,19 @@ def export_classifier(weights_path: str) -> None:
     from efficientnet_lite_pytorch import EfficientNet
 
     model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 3, 224, 224),),
-        str(VERSION_DIR / "classifier.onnx"),
-        input_names=["pixels"],
-        output_names=["logits"],
-        dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    # The TorchScript exporter's tracer and constant-folding notes are not actionable here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, 224, 224),),
+            str(VERSION_DIR / "classifier.onnx"),
+            input_names=["pixels"],
+            output_names=["logits"],
+            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def main() -> None:
