@@ -14,13 +14,21 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry
 
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
-from services.client import HEALTH_SERVICES, auth_metadata, default_addr, default_token, health_status
+from services.client import (
+    HEALTH_SERVICES,
+    auth_metadata,
+    default_addr,
+    default_bootstrap,
+    default_token,
+    health_status,
+)
 from services.kit.config import TARGETS, ConfigError, Target, load_settings
 
 DEMO_SENTENCES = (
@@ -43,6 +51,7 @@ def _serve(target: Target) -> int:
     from services.kit.logging import configure_logging
     from services.kit.server import serve_until_signalled, start_server
     from services.kit.tracing import setup_tracing
+    from services.stores.provider import StoreProvider
     from services.targets import components_for
 
     service_name = settings.service_name if target == "all" else f"{settings.service_name}-{target}"
@@ -53,7 +62,7 @@ def _serve(target: Target) -> int:
         registry = CollectorRegistry()
         running = await start_server(
             settings,
-            components_for(target, Deps(settings, registry, provider)),
+            components_for(target, Deps(settings, registry, provider, StoreProvider(settings))),
             registry=registry,
             tracer_provider=provider,
         )
@@ -138,6 +147,36 @@ def _demo(addr: str, token: str) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    paths: list[Path] = args.paths
+    tenant: str = args.tenant
+    tags: list[str] = args.tag
+    bootstrap: str = args.bootstrap
+    topic: str = args.topic
+    from services.producer import ContentProducer, expand, file_event
+
+    files = list(expand(paths))
+    if not files:
+        print("mmsearch ingest: no text, image or audio files found", file=sys.stderr)
+        return 2
+    failed = 0
+    with ContentProducer(bootstrap, topic, as_json=args.json) as producer:
+        for done, path in enumerate(files, start=1):
+            try:
+                producer.publish(file_event(tenant, path, tags=tags))
+            except (OSError, ValueError) as exc:
+                failed += 1
+                print(f"\nskipped {path}: {exc}", file=sys.stderr)
+            bar = "#" * (30 * done // len(files))
+            print(f"\r[{bar:30s}] {done}/{len(files)} {path.name[:40]:40s}", end="", file=sys.stderr)
+        producer.flush()
+    print(
+        f"\npublished {len(files) - failed} events to {topic} at {bootstrap} (tenant {tenant})",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mmsearch", description="Multimodal embedding and cross-modal search."
@@ -149,6 +188,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stack = sub.add_parser("stack", help="local stack: tritonserver, Kafka-protocol broker, mmsearch")
     stack.add_argument("action", choices=("up", "down", "status"))
+
+    ingest = sub.add_parser("ingest", help="publish files (text, images, audio) as content events to Kafka")
+    ingest.add_argument("paths", nargs="+", type=Path, help="files or directories (recursive)")
+    ingest.add_argument("--tenant", default="dev", help="owning tenant (default: dev)")
+    ingest.add_argument("--tag", action="append", default=[], help="tag for every item (repeatable)")
+    ingest.add_argument(
+        "--bootstrap",
+        default=default_bootstrap(),
+        help="Kafka bootstrap servers (env MMSEARCH_CLIENT_BOOTSTRAP)",
+    )
+    ingest.add_argument("--topic", default="content.v1")
+    ingest.add_argument(
+        "--json", action="store_true", help="publish the canonical JSON mapping, not protobuf"
+    )
 
     for name, help_text in (
         ("embed", "embed texts and print the vectors"),
@@ -168,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args.target)
+        if args.command == "ingest":
+            return _ingest(args)
         if args.command == "stack":
             from services.localstack import stack as local_stack
 

@@ -31,6 +31,13 @@ def default_addr() -> str:
     return DEFAULT_ADDR
 
 
+def default_bootstrap() -> str:
+    """MMSEARCH_CLIENT_BOOTSTRAP, else the local stack's broker (MMSEARCH_STACK_BROKER_PORT), else 9092."""
+    if "MMSEARCH_CLIENT_BOOTSTRAP" in os.environ:
+        return os.environ["MMSEARCH_CLIENT_BOOTSTRAP"]
+    return f"127.0.0.1:{os.environ.get('MMSEARCH_STACK_BROKER_PORT', '9092')}"
+
+
 def default_token() -> str:
     return os.environ.get("MMSEARCH_CLIENT_TOKEN", DEV_TOKEN)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from services.kit.server import RunningServer, start_server
 from services.localstack.broker import start_broker
 from services.localstack.processes import free_port, stop_pid
 from services.localstack.triton import TritonPorts, start_triton
+from services.stores.provider import StoreProvider
 from services.targets import components_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +118,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
 def make_settings(**overrides: object) -> Settings:
     base: dict[str, object] = {
         "grpc_port": 0,
+        # Never the working tree's .run/store: each settings object gets its own.
+        "store_dir": Path(tempfile.mkdtemp(prefix="mmsearch-store-")),
         "metrics_port": 0,
         "readiness_interval_s": 0.5,
         "log_format": "console",
@@ -128,6 +132,7 @@ def make_settings(**overrides: object) -> Settings:
 class ServiceHandle:
     running: RunningServer
     registry: CollectorRegistry
+    stores: StoreProvider
 
     @property
     def addr(self) -> str:
@@ -138,14 +143,15 @@ async def start_service(
     settings: Settings, target: Target = "all", tracer_provider: TracerProvider | None = None
 ) -> ServiceHandle:
     registry = CollectorRegistry()
+    stores = StoreProvider(settings)
     running = await start_server(
         settings,
-        components_for(target, Deps(settings, registry, tracer_provider)),
+        components_for(target, Deps(settings, registry, tracer_provider, stores)),
         registry=registry,
         tracer_provider=tracer_provider,
         serve_metrics=False,
     )
-    return ServiceHandle(running, registry)
+    return ServiceHandle(running, registry, stores)
 
 
 @pytest.fixture

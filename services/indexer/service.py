@@ -1,19 +1,170 @@
-"""Indexer admin service. The API is defined in protos/mmsearch/v1/indexer.proto
-and the Kafka event schema in events.proto; the consumer and stores are issue #4."""
+"""The indexer: a Kafka consumer of ContentEvents writing into the vector
+store (services/indexer/consumer.py, pipeline.py), and its IndexerAdmin gRPC
+service (status, alias swaps, dropping a space's collection)."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import grpc
+
 from mmsearch.v1 import indexer_pb2, indexer_pb2_grpc
+from services.indexer.consumer import ConsumerConfig, IndexerConsumer
+from services.indexer.embedder_client import GrpcEmbedder
+from services.indexer.metrics import IndexerMetrics
+from services.indexer.pipeline import Pipeline
 from services.kit.auth import ROLE_INDEX_ADMIN
-from services.kit.component import Component, Deps, pending_component
+from services.kit.component import Component, Deps
+from services.kit.config import Settings
+from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from services.stores.base import collection_name
+from services.stores.provider import StoreProvider
+
+SERVICE = indexer_pb2.DESCRIPTOR.services_by_name["IndexerAdmin"]
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
+    def __init__(self, settings: Settings, stores: StoreProvider) -> None:
+        self._settings = settings
+        self._stores = stores
+        self.consumer: IndexerConsumer | None = None
+        self.embedder: GrpcEmbedder | None = None
+
+    async def GetStatus(
+        self, request: indexer_pb2.GetStatusRequest, context: Context
+    ) -> indexer_pb2.GetStatusResponse:
+        response = indexer_pb2.GetStatusResponse(
+            topic=self._settings.content_topic, consumer_group=self._settings.indexer_group
+        )
+        consumer = self.consumer
+        if consumer is not None:
+            state = consumer.state
+            for (topic, partition), highwater in sorted(state.highwater.items()):
+                committed = state.committed.get((topic, partition), 0)
+                response.partitions.add(
+                    topic=topic,
+                    partition=partition,
+                    committed_offset=committed,
+                    highwater=highwater,
+                    lag=max(0, highwater - committed),
+                )
+            for reason, count in state.dead_letters.items():
+                response.dead_letters_by_reason[reason] = count
+            response.paused = state.paused
+            response.pause_reason = state.pause_reason or (state.last_error if not state.connected else "")
+        store = await self._stores.get()
+        seen: set[str] = set()
+        if self.embedder is not None:
+            for name in ("default", "audio"):
+                space = await self.embedder.resolve_space(name)
+                if space is None or space.id in seen:
+                    continue
+                seen.add(space.id)
+                collection = collection_name(space.id)
+                if await store.resolve(collection) is None:
+                    continue
+                response.spaces.add(
+                    space=space.id, collection=collection, item_count=await store.count(collection)
+                )
+        return response
+
+    async def SwapAlias(
+        self, request: indexer_pb2.SwapAliasRequest, context: Context
+    ) -> indexer_pb2.SwapAliasResponse:
+        if not request.alias or "@" not in request.space:
+            raise InvalidArgument("alias and space ('name@version') are required", field="space")
+        store = await self._stores.get()
+        target = collection_name(request.space)
+        if await store.resolve(target) != target:
+            raise NotFound(f"space {request.space} has no collection")
+        previous = await store.resolve(request.alias)
+        await store.set_alias(request.alias, target)
+        return indexer_pb2.SwapAliasResponse(previous_space=previous or "")
+
+    async def DropSpace(
+        self, request: indexer_pb2.DropSpaceRequest, context: Context
+    ) -> indexer_pb2.DropSpaceResponse:
+        if "@" not in request.space:
+            raise InvalidArgument("space must be 'name@version'", field="space")
+        store = await self._stores.get()
+        target = collection_name(request.space)
+        if await store.resolve(target) != target:
+            raise NotFound(f"space {request.space} has no collection")
+        for alias in ("default", "text", "image", "audio"):
+            if await store.resolve(alias) == target:
+                raise FailedPrecondition(f"alias {alias!r} still points at {request.space}; swap it first")
+        await store.drop_collection(target)
+        return indexer_pb2.DropSpaceResponse()
+
+    async def StartReembed(
+        self, request: indexer_pb2.StartReembedRequest, context: Context
+    ) -> indexer_pb2.ReembedJob:
+        raise Unimplemented("re-embedding into a shadow collection is not built yet (issue #4)")
+
+    async def GetReembed(
+        self, request: indexer_pb2.GetReembedRequest, context: Context
+    ) -> indexer_pb2.ReembedJob:
+        raise Unimplemented("re-embedding into a shadow collection is not built yet (issue #4)")
 
 
 def build_indexer(deps: Deps) -> Component:
-    return pending_component(
-        "indexer",
-        service=indexer_pb2.DESCRIPTOR.services_by_name["IndexerAdmin"],
-        servicer_base=indexer_pb2_grpc.IndexerAdminServicer,
-        add_to_server=indexer_pb2_grpc.add_IndexerAdminServicer_to_server,
-        role=ROLE_INDEX_ADMIN,
-        planned_in="issue #4",
+    settings = deps.settings
+    stores = deps.store_provider()
+    metrics = IndexerMetrics(deps.metrics)
+    service = IndexerAdminService(settings, stores)
+    task: asyncio.Task[None] | None = None
+
+    async def start(port: int) -> None:
+        nonlocal task
+        if not settings.kafka_bootstrap:
+            return
+        addr = settings.indexer_embedder_addr or f"127.0.0.1:{port}"
+        service.embedder = GrpcEmbedder(
+            addr, settings.indexer_embedder_token.get_secret_value(), settings.indexer_embed_timeout_s
+        )
+        pipeline = Pipeline(service.embedder, await stores.get(), metrics)
+        config = ConsumerConfig(
+            bootstrap=settings.kafka_bootstrap,
+            topic=settings.content_topic,
+            dlq_topic=settings.dlq_topic,
+            group_id=settings.indexer_group,
+            batch_size=settings.indexer_batch_size,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 6),
+        )
+        service.consumer = IndexerConsumer(config, pipeline, metrics, deps.tracer_provider)
+        task = asyncio.get_running_loop().create_task(service.consumer.run(), name="indexer-consumer")
+
+    async def stop() -> None:
+        if service.consumer is not None:
+            await service.consumer.stop()
+        if task is not None:
+            await task
+        if service.consumer is not None:
+            await service.consumer.close()
+        if service.embedder is not None:
+            await service.embedder.close()
+        await stores.close()
+
+    async def ready() -> str | None:
+        if not settings.kafka_bootstrap:
+            return "MMSEARCH_KAFKA_BOOTSTRAP is not set: the indexer does not consume"
+        consumer = service.consumer
+        if consumer is None or not consumer.state.connected:
+            return f"not connected to Kafka at {settings.kafka_bootstrap}"
+        return None
+
+    def register(server: grpc.aio.Server) -> None:
+        indexer_pb2_grpc.add_IndexerAdminServicer_to_server(service, server)
+
+    return Component(
+        name="indexer",
+        service_name=SERVICE.full_name,
+        register=register,
+        method_roles={f"/{SERVICE.full_name}/{m.name}": ROLE_INDEX_ADMIN for m in SERVICE.methods},
+        checks=[ready],
+        start=start,
+        stop=stop,
     )

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from services.kit.config import Settings
 from services.kit.errors import Unimplemented
 from services.kit.health import Check
+from services.stores.provider import StoreProvider
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class Deps:
     settings: Settings
     metrics: CollectorRegistry
     tracer_provider: TracerProvider | None = None
+    # The process's one vector store (indexer and searcher share it).
+    stores: StoreProvider | None = None
+
+    def store_provider(self) -> StoreProvider:
+        if self.stores is None:
+            raise RuntimeError("this component needs Deps.stores")
+        return self.stores
 
 
 @dataclass
@@ -40,7 +48,8 @@ class Component:
     checks: list[Check] = field(default_factory=list)
     # False while the service's RPCs answer UNIMPLEMENTED: health says NOT_SERVING.
     implemented: bool = True
-    start: Callable[[], Awaitable[None]] | None = None
+    # Called once the server is serving, with its bound gRPC port.
+    start: Callable[[int], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MMSEARCH_"
@@ -74,6 +74,24 @@ class Settings(BaseSettings):
     # JSON file defining the embedding spaces (replaces the default minilm@1 /
     # aisfx@1 and the model names above); see docs/production-models.md.
     spaces_file: Path | None = None
+
+    # Indexer: Kafka content events into the store. An empty bootstrap turns the
+    # consumer off (the IndexerAdmin service then reports NOT_SERVING).
+    kafka_bootstrap: str = ""
+    content_topic: str = "content.v1"
+    dlq_topic: str = "content.v1.dlq"
+    indexer_group: str = "mmsearch-indexer"
+    indexer_batch_size: int = Field(256, ge=1, le=10_000)
+    # Consumer group session: a dead indexer's partitions move after this long.
+    kafka_session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
+    # The embedder the indexer calls; empty: this process's own gRPC port.
+    indexer_embedder_addr: str = ""
+    indexer_embedder_token: SecretStr = SecretStr("mmsearch-dev-token")
+    indexer_embed_timeout_s: float = Field(60.0, gt=0, le=600)
+
+    # Vector store: the embedded Qdrant Edge directory, or Weaviate when its URL is set.
+    store_dir: Path = Path(".run/store")
+    weaviate_url: str = ""
 
     # Embedder limits
     embed_max_items: int = Field(256, ge=1, le=100_000)

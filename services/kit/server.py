@@ -110,9 +110,6 @@ async def start_server(
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
 
-    for component in components:
-        if component.start is not None:
-            await component.start()
     await readiness.refresh()
     metrics_server = (
         start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
@@ -120,6 +117,10 @@ async def start_server(
         else None
     )
     await server.start()
+    # After the server is up: a component may call services in this same process.
+    for component in components:
+        if component.start is not None:
+            await component.start(port)
     readiness.start()
     log.info(
         "server_started",

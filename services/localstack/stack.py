@@ -75,6 +75,8 @@ def _service_env(config: StackConfig) -> dict[str, str]:
         MMSEARCH_GRPC_PORT=str(config.grpc_port),
         MMSEARCH_METRICS_PORT=str(config.metrics_port),
         MMSEARCH_TRITON_URL=f"127.0.0.1:{config.triton.grpc}",
+        MMSEARCH_KAFKA_BOOTSTRAP=f"127.0.0.1:{config.broker_port}",
+        MMSEARCH_STORE_DIR=str(config.run_dir / "store"),
     )
     return env
 

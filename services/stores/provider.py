@@ -1,0 +1,38 @@
+"""One store per process, shared by the indexer and the searcher (under
+--target all both use the same embedded store: its directory has one owner)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.kit.config import Settings
+from services.stores.base import VectorStore
+
+
+class StoreProvider:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._store: VectorStore | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> VectorStore:
+        async with self._lock:
+            if self._store is None:
+                self._store = await self._open()
+            return self._store
+
+    async def _open(self) -> VectorStore:
+        if self._settings.weaviate_url:
+            from services.stores.weaviate_store import WeaviateStore
+
+            store: VectorStore = await WeaviateStore.connect(self._settings.weaviate_url)
+            return store
+        from services.stores.qdrant_edge import QdrantEdgeStore
+
+        return await asyncio.to_thread(QdrantEdgeStore, self._settings.store_dir)
+
+    async def close(self) -> None:
+        async with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            await store.close()

@@ -1,0 +1,592 @@
+"""The VectorStore contract: one suite every store adapter must pass.
+
+Use it by subclassing `VectorStoreContract` in a `test_*.py` file and implementing `open_store`:
+
+    class TestMyStore(VectorStoreContract):
+        async def open_store(self, root: Path) -> VectorStore:
+            return MyStore(root)           # or pytest.skip(...) when the backend is absent
+
+`open_store(root)` must return a store whose data lives at `root` (an embedded store) or that is
+otherwise persistent (a server): the persistence test closes a store and opens `root` again. Every test
+uses fresh collection names (`contract_<hex>_...`) and drops what it created, so a shared server works.
+
+What is checked: idempotent ensure_collection; write + states; tombstones hidden from search and
+count but visible to states; tenant isolation; every filter operator on every field kind (core and
+attribute fields) against a brute-force Python evaluation of the same parsed filter tree; modality
+restriction; stable pagination; BM25 on a rare identifier; hybrid fusion; aliases; drop; persistence
+across close/reopen; exact search against brute-force cosine.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import pytest_asyncio
+
+from mmsearch.v1 import common_pb2
+from services.stores.base import (
+    AttributeValue,
+    Collection,
+    FieldKind,
+    ItemRecord,
+    Query,
+    StoreHit,
+    VectorStore,
+)
+from services.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
+
+DIM = 16
+TENANT = "acme"
+OTHER_TENANT = "globex"
+RARE_ID = "INV-2024-00731"
+ATTRIBUTES: Mapping[str, FieldKind] = {
+    "priority": "int",
+    "score": "float",
+    "pinned": "bool",
+    "due": "datetime",
+    "team": "keyword",
+}
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+WORDS = [
+    *("invoice", "report", "meeting", "photo", "receipt", "contract"),
+    *("budget", "supplier", "audio", "memo", "draft", "scan"),
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+
+
+def unit(rng: np.random.Generator, dim: int = DIM) -> npt.NDArray[np.float32]:
+    v = rng.standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def make_record(tenant: str, item_id: str, rng: np.random.Generator, **overrides: Any) -> ItemRecord:
+    r = random.Random(f"{tenant}/{item_id}")
+    attributes: dict[str, AttributeValue] = {}
+    if r.random() < 0.9:
+        attributes["priority"] = r.randint(0, 4)
+    if r.random() < 0.9:
+        attributes["score"] = round(r.random(), 3)
+    if r.random() < 0.9:
+        attributes["pinned"] = r.random() < 0.3
+    if r.random() < 0.9:
+        attributes["due"] = T0 + timedelta(days=r.randint(0, 60), seconds=r.randint(0, 86399))
+    if r.random() < 0.9:
+        attributes["team"] = r.choice(["red", "blue", "ops"])
+    attributes["labels"] = r.choice(["", "a", "b"])  # undeclared kinds still round-trip
+    record = ItemRecord(
+        tenant=tenant,
+        item_id=item_id,
+        modality=r.choice(["text", "text", "image", "audio"]),
+        vector=unit(rng),
+        version=r.randint(0, 5),
+        event_time=T0 + timedelta(minutes=r.randint(0, 100_000)),
+        content_sha256=uuid.uuid5(uuid.NAMESPACE_URL, item_id).hex,
+        model_version="m@1",
+        text=" ".join(r.choice(WORDS) for _ in range(r.randint(3, 12))),
+        title=f"title {item_id}",
+        tags=tuple(sorted(r.sample(["red", "green", "blue", "urgent"], r.randint(0, 3)))),
+        source=r.choice(["web", "mail", "scan"]),
+        source_uri=f"s3://bucket/{item_id}",
+        created_at=None if r.random() < 0.15 else T0 + timedelta(hours=r.randint(0, 2000)),
+        attributes=attributes,
+        snippet=f"snippet {item_id}",
+        thumbnail_jpeg=bytes([0xFF, 0xD8, r.randint(0, 255), 0x00, 0xFF, 0xD9]),
+    )
+    return replace(record, **overrides) if overrides else record
+
+
+def tombstone(record: ItemRecord) -> ItemRecord:
+    return replace(record, vector=None, deleted=True, version=record.version + 1, text="")
+
+
+def dataset(seed: int = 7) -> list[ItemRecord]:
+    """Tenant A: 240 items (the last 20 deleted) plus the rare-identifier invoice; tenant B: 60."""
+    rng = np.random.default_rng(seed)
+    records = [make_record(TENANT, f"a{i:03d}", rng) for i in range(240)]
+    records[-20:] = [tombstone(r) for r in records[-20:]]
+    records.append(
+        make_record(
+            TENANT, "invoice-rare", rng, text=f"invoice {RARE_ID} from supplier 2024", modality="text"
+        )
+    )
+    records += [make_record(OTHER_TENANT, f"b{i:03d}", rng) for i in range(60)]
+    return records
+
+
+def live(records: Sequence[ItemRecord], tenant: str = TENANT) -> list[ItemRecord]:
+    return [r for r in records if r.tenant == tenant and not r.deleted]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Filters: builders and the brute-force reference
+
+
+def val(x: AttributeValue) -> common_pb2.Value:
+    if isinstance(x, bool):
+        return common_pb2.Value(bool_value=x)
+    if isinstance(x, int):
+        return common_pb2.Value(int_value=x)
+    if isinstance(x, float):
+        return common_pb2.Value(double_value=x)
+    if isinstance(x, datetime):
+        value = common_pb2.Value()
+        value.timestamp_value.FromDatetime(x)
+        return value
+    return common_pb2.Value(string_value=x)
+
+
+def eq(field: str, x: AttributeValue) -> common_pb2.Filter:
+    return common_pb2.Filter(condition=common_pb2.FieldCondition(field=field, eq=val(x)))
+
+
+def any_in(field: str, *xs: AttributeValue) -> common_pb2.Filter:
+    cond = common_pb2.FieldCondition(field=field)
+    getattr(cond, "in").values.extend(val(x) for x in xs)
+    return common_pb2.Filter(condition=cond)
+
+
+def between(field: str, **bounds: AttributeValue) -> common_pb2.Filter:
+    rng = common_pb2.Range(**{k: val(v) for k, v in bounds.items()})
+    return common_pb2.Filter(condition=common_pb2.FieldCondition(field=field, range=rng))
+
+
+def all_of(*fs: common_pb2.Filter) -> common_pb2.Filter:
+    return common_pb2.Filter(all_of=common_pb2.FilterList(filters=fs))
+
+
+def any_of(*fs: common_pb2.Filter) -> common_pb2.Filter:
+    return common_pb2.Filter(any_of=common_pb2.FilterList(filters=fs))
+
+
+def negate(f: common_pb2.Filter) -> common_pb2.Filter:
+    return common_pb2.Filter(negate=f)
+
+
+def field_values(record: ItemRecord, name: str) -> list[AttributeValue]:
+    if name.startswith("attributes."):
+        key = name.removeprefix("attributes.")
+        return [record.attributes[key]] if key in record.attributes else []
+    if name == "tags":
+        return list(record.tags)
+    value = getattr(record, name)
+    return [] if value is None else [value]
+
+
+def matches(node: FilterNode, record: ItemRecord) -> bool:
+    if isinstance(node, AllOf):
+        return all(matches(n, record) for n in node.nodes)
+    if isinstance(node, AnyOf):
+        return any(matches(n, record) for n in node.nodes)
+    if isinstance(node, Not):
+        return not matches(node.node, record)
+    assert isinstance(node, Condition)
+    values = field_values(record, node.field)
+    if node.op in ("eq", "in"):
+        return any(v == w and type(v) is type(w) for v in values for w in node.values)
+
+    def in_range(v: Any) -> bool:
+        return (
+            (node.gt is None or v > node.gt)
+            and (node.gte is None or v >= node.gte)
+            and (node.lt is None or v < node.lt)
+            and (node.lte is None or v <= node.lte)
+        )
+
+    return any(in_range(v) for v in values)
+
+
+def _pick(records: Sequence[ItemRecord], key: str) -> Any:
+    return next(r.attributes[key] for r in live(records) if key in r.attributes)
+
+
+def filter_cases(records: Sequence[ItemRecord]) -> dict[str, common_pb2.Filter]:
+    some_score = _pick(records, "score")
+    some_due = _pick(records, "due")
+    ids = [r.item_id for r in records[:40:3]] + ["a239", "nope"]
+    return {
+        "modality-eq": eq("modality", "image"),
+        "modality-in": any_in("modality", "image", "audio"),
+        "source-eq": eq("source", "mail"),
+        "item_id-in": any_in("item_id", *ids),
+        "tags-eq": eq("tags", "urgent"),
+        "tags-in": any_in("tags", "red", "blue"),
+        "created_at-gte": between("created_at", gte=T0 + timedelta(hours=1000)),
+        "event_time-gt-lt": between(
+            "event_time", gt=T0 + timedelta(minutes=20_000), lt=T0 + timedelta(minutes=60_000)
+        ),
+        "int-eq": eq("attributes.priority", 3),
+        "int-in": any_in("attributes.priority", 1, 2),
+        "int-range": between("attributes.priority", gte=2, lt=4),
+        "float-range": between("attributes.score", gt=0.5),
+        "float-eq": eq("attributes.score", float(some_score)),
+        "float-in-int-value": any_in("attributes.score", 0, float(some_score)),
+        "bool-true": eq("attributes.pinned", True),
+        "bool-false": eq("attributes.pinned", False),
+        "bool-in": any_in("attributes.pinned", True, False),
+        "datetime-eq": eq("attributes.due", some_due),
+        "datetime-lte": between("attributes.due", lte=T0 + timedelta(days=20)),
+        "keyword-attr-eq": eq("attributes.team", "ops"),
+        "keyword-attr-in": any_in("attributes.team", "red", "blue"),
+        "all_of": all_of(eq("tags", "red"), between("attributes.priority", gte=2)),
+        "any_of": any_of(eq("modality", "audio"), eq("attributes.pinned", True)),
+        "negate": negate(eq("tags", "urgent")),
+        "negate-missing-attr": negate(eq("attributes.team", "ops")),
+        "negate-any_of": negate(any_of(eq("source", "web"), between("attributes.score", lt=0.3))),
+        "nested": all_of(
+            negate(eq("source", "web")),
+            any_of(any_in("attributes.priority", 1, 3), between("attributes.score", lt=0.2)),
+            negate(all_of(eq("modality", "text"), eq("tags", "green"))),
+        ),
+    }
+
+
+FILTER_CASE_NAMES = list(filter_cases(dataset()))
+
+
+def ids(hits: Sequence[StoreHit]) -> list[str]:
+    return [h.record.item_id for h in hits]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The suite
+
+
+class VectorStoreContract:
+    """Subclass and implement `open_store(root)`; every test below then runs against that store."""
+
+    async def open_store(self, root: Path) -> VectorStore:
+        raise NotImplementedError
+
+    # -- fixtures --------------------------------------------------------------------------------------
+
+    @pytest.fixture
+    def created(self) -> list[str]:
+        return []
+
+    @pytest.fixture
+    def new_name(self, created: list[str]) -> Callable[[str], str]:
+        run = uuid.uuid4().hex[:8]
+
+        def make(suffix: str) -> str:
+            created.append(f"contract_{run}_{suffix}")
+            return created[-1]
+
+        return make
+
+    @pytest_asyncio.fixture
+    async def store(self, tmp_path: Path, created: list[str]) -> AsyncIterator[VectorStore]:
+        store = await self.open_store(tmp_path / "store")
+        try:
+            yield store
+        finally:
+            for name in created:  # what a failed test left behind (a shared server keeps it)
+                if await store.resolve(name) == name:
+                    await store.drop_collection(name)
+            await store.close()
+
+    @pytest_asyncio.fixture(scope="class")
+    @classmethod
+    async def loaded(
+        cls, tmp_path_factory: pytest.TempPathFactory
+    ) -> AsyncIterator[tuple[VectorStore, str, list[ItemRecord]]]:
+        """A store holding `dataset()` (read-only tests share it)."""
+        store = await cls().open_store(tmp_path_factory.mktemp("loaded"))
+        name = f"contract_{uuid.uuid4().hex[:8]}_loaded"
+        records = dataset()
+        await store.ensure_collection(Collection(name, "contract@1", DIM, "cosine", ATTRIBUTES))
+        for start in range(0, len(records), 64):
+            await store.write(name, records[start : start + 64])
+        try:
+            yield store, name, records
+        finally:
+            await store.drop_collection(name)
+            await store.close()
+
+    async def _collection(self, store: VectorStore, name: str, dim: int = DIM) -> Collection:
+        collection = Collection(name, "contract@1", dim, "cosine", ATTRIBUTES)
+        await store.ensure_collection(collection)
+        return collection
+
+    # -- collections -----------------------------------------------------------------------------------
+
+    async def test_ensure_collection_is_idempotent(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = new_name("idem")
+        collection = await self._collection(store, name)
+        record = make_record(TENANT, "x1", np.random.default_rng(1))
+        await store.write(name, [record])
+        await store.ensure_collection(collection)  # again: keeps the data
+        await store.ensure_collection(collection)
+        assert await store.resolve(name) == name
+        assert await store.count(name) == 1
+        await store.drop_collection(name)
+
+    async def test_drop_collection(self, store: VectorStore, new_name: Callable[[str], str]) -> None:
+        name = new_name("drop")
+        await self._collection(store, name)
+        await store.write(name, [make_record(TENANT, "x1", np.random.default_rng(1))])
+        await store.drop_collection(name)
+        assert await store.resolve(name) is None
+        await self._collection(store, name)
+        assert await store.count(name) == 0
+        await store.drop_collection(name)
+
+    async def test_aliases_set_switch_resolve(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        first, second, alias = new_name("v1"), new_name("v2"), new_name("live")
+        await self._collection(store, first)
+        await self._collection(store, second)
+        assert await store.resolve(alias) is None
+        await store.set_alias(alias, first)
+        assert await store.resolve(alias) == first
+        await store.set_alias(alias, second)  # switch
+        assert await store.resolve(alias) == second
+        assert await store.resolve(first) == first
+        assert await store.resolve(new_name("missing")) is None
+        await store.drop_collection(first)
+        await store.drop_collection(second)
+
+    # -- writes, states, tombstones -------------------------------------------------------------------
+
+    async def test_write_then_states(self, store: VectorStore, new_name: Callable[[str], str]) -> None:
+        name = new_name("states")
+        await self._collection(store, name)
+        rng = np.random.default_rng(2)
+        a, b = make_record(TENANT, "s1", rng), make_record(TENANT, "s2", rng)
+        await store.write(name, [a, b, tombstone(make_record(TENANT, "s3", rng))])
+        states = await store.states(name, TENANT, ["s1", "s2", "s3", "missing"])
+        assert set(states) == {"s1", "s2", "s3"}
+        assert states["s1"].version == a.version
+        assert states["s1"].event_time == a.event_time
+        assert states["s1"].content_sha256 == a.content_sha256
+        assert not states["s1"].deleted
+        assert states["s3"].deleted
+        assert await store.states(name, OTHER_TENANT, ["s1", "s2"]) == {}
+        # An upsert replaces the item (same id), it does not add one.
+        newer = replace(a, version=a.version + 1, text="replaced text", content_sha256="f" * 64)
+        await store.write(name, [newer])
+        assert (await store.states(name, TENANT, ["s1"]))["s1"].content_sha256 == "f" * 64
+        assert await store.count(name, TENANT) == 2
+        await store.drop_collection(name)
+
+    async def test_records_round_trip_in_hits(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = new_name("roundtrip")
+        await self._collection(store, name)
+        record = make_record(TENANT, "rt", np.random.default_rng(3))
+        await store.write(name, [record])
+        hits = await store.search(name, Query(TENANT, limit=1, vector=record.vector))
+        assert len(hits) == 1
+        assert hits[0].record == replace(record, vector=None)
+        await store.drop_collection(name)
+
+    async def test_tombstone_hidden_from_search_and_count(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = new_name("tomb")
+        await self._collection(store, name)
+        rng = np.random.default_rng(4)
+        records = [make_record(TENANT, f"t{i}", rng, text=f"needle{i} haystack") for i in range(5)]
+        await store.write(name, records)
+        assert await store.count(name, TENANT) == 5
+        gone = records[2]
+        await store.write(name, [tombstone(gone)])
+        assert await store.count(name, TENANT) == 4
+        assert await store.count(name) == 4
+        by_vector = await store.search(name, Query(TENANT, limit=10, vector=gone.vector))
+        assert gone.item_id not in ids(by_vector)
+        assert len(by_vector) == 4
+        by_text = await store.search(name, Query(TENANT, limit=10, text="needle2"))
+        assert gone.item_id not in ids(by_text)
+        exact = await store.search(name, Query(TENANT, limit=10, vector=gone.vector, exact=True))
+        assert gone.item_id not in ids(exact)
+        assert (await store.states(name, TENANT, [gone.item_id]))[gone.item_id].deleted
+        await store.drop_collection(name)
+
+    async def test_tenant_isolation(self, loaded: tuple[VectorStore, str, list[ItemRecord]]) -> None:
+        store, name, records = loaded
+        a_ids = {r.item_id for r in records if r.tenant == TENANT}
+        target = live(records)[0]
+        for query in (
+            Query(OTHER_TENANT, limit=500, vector=target.vector),
+            Query(OTHER_TENANT, limit=500, vector=target.vector, exact=True),
+            Query(OTHER_TENANT, limit=500, text=RARE_ID),
+            Query(OTHER_TENANT, limit=500, vector=target.vector, text="invoice supplier"),
+            Query(OTHER_TENANT, limit=500, vector=target.vector, filter=any_in("item_id", *sorted(a_ids))),
+        ):
+            hits = await store.search(name, query)
+            assert all(h.record.tenant == OTHER_TENANT for h in hits)
+            assert not a_ids & set(ids(hits))
+        assert await store.count(name, TENANT) == len(live(records, TENANT))
+        assert await store.count(name, OTHER_TENANT) == len(live(records, OTHER_TENANT))
+        assert await store.count(name, "nobody") == 0
+        assert await store.count(name) == len(live(records, TENANT)) + len(live(records, OTHER_TENANT))
+        mine = await store.search(name, Query(TENANT, limit=500, vector=target.vector, exact=True))
+        assert {h.record.tenant for h in mine} == {TENANT}
+        assert len(mine) == len(live(records))
+
+    # -- filters -------------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("case", FILTER_CASE_NAMES)
+    async def test_filter_returns_exactly_the_matching_items(
+        self, loaded: tuple[VectorStore, str, list[ItemRecord]], case: str
+    ) -> None:
+        store, name, records = loaded
+        tree = filter_cases(records)[case]
+        node = parse_filter(tree, ATTRIBUTES)
+        assert node is not None
+        expected = {r.item_id for r in live(records) if matches(node, r)}
+        assert 0 < len(expected) < len(live(records)) or case == "bool-in", f"{case}: degenerate case"
+        query_vector = unit(np.random.default_rng(11))
+        for exact in (True, False):
+            hits = await store.search(
+                name, Query(TENANT, limit=1000, vector=query_vector, filter=tree, exact=exact)
+            )
+            got = ids(hits)
+            assert len(got) == len(set(got))
+            assert set(got) == expected, f"{case} exact={exact}: {set(got) ^ expected}"
+
+    async def test_modality_restriction(self, loaded: tuple[VectorStore, str, list[ItemRecord]]) -> None:
+        store, name, records = loaded
+        vector = unit(np.random.default_rng(12))
+        for modalities in (("image",), ("image", "audio"), ("text",)):
+            hits = await store.search(
+                name, Query(TENANT, limit=1000, vector=vector, modalities=modalities, exact=True)
+            )
+            assert set(ids(hits)) == {r.item_id for r in live(records) if r.modality in modalities}
+        text_hits = await store.search(name, Query(TENANT, limit=1000, text="invoice", modalities=("image",)))
+        assert text_hits
+        assert {h.record.modality for h in text_hits} == {"image"}
+        assert "invoice-rare" not in ids(text_hits)
+
+    # -- ranking ---------------------------------------------------------------------------------------
+
+    async def test_pagination_is_stable(self, loaded: tuple[VectorStore, str, list[ItemRecord]]) -> None:
+        store, name, _ = loaded
+        vector = unit(np.random.default_rng(13))
+        for base in (
+            Query(TENANT, limit=63, vector=vector),
+            Query(TENANT, limit=63, text="invoice report budget"),
+            Query(TENANT, limit=63, vector=vector, text="invoice report budget"),
+            Query(TENANT, limit=63, vector=vector, filter=eq("tags", "red")),
+        ):
+            full = ids(await store.search(name, base))
+            assert len(full) == len(set(full))
+            pages: list[str] = []
+            for offset in range(0, 63, 7):
+                pages += ids(await store.search(name, replace(base, offset=offset, limit=7)))
+            assert pages == full
+            beyond = await store.search(name, replace(base, offset=10_000, limit=7))
+            assert beyond == []
+
+    async def test_bm25_finds_rare_identifier(
+        self, loaded: tuple[VectorStore, str, list[ItemRecord]]
+    ) -> None:
+        store, name, records = loaded
+        rare = next(r for r in records if r.item_id == "invoice-rare")
+        assert rare.vector is not None
+        away = -rare.vector  # a vector query that surely misses it
+        by_vector = await store.search(name, Query(TENANT, limit=10, vector=away))
+        assert "invoice-rare" not in ids(by_vector)
+        by_text = await store.search(name, Query(TENANT, limit=10, text=RARE_ID))
+        assert ids(by_text)[:1] == ["invoice-rare"]
+        assert by_text[0].bm25_score is not None
+        assert by_text[0].bm25_score > 0
+        assert by_text[0].vector_score is None
+        assert by_text[0].score == by_text[0].bm25_score
+
+    async def test_hybrid_contains_both_lists_top_items(
+        self, loaded: tuple[VectorStore, str, list[ItemRecord]]
+    ) -> None:
+        store, name, records = loaded
+        anchor = live(records)[5]
+        vector_top = ids(await store.search(name, Query(TENANT, limit=3, vector=anchor.vector)))
+        text_top = ids(await store.search(name, Query(TENANT, limit=3, text=RARE_ID)))
+        assert vector_top[0] == anchor.item_id
+        assert text_top[0] == "invoice-rare"
+        for k in (1, 60):
+            hybrid = await store.search(
+                name, Query(TENANT, limit=10, vector=anchor.vector, text=RARE_ID, rrf_k=k)
+            )
+            got = ids(hybrid)
+            assert {anchor.item_id, "invoice-rare"} <= set(got[:2])
+            scores = [h.score for h in hybrid]
+            assert scores == sorted(scores, reverse=True)
+            by_id = {h.record.item_id: h for h in hybrid}
+            assert by_id[anchor.item_id].vector_score is not None
+            assert by_id["invoice-rare"].bm25_score is not None
+            assert all(h.vector_score is not None or h.bm25_score is not None for h in hybrid)
+            # RRF with this k: the fused score is a sum of 1/(k + rank) terms, at most 2/k.
+            assert 0 < by_id[anchor.item_id].score <= 2 / k + 1e-6
+
+    async def test_exact_search_agrees_with_brute_force(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = new_name("exact")
+        dim = 32
+        await self._collection(store, name, dim)
+        rng = np.random.default_rng(21)
+        vectors = rng.standard_normal((1000, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        records = [
+            make_record(TENANT, f"e{i:04d}", rng, vector=vectors[i], attributes={})
+            for i in range(len(vectors))
+        ]
+        for start in range(0, len(records), 250):
+            await store.write(name, records[start : start + 250])
+        for q in range(5):
+            query = unit(rng, dim)
+            expected_scores = vectors @ query
+            expected = [f"e{i:04d}" for i in np.argsort(-expected_scores)[:20]]
+            hits = await store.search(name, Query(TENANT, limit=20, vector=query, exact=True))
+            assert ids(hits) == expected, f"query {q}"
+            for hit in hits:
+                assert hit.vector_score is not None
+                assert abs(hit.vector_score - float(expected_scores[int(hit.record.item_id[1:])])) < 1e-4
+        await store.drop_collection(name)
+
+    # -- persistence -----------------------------------------------------------------------------------
+
+    async def test_close_and_reopen_keeps_items_and_aliases(
+        self, tmp_path: Path, new_name: Callable[[str], str]
+    ) -> None:
+        root = tmp_path / "persist"
+        name, alias = new_name("persist"), new_name("alias")
+        rng = np.random.default_rng(31)
+        records = [make_record(TENANT, f"p{i}", rng) for i in range(30)]
+        records[3] = tombstone(records[3])
+        store = await self.open_store(root)
+        try:
+            await self._collection(store, name)
+            await store.write(name, records)
+            await store.set_alias(alias, name)
+        finally:
+            await store.close()
+        reopened = await self.open_store(root)
+        try:
+            assert await reopened.resolve(alias) == name
+            assert await reopened.count(name, TENANT) == 29
+            states = await reopened.states(name, TENANT, [r.item_id for r in records])
+            assert len(states) == 30
+            assert states["p3"].deleted
+            target = records[7]
+            hits = await reopened.search(name, Query(TENANT, limit=1, vector=target.vector))
+            assert hits[0].record == replace(target, vector=None)
+            await reopened.drop_collection(name)
+        finally:
+            await reopened.close()

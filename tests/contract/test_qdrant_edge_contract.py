@@ -1,0 +1,109 @@
+"""The VectorStore contract against the embedded Qdrant Edge store, plus what only it has:
+the one-process directory lock, snapshot / restore and the explicit HNSW build."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.kit.errors import FailedPrecondition, InvalidArgument
+from services.stores.base import Collection, Query, StoreUnavailable, VectorStore
+from services.stores.qdrant_edge import QdrantEdgeStore, StoreLocked
+from tests.contract.store_contract import (
+    ATTRIBUTES,
+    DIM,
+    TENANT,
+    VectorStoreContract,
+    eq,
+    ids,
+    make_record,
+)
+
+
+class TestQdrantEdgeStore(VectorStoreContract):
+    async def open_store(self, root: Path) -> VectorStore:
+        return QdrantEdgeStore(root)
+
+
+async def test_second_owner_of_a_directory_is_refused(tmp_path: Path) -> None:
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        with pytest.raises(StoreLocked, match="in use"):
+            QdrantEdgeStore(tmp_path)
+    finally:
+        await store.close()
+    QdrantEdgeStore(tmp_path)  # free again once closed
+
+
+async def test_snapshot_restore_and_alias_switch(tmp_path: Path) -> None:
+    store = QdrantEdgeStore(tmp_path / "store")
+    try:
+        await store.ensure_collection(Collection("docs_1", "docs@1", DIM, "cosine", ATTRIBUTES))
+        rng = np.random.default_rng(5)
+        records = [make_record(TENANT, f"s{i}", rng) for i in range(50)]
+        await store.write("docs_1", records)
+        snapshot = await store.snapshot("docs_1", tmp_path / "backup")
+        await store.write("docs_1", [make_record(TENANT, "after-snapshot", rng)])
+
+        await store.restore(snapshot, "docs_1_restored")
+        await store.set_alias("docs", "docs_1_restored")
+        assert await store.resolve("docs") == "docs_1_restored"
+        assert await store.count("docs_1_restored") == 50
+        assert await store.count("docs_1") == 51
+        hits = await store.search("docs_1_restored", Query(TENANT, limit=1, vector=records[9].vector))
+        assert hits[0].record == replace(records[9], vector=None)
+    finally:
+        await store.close()
+
+
+async def test_filtered_search_after_hnsw_build(tmp_path: Path) -> None:
+    """Past the plain segment: after optimize() the graph serves queries, filters still exact."""
+    store = QdrantEdgeStore(tmp_path, full_scan_threshold_kb=16, indexing_threshold_kb=1)
+    try:
+        await store.ensure_collection(Collection("big_1", "big@1", DIM, "cosine", ATTRIBUTES))
+        rng = np.random.default_rng(6)
+        records = [make_record(TENANT, f"h{i:04d}", rng) for i in range(3000)]
+        for start in range(0, len(records), 500):
+            await store.write("big_1", records[start : start + 500])
+        await store.optimize("big_1")
+        info = await store.info("big_1")
+        assert info["indexed_vectors"] == 3000
+        query = records[0].vector
+        red = {r.item_id for r in records if "red" in r.tags}
+        hits = await store.search("big_1", Query(TENANT, limit=10, vector=query, filter=eq("tags", "red")))
+        assert set(ids(hits)) <= red
+        exact = await store.search(
+            "big_1", Query(TENANT, limit=10, vector=query, filter=eq("tags", "red"), exact=True)
+        )
+        assert len(set(ids(hits)) & set(ids(exact))) >= 9
+    finally:
+        await store.close()
+
+
+async def test_engine_write_failure_is_store_unavailable(tmp_path: Path) -> None:
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        await store.ensure_collection(Collection("docs_1", "docs@1", DIM, "cosine", ATTRIBUTES))
+        store._open["docs_1"].shard.close()  # the engine now refuses every operation
+        with pytest.raises(StoreUnavailable, match="write of 1 records"):
+            await store.write("docs_1", [make_record(TENANT, "w1", np.random.default_rng(8))])
+    finally:
+        store._open.clear()
+        await store.close()
+
+
+async def test_vector_of_the_wrong_dimension_is_refused_before_writing(tmp_path: Path) -> None:
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        await store.ensure_collection(Collection("docs_1", "docs@1", DIM, "cosine", ATTRIBUTES))
+        record = make_record(TENANT, "w1", np.random.default_rng(8))
+        with pytest.raises(InvalidArgument, match="dimensions"):
+            await store.write("docs_1", [replace(record, vector=np.ones(DIM + 1, np.float32))])
+        with pytest.raises(FailedPrecondition):
+            await store.ensure_collection(Collection("docs_1", "docs@1", DIM + 1, "cosine", ATTRIBUTES))
+        assert await store.count("docs_1") == 0
+    finally:
+        await store.close()

@@ -1,0 +1,115 @@
+"""In-memory stand-ins for unit tests of the indexer pipeline (the real stores
+are tested by tests/contract/)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from mmsearch.v1 import common_pb2, embedder_pb2
+from services.indexer.pipeline import DependencyDown, ItemRejected, SpaceInfo
+from services.stores.base import Collection, ItemRecord, ItemState, Query, StoreHit, StoreUnavailable
+
+REASON_CORRUPT = 4  # DeadLetter.REASON_CORRUPT_MEDIA
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.collections: dict[str, dict[tuple[str, str], ItemRecord]] = {}
+        self.aliases: dict[str, str] = {}
+        self.down = False
+        self.writes = 0
+
+    async def ensure_collection(self, collection: Collection) -> None:
+        self.collections.setdefault(collection.name, {})
+
+    async def drop_collection(self, name: str) -> None:
+        self.collections.pop(name, None)
+
+    async def set_alias(self, alias: str, collection: str) -> None:
+        self.aliases[alias] = collection
+
+    async def resolve(self, name_or_alias: str) -> str | None:
+        if name_or_alias in self.collections:
+            return name_or_alias
+        return self.aliases.get(name_or_alias)
+
+    async def states(self, collection: str, tenant: str, item_ids: Sequence[str]) -> dict[str, ItemState]:
+        if self.down:
+            raise StoreUnavailable("memory store is down")
+        items = self.collections[collection]
+        return {
+            i: ItemState(r.version, r.event_time, r.content_sha256, r.deleted)
+            for i in item_ids
+            if (r := items.get((tenant, i))) is not None
+        }
+
+    async def write(self, collection: str, records: Sequence[ItemRecord]) -> None:
+        if self.down:
+            raise StoreUnavailable("memory store is down")
+        self.writes += 1
+        for record in records:
+            self.collections[collection][(record.tenant, record.item_id)] = record
+
+    async def search(self, collection: str, query: Query) -> list[StoreHit]:
+        raise NotImplementedError
+
+    async def count(self, collection: str, tenant: str | None = None) -> int:
+        return sum(
+            1
+            for (t, _), r in self.collections.get(collection, {}).items()
+            if not r.deleted and (tenant is None or t == tenant)
+        )
+
+    async def close(self) -> None:
+        return None
+
+    def live(self, collection: str) -> dict[tuple[str, str], ItemRecord]:
+        return {k: r for k, r in self.collections.get(collection, {}).items() if not r.deleted}
+
+
+class FakeEmbedder:
+    """Deterministic vectors; an image whose bytes start with b"BAD" is corrupt."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.calls = 0
+        self.spaces = {
+            "default": SpaceInfo("minilm@1", 8, frozenset({"text", "image"})),
+            "minilm@1": SpaceInfo("minilm@1", 8, frozenset({"text", "image"})),
+            "audio": SpaceInfo("aisfx@1", 8, frozenset({"audio"})),
+            "aisfx@1": SpaceInfo("aisfx@1", 8, frozenset({"audio"})),
+        }
+
+    async def resolve_space(self, name: str) -> SpaceInfo | None:
+        if self.down:
+            raise DependencyDown("embedder down")
+        return self.spaces.get(name)
+
+    async def embed(self, space: str, items: Sequence[common_pb2.Content]) -> list[embedder_pb2.Embedding]:
+        self.calls += 1
+        if self.down:
+            raise DependencyDown("embedder down")
+        out = []
+        for i, item in enumerate(items):
+            kind = item.WhichOneof("kind")
+            data = item.text.encode() if kind == "text" else getattr(item, str(kind)).data
+            if data.startswith(b"BAD"):
+                raise ItemRejected(i, REASON_CORRUPT, f"items[{i}].{kind}: corrupt")
+            digest = hashlib.sha256(data).digest()
+            vector = np.frombuffer(digest[:32], dtype=np.uint8)[:8].astype(np.float32) + 1
+            vector /= np.linalg.norm(vector)
+            out.append(
+                embedder_pb2.Embedding(
+                    vector=common_pb2.Vector(values=vector.tolist()),
+                    model="fake",
+                    model_version="1",
+                    content_sha256=hashlib.sha256(data).hexdigest(),
+                )
+            )
+        return out
+
+    async def extract_text(self, images: Sequence[common_pb2.Media]) -> list[str]:
+        return ["ocr text"] * len(images)
