@@ -42,7 +42,13 @@ def sample(path: str) -> bytes:
 
 
 # Models the shared Triton loads: everything the embedder's default spaces use.
-EMBEDDER_MODELS = ("minilm_l6_text", "efficientnet_lite0_conse", "aisfx_audio", "ppocr_text")
+EMBEDDER_MODELS = (
+    "minilm_l6_text",
+    "efficientnet_lite0_conse",
+    "aisfx_audio",
+    "ppocr_text",
+    "minilm_maxsim_rerank",
+)
 
 
 @dataclass

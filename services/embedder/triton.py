@@ -8,15 +8,16 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as triton_aio
 from opentelemetry import propagate, trace
+from prometheus_client import Counter, Histogram
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from services.embedder.metrics import EmbedderMetrics
 from services.kit.errors import DeadlineExceeded, ServiceError, Unavailable
 
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to 120 s),
@@ -40,6 +41,14 @@ DEADLINE_RESERVE_S = 0.05
 TRANSIENT_MARKERS = ("stub process", "not healthy", "is not ready", "unknown model", "unavailable")
 
 Arrays = dict[str, npt.NDArray[np.generic]]
+
+
+class TritonMetrics(Protocol):
+    """What the pool records; the embedder and the reranker each bring their own names."""
+
+    batch_items: Histogram  # .labels(modality)
+    triton_seconds: Histogram  # .labels(model, outcome)
+    triton_retries: Counter  # .labels(model)
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ class TritonPool:
         *,
         pool_size: int,
         retries: int,
-        metrics: EmbedderMetrics,
+        metrics: TritonMetrics,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)

@@ -24,25 +24,33 @@ SPACES_TTL_S = 30.0
 
 
 class GrpcEmbedder:
-    def __init__(self, addr: str, token: str, timeout_s: float) -> None:
-        self._channel = grpc.aio.insecure_channel(
-            addr,
-            options=[
-                ("grpc.max_send_message_length", 256 << 20),
-                ("grpc.max_receive_message_length", 256 << 20),
-            ],
-        )
+    def __init__(
+        self, channel: grpc.aio.Channel, token: str, timeout_s: float, *, owns_channel: bool
+    ) -> None:
+        self._channel = channel
+        self._owns_channel = owns_channel
         # The generated class serves both channel kinds; the async stub type describes this one.
-        self._stub = cast(
-            "embedder_pb2_grpc.EmbedderAsyncStub", embedder_pb2_grpc.EmbedderStub(self._channel)
-        )
+        self._stub = cast("embedder_pb2_grpc.EmbedderAsyncStub", embedder_pb2_grpc.EmbedderStub(channel))
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout_s = timeout_s
         self._spaces: dict[str, SpaceInfo] = {}
         self._spaces_at = 0.0
 
+    @classmethod
+    def connect(cls, addr: str, token: str, timeout_s: float) -> GrpcEmbedder:
+        options = [
+            ("grpc.max_send_message_length", 256 << 20),
+            ("grpc.max_receive_message_length", 256 << 20),
+        ]
+        return cls(grpc.aio.insecure_channel(addr, options=options), token, timeout_s, owns_channel=True)
+
+    @classmethod
+    def over(cls, channel: grpc.aio.Channel, token: str, timeout_s: float) -> GrpcEmbedder:
+        return cls(channel, token, timeout_s, owns_channel=False)
+
     async def close(self) -> None:
-        await self._channel.close()
+        if self._owns_channel:
+            await self._channel.close()
 
     def _down(self, err: grpc.aio.AioRpcError) -> DependencyDown:
         return DependencyDown(f"embedder {err.code().name}: {err.details()}")

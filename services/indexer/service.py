@@ -121,8 +121,8 @@ def build_indexer(deps: Deps) -> Component:
         if not settings.kafka_bootstrap:
             return
         addr = settings.indexer_embedder_addr or f"127.0.0.1:{port}"
-        service.embedder = GrpcEmbedder(
-            addr, settings.indexer_embedder_token.get_secret_value(), settings.indexer_embed_timeout_s
+        service.embedder = GrpcEmbedder.connect(
+            addr, settings.service_token.get_secret_value(), settings.indexer_embed_timeout_s
         )
         pipeline = Pipeline(service.embedder, await stores.get(), metrics)
         config = ConsumerConfig(

@@ -86,12 +86,35 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
     # The embedder the indexer calls; empty: this process's own gRPC port.
     indexer_embedder_addr: str = ""
-    indexer_embedder_token: SecretStr = SecretStr("mmsearch-dev-token")
+    # Bearer token the indexer and searcher present to the embedder and reranker.
+    service_token: SecretStr = SecretStr("mmsearch-dev-token")
     indexer_embed_timeout_s: float = Field(60.0, gt=0, le=600)
+
+    # Searcher: where its embedder and reranker are (empty: this process).
+    searcher_embedder_addr: str = ""
+    searcher_reranker_addr: str = ""
+    search_default_top_k: int = Field(10, ge=1, le=1000)
+    search_max_top_k: int = Field(100, ge=1, le=10_000)
+    # Reciprocal rank fusion constant when a request does not set hybrid.rrf_k.
+    search_rrf_k: int = Field(60, ge=1, le=10_000)
+    rerank_default_top_n: int = Field(50, ge=1, le=1000)
+    rerank_max_top_n: int = Field(200, ge=1, le=10_000)
+    # Time the reranker gets before search answers with the fused order (degraded).
+    rerank_budget_ms: int = Field(1000, ge=1, le=60_000)
+    # Fraction of live vector queries re-run as exact search for the live recall metric.
+    search_recall_sample_rate: float = Field(0.01, ge=0, le=1)
 
     # Vector store: the embedded Qdrant Edge directory, or Weaviate when its URL is set.
     store_dir: Path = Path(".run/store")
     weaviate_url: str = ""
+    weaviate_api_key: SecretStr = SecretStr("")
+    # gRPC port of Weaviate; 0 = 50051 (443 for https).
+    weaviate_grpc_port: int = Field(0, ge=0, le=65535)
+    weaviate_replication_factor: int = Field(1, ge=1, le=15)
+    # Shards per collection; only used when weaviate_multi_tenancy is off
+    # (with multi-tenancy, each tenant is one shard).
+    weaviate_shards: int = Field(1, ge=1, le=1024)
+    weaviate_multi_tenancy: bool = True
 
     # Embedder limits
     embed_max_items: int = Field(256, ge=1, le=100_000)
@@ -104,6 +127,14 @@ class Settings(BaseSettings):
     ocr_max_side: int = Field(4096, ge=32, le=16384)
     # Embedding cache (content-hash keyed LRU); 0 disables it.
     embed_cache_mb: float = Field(64.0, ge=0, le=65536)
+
+    # Reranker: the Triton model that scores (query, candidate) pairs (the only
+    # model Rerank accepts), candidates per request (more is RESOURCE_EXHAUSTED;
+    # each candidate's text is limited by embed_max_text_bytes), and the upper
+    # bound for its Triton calls (the caller's remaining deadline when shorter).
+    rerank_model: str = "minilm_maxsim_rerank"
+    rerank_max_candidates: int = Field(200, ge=1, le=10_000)
+    rerank_timeout_s: float = Field(30.0, gt=0, le=300)
 
     @property
     def uses_dev_tokens(self) -> bool:

@@ -25,7 +25,15 @@ class StoreProvider:
         if self._settings.weaviate_url:
             from services.stores.weaviate_store import WeaviateStore
 
-            store: VectorStore = await WeaviateStore.connect(self._settings.weaviate_url)
+            settings = self._settings
+            store: VectorStore = await WeaviateStore.connect(
+                settings.weaviate_url,
+                api_key=settings.weaviate_api_key.get_secret_value() or None,
+                grpc_port=settings.weaviate_grpc_port or None,
+                shards=settings.weaviate_shards,
+                replication_factor=settings.weaviate_replication_factor,
+                multi_tenancy=settings.weaviate_multi_tenancy,
+            )
             return store
         from services.stores.qdrant_edge import QdrantEdgeStore
 
