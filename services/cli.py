@@ -125,9 +125,6 @@ def _demo(addr: str, token: str) -> int:
     _print_embeddings(response, DEMO_SENTENCES, as_json=False)
     vectors = np.asarray([e.vector.values for e in response.embeddings])
     similarity = vectors @ vectors.T
-    print("\nCosine similarity (rows/columns in the order above):")
-    for i, row in enumerate(similarity):
-        print(f"  [{i}] " + " ".join(f"{v:5.2f}" for v in row))
     print("\nNearest neighbour of each sentence:")
     for i, row in enumerate(similarity):
         masked = row.copy()
@@ -136,7 +133,7 @@ def _demo(addr: str, token: str) -> int:
         print(f"  {DEMO_SENTENCES[i]!r}\n      -> {DEMO_SENTENCES[j]!r} ({row[j]:.2f})")
     from services.demo import cross_modal_demo
 
-    cross_modal_demo(addr, token)
+    cross_modal_demo(addr, token, default_bootstrap())
     print("\nHealth:")
     for service in HEALTH_SERVICES:
         print(f"  {service or '(overall)':26s} {health_status(addr, service)}")
@@ -177,7 +174,7 @@ def _ingest(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmsearch", description="Multimodal embedding and cross-modal search."
     )
@@ -206,18 +203,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, help_text in (
         ("embed", "embed texts and print the vectors"),
         ("demo", "the quick-start job against a running stack"),
+        ("search", "search the index: text, --image FILE or --audio FILE"),
         ("health", "health of every service"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--addr", default=default_addr(), help="gRPC address (env MMSEARCH_CLIENT_ADDR)")
         p.add_argument("--token", default=default_token(), help="bearer token (env MMSEARCH_CLIENT_TOKEN)")
+        if name == "search":
+            p.add_argument("text", nargs="?", help="text query")
+            p.add_argument("--image", type=Path, help="query by this image file")
+            p.add_argument("--audio", type=Path, help="query by this sound file")
+            p.add_argument(
+                "--space", default="", help="space name@version or alias (default: 'default'; audio: 'audio')"
+            )
+            p.add_argument(
+                "--only", choices=("text", "image", "audio"), action="append", help="restrict modalities"
+            )
+            p.add_argument("--tag", help="only items with this tag")
+            p.add_argument("--top-k", type=int, default=10)
+            p.add_argument(
+                "--hybrid", action="store_true", help="fuse BM25 on the query text with the vector list (RRF)"
+            )
+            p.add_argument("--rrf-k", type=int, default=0, help="RRF constant (default: the server's)")
+            p.add_argument(
+                "--rerank", type=int, default=0, metavar="N", help="rerank the top N with the reranker"
+            )
+            p.add_argument("--json", action="store_true", help="print JSON")
+            p.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
         if name == "embed":
             p.add_argument("texts", nargs="+")
             p.add_argument("--space", default="", help="space name@version or alias (default: 'default')")
             p.add_argument("--json", action="store_true", help="print JSON")
             p.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args.target)
@@ -237,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args.addr, args.token)
+        if args.command == "search":
+            from services.search_cli import run_search
+
+            return run_search(args)
         if args.command == "health":
             statuses = {service: health_status(args.addr, service) for service in HEALTH_SERVICES}
             for service, value in statuses.items():
@@ -245,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"mmsearch: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
-    parser.error(f"unknown command {args.command}")
+    print(f"mmsearch: unknown command {args.command}", file=sys.stderr)
     return 2
 
 

@@ -1,61 +1,184 @@
-"""The cross-modal part of `mmsearch demo`: bundled photos found by sentences,
-text read from images, and sounds compared with sounds, all through the
-Embedder API of a running stack."""
+"""`mmsearch demo`, the main job on the embedded default: publish the bundled
+sample set (photos, sounds, short documents) to Kafka as ContentEvents, wait
+until the indexer has made it searchable, then run cross-modal searches
+through the Searcher API and print the results."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
-import numpy as np
 
-from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
+from mmsearch.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc, searcher_pb2, searcher_pb2_grpc
 from services.client import auth_metadata
+from services.producer import ContentProducer, media_event, text_event
 
 SAMPLES = Path(__file__).resolve().parent.parent / ".cache" / "samples"
-QUERIES = ("a photo of a cat", "a cup of coffee", "a rocket launch", "a page of printed text", "a horse")
+TENANT = "dev"  # the tenant of the development token
+# Fixed event time and version: publishing the set again changes nothing (duplicates).
+PUBLISHED = datetime(2026, 1, 1, tzinfo=UTC)
+DOCUMENTS = {
+    "doc-cat-care": (
+        "Cat care",
+        "Cats sleep up to sixteen hours a day and like a warm, quiet spot.",
+        ["pets"],
+    ),
+    "doc-espresso": (
+        "Espresso",
+        "Espresso is brewed by forcing hot water through finely ground coffee.",
+        ["food"],
+    ),
+    "doc-launch": (
+        "Launch day",
+        "The rocket lifted off from the launch pad into a clear morning sky.",
+        ["space"],
+    ),
+    "doc-spacewalk": (
+        "Spacewalk",
+        "An astronaut in a white suit floated outside the space station.",
+        ["space"],
+    ),
+    "doc-photo-gear": (
+        "Photo gear",
+        "A photographer set up the camera on a tripod before sunrise.",
+        ["photo"],
+    ),
+    "doc-farm": (
+        "Farm morning",
+        "The rooster crowed, the cows mooed and the pigs waited for breakfast.",
+        ["farm"],
+    ),
+    "doc-invoice": (
+        "Reminder",
+        "Payment reminder: invoice INV-2024-00731 is due in seven days.",
+        ["finance"],
+    ),
+    "doc-bread": ("Sourdough", "A simple recipe for homemade sourdough bread with a crispy crust.", ["food"]),
+}
 
 
-def _embed(
-    stub: embedder_pb2_grpc.EmbedderStub, token: str, items: Sequence[common_pb2.Content], space: str = ""
-) -> np.ndarray:
-    request = embedder_pb2.EmbedRequest(space=common_pb2.SpaceRef(name=space), items=list(items))
-    response = stub.Embed(request, metadata=auth_metadata(token), timeout=120)
-    return np.asarray([e.vector.values for e in response.embeddings], dtype=np.float32)
+def publish_samples(bootstrap: str) -> int:
+    events = [
+        text_event(TENANT, item, text, title=title, tags=tags, source="demo", version=1, event_time=PUBLISHED)
+        for item, (title, text, tags) in DOCUMENTS.items()
+    ]
+    for path in sorted((SAMPLES / "images").glob("*")):
+        events.append(
+            media_event(
+                TENANT, f"photo:{path.name}", path.read_bytes(), common_pb2.MODALITY_IMAGE,
+                title=path.stem, tags=["photo"], source="scikit-image", version=1, event_time=PUBLISHED,
+            )
+        )  # fmt: skip
+    for path in sorted((SAMPLES / "audio").glob("*")):
+        events.append(
+            media_event(
+                TENANT, f"sound:{path.name}", path.read_bytes(), common_pb2.MODALITY_AUDIO,
+                title=path.stem, tags=["animal"], source="ovos", version=1, event_time=PUBLISHED,
+            )
+        )  # fmt: skip
+    with ContentProducer(bootstrap) as producer:
+        for event in events:
+            producer.publish(event)
+    return len(events)
 
 
-def cross_modal_demo(addr: str, token: str) -> None:
-    photos = sorted((SAMPLES / "images").glob("*"))
-    sounds = sorted((SAMPLES / "audio").glob("*.mp3"))
-    if not photos or not sounds:
-        print(f"\n(no sample files in {SAMPLES}: run `make samples` for the cross-modal part)")
-        return
-    with grpc.insecure_channel(addr, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
-        stub = embedder_pb2_grpc.EmbedderStub(channel)
-        images = [common_pb2.Content(image=common_pb2.Media(data=p.read_bytes())) for p in photos]
-        photo_vectors = _embed(stub, token, images)
-        query_vectors = _embed(stub, token, [common_pb2.Content(text=q) for q in QUERIES])
-        print(f"\nText -> image: {len(photos)} bundled photos (scikit-image) in the same space as text:")
-        for query, scores in zip(QUERIES, query_vectors @ photo_vectors.T, strict=True):
-            top = np.argsort(-scores)[:3]
-            ranked = ", ".join(f"{photos[i].name} ({scores[i]:.2f})" for i in top)
-            print(f"  {query!r:28s} -> {ranked}")
-
-        page = next((p for p in photos if p.name == "page.png"), photos[0])
-        ocr = stub.ExtractText(
-            embedder_pb2.ExtractTextRequest(images=[common_pb2.Media(data=page.read_bytes())]),
-            metadata=auth_metadata(token),
-            timeout=120,
+def wait_indexed(
+    channel: grpc.Channel, token: str, timeout_s: float = 300.0
+) -> indexer_pb2.GetStatusResponse:
+    stub = indexer_pb2_grpc.IndexerAdminStub(channel)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status: indexer_pb2.GetStatusResponse = stub.GetStatus(
+            indexer_pb2.GetStatusRequest(), metadata=auth_metadata(token), timeout=30
         )
-        lines = [b.text for b in ocr.results[0].blocks]
-        print(f"\nImage -> text (OCR, ExtractText) of {page.name}: {lines[:6]}")
+        lag = sum(p.lag for p in status.partitions)
+        if status.partitions and lag == 0:
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the indexer did not catch up in {timeout_s:.0f}s (lag {lag}): {status}")
+        if not status.partitions:
+            print("  waiting for the indexer to join its consumer group")
+        else:
+            paused = f" (paused: {status.pause_reason})" if status.paused else ""
+            print(f"  waiting for the indexer: {lag} events to go{paused}")
+        time.sleep(2)
 
-        clips = [common_pb2.Content(audio=common_pb2.Media(data=p.read_bytes())) for p in sounds]
-        sound_vectors = _embed(stub, token, clips, space="audio")
-        similarity = sound_vectors @ sound_vectors.T
-        print(f"\nSound -> sound: {len(sounds)} animal clips in the aisfx@1 space, nearest other clip:")
-        np.fill_diagonal(similarity, -np.inf)
-        for i, row in enumerate(similarity):
-            j = int(np.argmax(row))
-            print(f"  {sounds[i].stem:8s} -> {sounds[j].stem} ({similarity[i, j]:.2f})")
+
+def show(title: str, response: searcher_pb2.SearchResponse) -> None:
+    print(f"\n{title}")
+    for rank, hit in enumerate(response.hits, start=1):
+        modality = common_pb2.Modality.Name(hit.modality).removeprefix("MODALITY_").lower()
+        stages = " ".join(
+            f"{name}={getattr(hit.scores, name):.3f}"
+            for name in ("vector", "bm25", "fused", "rerank")
+            if hit.scores.HasField(name)
+        )
+        label = hit.metadata.title or hit.item_id
+        snippet = f"  {hit.preview.snippet[:60]!r}" if hit.preview.snippet and modality == "text" else ""
+        print(f"  {rank}. {label:22s} {modality:6s} {hit.score:6.3f}  [{stages}]{snippet}")
+    if response.degraded:
+        print(f"  (degraded: {'; '.join(response.degraded_reasons)})")
+
+
+def cross_modal_demo(addr: str, token: str, bootstrap: str) -> None:
+    if not (SAMPLES / "images").is_dir() or not (SAMPLES / "audio").is_dir():
+        print(f"\n(no sample files in {SAMPLES}: run `make samples`)", file=sys.stderr)
+        return
+    count = publish_samples(bootstrap)
+    print(f"\nPublished {count} content events (8 documents, photos, animal sounds) to Kafka at {bootstrap}.")
+    with grpc.insecure_channel(addr, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        status = wait_indexed(channel, token)
+        spaces = ", ".join(f"{s.space}: {s.item_count} items" for s in status.spaces)
+        print(f"Indexed and searchable ({spaces}).")
+        stub = searcher_pb2_grpc.SearcherStub(channel)
+        metadata = auth_metadata(token)
+
+        def search(title: str, **request: object) -> None:
+            show(title, stub.Search(searcher_pb2.SearchRequest(**request), metadata=metadata, timeout=60))  # type: ignore[arg-type]
+
+        text = common_pb2.Content
+        images_only = [common_pb2.MODALITY_IMAGE]
+        search(
+            "Text -> image: 'a photo of a cat'",
+            query=text(text="a photo of a cat"),
+            modalities=images_only,
+            top_k=3,
+        )
+        search(
+            "Text -> image: 'a cup of coffee'",
+            query=text(text="a cup of coffee"),
+            modalities=images_only,
+            top_k=3,
+        )
+        coffee = (SAMPLES / "images" / "coffee.png").read_bytes()
+        search(
+            "Image -> text: the documents nearest to coffee.png",
+            query=text(image=common_pb2.Media(data=coffee)),
+            modalities=[common_pb2.MODALITY_TEXT],
+            top_k=3,
+        )
+        search("Text -> text and images: 'space travel'", query=text(text="space travel"), top_k=4)
+        search(
+            "Hybrid (BM25 + vector, RRF) for an identifier: '00731'",
+            query=text(text="00731"),
+            modalities=[common_pb2.MODALITY_TEXT],
+            top_k=3,
+            hybrid=searcher_pb2.HybridOptions(enabled=True),
+        )
+        search(
+            "Reranked (MaxSim) text search: 'how to make bread'",
+            query=text(text="how to make bread"),
+            modalities=[common_pb2.MODALITY_TEXT],
+            top_k=3,
+            rerank=searcher_pb2.RerankOptions(enabled=True, top_n=8),
+        )
+        dog = (SAMPLES / "audio" / "dog.mp3").read_bytes()
+        search(
+            "Sound -> sound: dog.mp3 in the aisfx@1 space",
+            query=text(audio=common_pb2.Media(data=dog)),
+            space=common_pb2.SpaceRef(name="audio"),
+            top_k=3,
+        )

@@ -53,6 +53,15 @@ def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
         assert "space minilm@1" in demo.stdout
         assert "-> 'A kitten naps on the couch.'" in demo.stdout
         assert "mmsearch.v1.Embedder       SERVING" in demo.stdout
+        # The main job: the sample set went through Kafka and is searchable across modalities.
+        assert "Indexed and searchable" in demo.stdout
+        cat_photo = demo.stdout.split("Text -> image: 'a photo of a cat'")[1]
+        assert cat_photo.splitlines()[1].split()[:2] == ["1.", "chelsea"], cat_photo[:300]
+        assert "(overall)                  SERVING" in demo.stdout
+
+        found = run([*cli, "search", "a cup of coffee", "--only", "image", "--top-k", "1", "--json"], env)
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["hits"][0]["itemId"] == "photo:coffee.png"
 
         listed = run([str(GRPCURL), "-plaintext", f"127.0.0.1:{grpc_port}", "list"], env, timeout=30)
         assert listed.returncode == 0, listed.stderr
