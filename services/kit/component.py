@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from services.kit.config import Settings
-from services.kit.errors import Unimplemented
 from services.kit.health import Check
 from services.stores.provider import StoreProvider
 
@@ -51,36 +48,3 @@ class Component:
     # Called once the server is serving, with its bound gRPC port.
     start: Callable[[int], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
-
-
-def pending_component(
-    name: str,
-    *,
-    service: ServiceDescriptor,
-    servicer_base: type,
-    add_to_server: Callable[[Any, grpc.aio.Server], None],
-    role: str,
-    planned_in: str,
-) -> Component:
-    """A service whose API is defined but not built yet: every RPC answers
-    UNIMPLEMENTED (after authentication) and health reports NOT_SERVING."""
-
-    def pending(method: str) -> Callable[..., Awaitable[Any]]:
-        async def handler(self: Any, request: Any, context: Any) -> Any:
-            raise Unimplemented(f"{service.full_name}/{method} is not built yet ({planned_in})")
-
-        return handler
-
-    servicer_cls = type(
-        f"Pending{servicer_base.__name__}",
-        (servicer_base,),
-        {m.name: pending(m.name) for m in service.methods},
-    )
-    servicer = servicer_cls()
-    return Component(
-        name=name,
-        service_name=service.full_name,
-        register=lambda server: add_to_server(servicer, server),
-        method_roles={f"/{service.full_name}/{m.name}": role for m in service.methods},
-        implemented=False,
-    )
