@@ -7,8 +7,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.kit.metrics import LATENCY_BUCKETS
 
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
 
 class EmbedderMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -36,30 +34,10 @@ class EmbedderMetrics:
             ("modality",),
             registry=registry,
         )
-        self.batch_items = Histogram(
-            "mmsearch_embedder_batch_items",
-            "Items per request sent to the model server.",
-            ("modality",),
-            buckets=BATCH_BUCKETS,
-            registry=registry,
-        )
         self.preprocess_seconds = Histogram(
             "mmsearch_embedder_preprocess_seconds",
             "Decoding and resizing / resampling time per request, by modality.",
             ("modality",),
             buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.triton_seconds = Histogram(
-            "mmsearch_embedder_triton_seconds",
-            "Round trip of one inference request to the model server (queue + compute + network).",
-            ("model", "outcome"),
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.triton_retries = Counter(
-            "mmsearch_embedder_triton_retries_total",
-            "Inference requests retried after the model server was unavailable.",
-            ("model",),
             registry=registry,
         )

@@ -27,7 +27,7 @@ from services.embedder.media import (
 )
 from services.embedder.metrics import EmbedderMetrics
 from services.embedder.spaces import Encoder, Space, SpaceRegistry, default_registry, registry_from_file
-from services.embedder.triton import TritonPool
+from services.embedder.triton import TritonMetrics, TritonPool
 from services.kit.auth import ROLE_EMBED
 from services.kit.component import Component, Deps
 from services.kit.config import Settings
@@ -367,7 +367,7 @@ def build_embedder(deps: Deps) -> Component:
         settings.triton_timeout_s,
         pool_size=settings.triton_pool_size,
         retries=settings.triton_retries,
-        metrics=metrics,
+        metrics=TritonMetrics(deps.metrics, "embedder"),
         tracer_provider=deps.tracer_provider,
     )
     registry = (

@@ -8,17 +8,17 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as triton_aio
 from opentelemetry import propagate, trace
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from services.kit.errors import DeadlineExceeded, ServiceError, Unavailable
+from services.kit.metrics import LATENCY_BUCKETS
 
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to 120 s),
 # and notice a dead connection within seconds.
@@ -34,6 +34,7 @@ CHANNEL_ARGS = [
     # Separate TCP connections per pool member (gRPC would otherwise share one).
     ("grpc.use_local_subchannel_pool", 1),
 ]
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 RETRY_BACKOFF_S = 0.05
 DEADLINE_RESERVE_S = 0.05
 # Messages Triton uses for a model instance or version that is gone or
@@ -43,12 +44,32 @@ TRANSIENT_MARKERS = ("stub process", "not healthy", "is not ready", "unknown mod
 Arrays = dict[str, npt.NDArray[np.generic]]
 
 
-class TritonMetrics(Protocol):
-    """What the pool records; the embedder and the reranker each bring their own names."""
+class TritonMetrics:
+    """What the pool records, under the owning service's prefix (`mmsearch_embedder_...`,
+    `mmsearch_reranker_...`), so both can share one registry under `--target all`."""
 
-    batch_items: Histogram  # .labels(modality)
-    triton_seconds: Histogram  # .labels(model, outcome)
-    triton_retries: Counter  # .labels(model)
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        prefix = f"mmsearch_{service}"
+        self.batch_items = Histogram(
+            f"{prefix}_batch_items",
+            "Items (rows) per request sent to the model server.",
+            ("modality",),
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.triton_seconds = Histogram(
+            f"{prefix}_triton_seconds",
+            "Round trip of one inference request to the model server (queue + compute + network).",
+            ("model", "outcome"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.triton_retries = Counter(
+            f"{prefix}_triton_retries_total",
+            "Inference requests retried after the model server was unavailable.",
+            ("model",),
+            registry=registry,
+        )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mmsearch.v1 import reranker_pb2, reranker_pb2_grpc
-from services.embedder.triton import Arrays, InferResult, TritonPool
+from services.embedder.triton import Arrays, InferResult, TritonMetrics, TritonPool
 from services.kit.auth import ROLE_RERANK
 from services.kit.component import Component, Deps
 from services.kit.config import Settings
@@ -141,7 +141,7 @@ def build_reranker(deps: Deps) -> Component:
         settings.rerank_timeout_s,
         pool_size=settings.triton_pool_size,
         retries=settings.triton_retries,
-        metrics=metrics,  # the pool's metrics under reranker names
+        metrics=TritonMetrics(deps.metrics, "reranker"),
         tracer_provider=deps.tracer_provider,
     )
     service = RerankerService(settings, pool, metrics)
