@@ -88,6 +88,9 @@ class FakeEmbedder:
             raise DependencyDown("embedder down")
         return self.spaces.get(name)
 
+    async def all_spaces(self) -> list[SpaceInfo]:
+        return list({s.id: s for s in self.spaces.values()}.values())
+
     async def embed(self, space: str, items: Sequence[common_pb2.Content]) -> list[embedder_pb2.Embedding]:
         self.calls += 1
         if self.down:

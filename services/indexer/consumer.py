@@ -44,6 +44,8 @@ class ConsumerConfig:
     dlq_topic: str
     group_id: str
     batch_size: int = 256
+    # False for a re-embed replay: the live consumer already dead-lettered those records.
+    dead_letter: bool = True
     poll_timeout_ms: int = 500
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
@@ -58,6 +60,8 @@ class ConsumerState:
     dead_letters: dict[str, int] = field(default_factory=dict)
     connected: bool = False
     last_error: str = ""
+    # Events that changed the store (indexed or deleted), since start.
+    applied: int = 0
 
 
 def _headers(headers: Any) -> tuple[tuple[str, bytes], ...]:
@@ -183,7 +187,7 @@ class IndexerConsumer:
             return await self._pipeline.process(records)
 
     async def _dead_letter(self, result: BatchResult) -> None:
-        if not result.dead_letters:
+        if not result.dead_letters or not self.config.dead_letter:
             return
         producer = self._producer
         assert producer is not None
@@ -263,6 +267,7 @@ class IndexerConsumer:
         events.labels("indexed", "").inc(result.indexed)
         events.labels("deleted", "").inc(result.deleted)
         events.labels("duplicate", "").inc(result.duplicates)
+        self.state.applied += result.indexed + result.deleted
         for letter in result.dead_letters:
             name = events_pb2.DeadLetter.Reason.Name(letter.reason)
             events.labels("dlq", name).inc()

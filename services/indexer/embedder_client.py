@@ -78,6 +78,10 @@ class GrpcEmbedder:
             self._spaces, self._spaces_at = spaces, time.monotonic()
         return self._spaces.get(name)
 
+    async def all_spaces(self) -> list[SpaceInfo]:
+        await self.resolve_space("default")  # refreshes the cache when stale
+        return list({space.id: space for space in self._spaces.values()}.values())
+
     def _rejected(self, err: grpc.aio.AioRpcError) -> ItemRejected | None:
         """An error naming one item (items[3].image: ...) rejects that item only."""
         detail = err.details() or ""

@@ -59,7 +59,9 @@ class SpaceInfo:
 
 class EmbedderPort(Protocol):
     async def resolve_space(self, name: str) -> SpaceInfo | None:
-        """The space a name or alias points at, or None if unknown."""
+        """The space a name or alias points at in the embedder's registry, or None."""
+
+    async def all_spaces(self) -> list[SpaceInfo]: ...
 
     async def embed(self, space: str, items: Sequence[common_pb2.Content]) -> list[embedder_pb2.Embedding]:
         """Raises ItemRejected for a bad item, DependencyDown when unavailable."""
@@ -131,11 +133,24 @@ class Pending:
 
 
 class Pipeline:
-    def __init__(self, embedder: EmbedderPort, store: VectorStore, metrics: IndexerMetrics) -> None:
+    def __init__(
+        self,
+        embedder: EmbedderPort,
+        store: VectorStore,
+        metrics: IndexerMetrics,
+        *,
+        redirect: tuple[str, SpaceInfo] | None = None,
+    ) -> None:
+        """`redirect` = (source space id, target space): a re-embed job's pipeline,
+        which writes the source space's events into the target space only."""
         self._embedder = embedder
         self._store = store
         self._metrics = metrics
+        self._redirect = redirect
         self._collections: set[str] = set()
+        from services.indexer.resolver import SpaceResolver  # resolver imports this module
+
+        self._spaces = SpaceResolver(embedder, store)
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
@@ -145,18 +160,19 @@ class Pipeline:
             if isinstance(decoded, Rejection):
                 result.dead_letters.append(dead_letter(record, decoded.reason, decoded.detail))
                 continue
-            space = await self._space_for(decoded)
-            if isinstance(space, Rejection):
-                result.dead_letters.append(dead_letter(record, space.reason, space.detail))
+            spaces = await self._spaces_for(decoded)
+            if isinstance(spaces, Rejection):
+                result.dead_letters.append(dead_letter(record, spaces.reason, spaces.detail))
                 continue
-            key = (space.id, decoded.event.tenant, decoded.event.item_id)
-            current = newest.get(key)
-            if current is None or decoded.order > current.event.order:
-                if current is not None:
+            for space in spaces:
+                key = (space.id, decoded.event.tenant, decoded.event.item_id)
+                current = newest.get(key)
+                if current is None or decoded.order > current.event.order:
+                    if current is not None:
+                        result.duplicates += 1
+                    newest[key] = Pending(record, decoded, space)
+                else:
                     result.duplicates += 1
-                newest[key] = Pending(record, decoded, space)
-            else:
-                result.duplicates += 1
 
         by_group: dict[tuple[str, str], list[Pending]] = {}
         for (space_id, tenant, _), pending in newest.items():
@@ -165,14 +181,28 @@ class Pipeline:
             await self._apply(space_id, tenant, group, result)
         return result
 
-    async def _space_for(self, event: IndexEvent) -> SpaceInfo | Rejection:
-        name = event.event.space or DEFAULT_SPACE_FOR.get(event.kind, "default")
-        space = await self._embedder.resolve_space(name)
-        if space is None:
-            return Rejection(REASON.REASON_UNKNOWN_SPACE, f"unknown space {name!r}")
-        if event.kind and event.kind not in space.modalities:
-            return Rejection(REASON.REASON_UNKNOWN_SPACE, f"space {space.id} does not accept {event.kind}")
-        return space
+    async def _spaces_for(self, event: IndexEvent) -> list[SpaceInfo] | Rejection:
+        """The spaces an event applies to: its own or its modality's default; a
+        delete that names neither applies to every default space (the item may be
+        in any). A re-embed pipeline keeps only its source space's events."""
+        if event.event.space or event.kind:
+            names = [event.event.space or DEFAULT_SPACE_FOR[event.kind]]
+        else:
+            names = sorted(set(DEFAULT_SPACE_FOR.values()))
+        spaces: list[SpaceInfo] = []
+        for name in names:
+            space = await self._spaces.resolve(name)
+            if space is None:
+                return Rejection(REASON.REASON_UNKNOWN_SPACE, f"unknown space {name!r}")
+            if event.kind and event.kind not in space.modalities:
+                return Rejection(
+                    REASON.REASON_UNKNOWN_SPACE, f"space {space.id} does not accept {event.kind}"
+                )
+            spaces.append(space)
+        if self._redirect is not None:
+            source, target = self._redirect
+            return [target for space in spaces if space.id == source]
+        return spaces
 
     async def _collection(self, space: SpaceInfo) -> str:
         name = collection_name(space.id)

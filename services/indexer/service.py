@@ -14,10 +14,11 @@ from services.indexer.consumer import ConsumerConfig, IndexerConsumer
 from services.indexer.embedder_client import GrpcEmbedder
 from services.indexer.metrics import IndexerMetrics
 from services.indexer.pipeline import Pipeline
+from services.indexer.reembed import ReembedManager
 from services.kit.auth import ROLE_INDEX_ADMIN
 from services.kit.component import Component, Deps
 from services.kit.config import Settings
-from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.stores.base import collection_name
 from services.stores.provider import StoreProvider
 
@@ -31,6 +32,7 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         self._stores = stores
         self.consumer: IndexerConsumer | None = None
         self.embedder: GrpcEmbedder | None = None
+        self.reembed: ReembedManager | None = None
 
     async def GetStatus(
         self, request: indexer_pb2.GetStatusRequest, context: Context
@@ -101,12 +103,18 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
     async def StartReembed(
         self, request: indexer_pb2.StartReembedRequest, context: Context
     ) -> indexer_pb2.ReembedJob:
-        raise Unimplemented("re-embedding into a shadow collection is not built yet (issue #4)")
+        if self.reembed is None:
+            raise FailedPrecondition("the indexer does not consume (MMSEARCH_KAFKA_BOOTSTRAP is not set)")
+        job = await self.reembed.start(request.source, request.target_space, request.auto_swap)
+        return job.proto()
 
     async def GetReembed(
         self, request: indexer_pb2.GetReembedRequest, context: Context
     ) -> indexer_pb2.ReembedJob:
-        raise Unimplemented("re-embedding into a shadow collection is not built yet (issue #4)")
+        job = self.reembed.jobs.get(request.job_id) if self.reembed is not None else None
+        if job is None:
+            raise NotFound(f"no re-embed job {request.job_id!r} (jobs live in the indexer process)")
+        return job.proto()
 
 
 def build_indexer(deps: Deps) -> Component:
@@ -135,9 +143,12 @@ def build_indexer(deps: Deps) -> Component:
             heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 6),
         )
         service.consumer = IndexerConsumer(config, pipeline, metrics, deps.tracer_provider)
+        service.reembed = ReembedManager(config, service.embedder, await stores.get(), metrics)
         task = asyncio.get_running_loop().create_task(service.consumer.run(), name="indexer-consumer")
 
     async def stop() -> None:
+        if service.reembed is not None:
+            await service.reembed.stop()
         if service.consumer is not None:
             await service.consumer.stop()
         if task is not None:

@@ -34,6 +34,7 @@ from mmsearch.v1 import (
 )
 from services.indexer.embedder_client import MODALITY_NAMES, GrpcEmbedder
 from services.indexer.pipeline import SpaceInfo
+from services.indexer.resolver import SpaceResolver
 from services.kit.auth import ROLE_SEARCH, current_principal
 from services.kit.component import Component, Deps
 from services.kit.config import Settings
@@ -229,7 +230,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             raise InvalidArgument("query is required: text, image, audio or vector", field="query")
         assert self.embedder is not None
         space_name = request.space.name or "default"
-        space = await self.embedder.resolve_space(space_name)
+        space = await SpaceResolver(self.embedder, await self._stores.get()).resolve(space_name)
         if space is None:
             raise NotFound(f"unknown space or alias {space_name!r}")
         print_ = fingerprint(request)

@@ -87,7 +87,7 @@ class Indexing:
         return letters
 
 
-async def start_indexing(triton: TritonHandle, broker: BrokerHandle) -> Indexing:
+async def start_indexing(triton: TritonHandle, broker: BrokerHandle, **overrides: object) -> Indexing:
     topic = f"content.{uuid.uuid4().hex[:8]}"
     dlq = f"{topic}.dlq"
     await asyncio.to_thread(create_topics, broker.bootstrap, [topic, dlq])
@@ -99,6 +99,7 @@ async def start_indexing(triton: TritonHandle, broker: BrokerHandle) -> Indexing
         indexer_group=f"indexer-{topic}",
         indexer_batch_size=64,
         kafka_session_timeout_ms=6000,
+        **overrides,
     )
     return Indexing(await start_service(settings), topic, dlq, broker.bootstrap)
 

@@ -71,7 +71,8 @@ def test_newest_event_per_item_wins_within_a_batch() -> None:
 def test_delete_is_a_tombstone_that_a_late_older_upsert_cannot_undo() -> None:
     pipeline, store, _ = make()
     run(pipeline, record(text_event("a", "doc", "x", event_time=T0)))
-    assert run(pipeline, record(delete_event("a", "doc", event_time=T0 + timedelta(seconds=5)))).deleted == 1
+    # A delete naming no space or modality tombstones the item in every default space.
+    assert run(pipeline, record(delete_event("a", "doc", event_time=T0 + timedelta(seconds=5)))).deleted == 2
     late = run(pipeline, record(text_event("a", "doc", "x", event_time=T0 + timedelta(seconds=1))))
     assert late.duplicates == 1 and not store.live("minilm_1")
     # A newer upsert brings it back.
