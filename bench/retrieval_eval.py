@@ -56,6 +56,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -200,8 +201,17 @@ def fashion_mnist(
         )
         for index, c in held_out
     ]
-    t2i = Task("text -> image (Fashion-MNIST)", "default", [IMAGE], text_queries, True)
-    i2i = Task("image -> image (Fashion-MNIST)", "default", [IMAGE], image_queries, False)
+    wording = {q.qid: CAPTION_TEMPLATES[int(q.qid.rsplit(":", 1)[1])].format("…") for q in text_queries}
+    text_class = {q.qid: CLASSES[int(q.qid.split(":")[1])] for q in text_queries}
+    image_class = {q.qid: q.label for q in image_queries}
+    t2i = Task(
+        "text -> image (Fashion-MNIST)", "default", [IMAGE], text_queries, True,
+        extra={"groups": {"wording": wording, "class": text_class}},
+    )  # fmt: skip
+    i2i = Task(
+        "image -> image (Fashion-MNIST)", "default", [IMAGE], image_queries, False,
+        extra={"groups": {"class": image_class}},
+    )  # fmt: skip
     return events, t2i, i2i
 
 
@@ -436,6 +446,7 @@ def run_config(
             "qid": query.qid,
             "top10": ranked,
             "bm25_hits_in_top10": sum(h.scores.HasField("bm25") for h in response.hits),
+            "bm25_matched": [h.item_id for h in response.hits if h.scores.HasField("bm25")],
             "reranked_in_top10": sum(h.scores.HasField("rerank") for h in response.hits),
         }
         if response.degraded:
@@ -509,10 +520,12 @@ def image_texts(stub: searcher_pb2_grpc.SearcherStub, expected: int) -> dict[str
             break
         request.page_token = response.next_page_token
     with_text = {k: v for k, v in texts.items() if v.strip()}
+    common = Counter(" ".join(v.split()).lower() for v in with_text.values()).most_common(8)
     return {
         "images_seen": len(texts),
         "images_with_ocr_text": len(with_text),
-        "ocr_examples": dict(sorted(with_text.items())[:8]),
+        "most_common_ocr_text": [[text, n] for text, n in common],
+        "ocr_text": dict(sorted(with_text.items())),
     }
 
 
@@ -572,6 +585,20 @@ def fmt_delta(result: dict[str, Any]) -> str:
     return f"{vs['delta']:+.3f} [{low:+.3f}, {high:+.3f}] vs {vs['baseline']} ({vs['wins']}↑ {vs['losses']}↓)"
 
 
+def breakdown(task: dict[str, Any], groups: dict[str, dict[str, str]]) -> str:
+    """nDCG@10 per query group (e.g. per caption wording, per class) for every configuration."""
+    ran = [r for r in task["results"].values() if "per_query" in r]
+    lines = [f"| nDCG@10 by group | {' | '.join(r['config'] for r in ran)} |", "|---" * (len(ran) + 1) + "|"]
+    for kind, of_query in groups.items():
+        for group in dict.fromkeys(of_query.values()):
+            cells = [
+                float(np.mean([q["ndcg@10"] for q in r["per_query"] if of_query[q["qid"]] == group]))
+                for r in ran
+            ]
+            lines.append(f"| {kind}: {group} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def report(result: dict[str, Any]) -> None:
     meta = result["meta"]
     print(
@@ -609,12 +636,17 @@ def report(result: dict[str, Any]) -> None:
                 f"| {fmt_delta(r)} | {r['p50_ms']:.0f} | {'; '.join(notes)} |"
             )
         print()
+        groups = task["extra"].get("groups")
+        if groups:
+            print(breakdown(task, groups))
     ocr = result.get("image_text")
     if ocr:
         print(
             f"Image items' text (what BM25 and the reranker see besides the neutral title): "
             f"{ocr['images_with_ocr_text']} of {ocr['images_seen']} images have OCR text; "
-            f"examples: {json.dumps(ocr['ocr_examples'])[:300]}\n"
+            "most common (lowercased): "
+            + ", ".join(f"{json.dumps(t, ensure_ascii=False)} x{n}" for t, n in ocr["most_common_ocr_text"])
+            + "\n"
         )
 
 

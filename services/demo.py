@@ -60,7 +60,8 @@ DOCUMENTS = {
 }
 
 
-def publish_samples(bootstrap: str) -> int:
+def publish_samples(bootstrap: str) -> tuple[int, dict[int, int]]:
+    """Publish the sample set; returns the event count and the last offset per partition."""
     events = [
         text_event(TENANT, item, text, title=title, tags=tags, source="demo", version=1, event_time=PUBLISHED)
         for item, (title, text, tags) in DOCUMENTS.items()
@@ -82,29 +83,29 @@ def publish_samples(bootstrap: str) -> int:
     with ContentProducer(bootstrap) as producer:
         for event in events:
             producer.publish(event)
-    return len(events)
+        last = producer.flush()
+    return len(events), last
 
 
 def wait_indexed(
-    channel: grpc.Channel, token: str, timeout_s: float = 300.0
+    channel: grpc.Channel, token: str, last: dict[int, int], timeout_s: float = 300.0
 ) -> indexer_pb2.GetStatusResponse:
+    """Until the indexer has committed past the last published offset of every partition."""
     stub = indexer_pb2_grpc.IndexerAdminStub(channel)
     deadline = time.monotonic() + timeout_s
     while True:
         status: indexer_pb2.GetStatusResponse = stub.GetStatus(
             indexer_pb2.GetStatusRequest(), metadata=auth_metadata(token), timeout=30
         )
-        lag = sum(p.lag for p in status.partitions)
-        if status.partitions and lag == 0:
+        committed = {p.partition: p.committed_offset for p in status.partitions if p.topic == status.topic}
+        to_go = sum(max(0, offset + 1 - committed.get(partition, 0)) for partition, offset in last.items())
+        if to_go == 0:
             return status
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the indexer did not catch up in {timeout_s:.0f}s (lag {lag}): {status}")
-        if not status.partitions:
-            print("  waiting for the indexer to join its consumer group")
-        else:
-            paused = f" (paused: {status.pause_reason})" if status.paused else ""
-            print(f"  waiting for the indexer: {lag} events to go{paused}")
-        time.sleep(2)
+            raise TimeoutError(f"the indexer did not catch up in {timeout_s:.0f}s: {status}")
+        paused = f" (paused: {status.pause_reason})" if status.paused else ""
+        print(f"  waiting for the indexer: {to_go} events to go{paused}")
+        time.sleep(1)
 
 
 def show(title: str, response: searcher_pb2.SearchResponse) -> None:
@@ -127,10 +128,10 @@ def cross_modal_demo(addr: str, token: str, bootstrap: str) -> None:
     if not (SAMPLES / "images").is_dir() or not (SAMPLES / "audio").is_dir():
         print(f"\n(no sample files in {SAMPLES}: run `make samples`)", file=sys.stderr)
         return
-    count = publish_samples(bootstrap)
+    count, last = publish_samples(bootstrap)
     print(f"\nPublished {count} content events (8 documents, photos, animal sounds) to Kafka at {bootstrap}.")
     with grpc.insecure_channel(addr, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
-        status = wait_indexed(channel, token)
+        status = wait_indexed(channel, token, last)
         spaces = ", ".join(f"{s.space}: {s.item_count} items" for s in status.spaces)
         print(f"Indexed and searchable ({spaces}).")
         stub = searcher_pb2_grpc.SearcherStub(channel)

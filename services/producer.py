@@ -174,12 +174,17 @@ class ContentProducer:
         )
         self._pending.append(future)
 
-    def flush(self, timeout_s: float = 60.0) -> None:
-        """Wait until the broker acked every published event; raises KafkaError otherwise."""
+    def flush(self, timeout_s: float = 60.0) -> dict[int, int]:
+        """Wait until the broker acked every published event (raises KafkaError
+        otherwise); returns the last offset written per partition, so a caller
+        can wait until the indexer has committed past them."""
         self._producer.flush(timeout=timeout_s)
         pending, self._pending = self._pending, []
+        last: dict[int, int] = {}
         for future in pending:
-            future.get(timeout=timeout_s)
+            metadata = future.get(timeout=timeout_s)
+            last[metadata.partition] = max(last.get(metadata.partition, -1), metadata.offset)
+        return last
 
     def close(self) -> None:
         try:

@@ -43,8 +43,9 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         consumer = self.consumer
         if consumer is not None:
             state = consumer.state
-            for (topic, partition), highwater in sorted(state.highwater.items()):
+            for topic, partition in sorted(set(state.highwater) | set(state.committed)):
                 committed = state.committed.get((topic, partition), 0)
+                highwater = state.highwater.get((topic, partition), committed)
                 response.partitions.add(
                     topic=topic,
                     partition=partition,
