@@ -12,6 +12,7 @@ replay changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Sequence
@@ -273,9 +274,21 @@ class Pipeline:
                 bad = remaining.pop(rejected.index)
                 result.dead_letters.append(dead_letter(bad.record, rejected.reason, rejected.detail))
                 continue
-            texts = await self._ocr([p for p in remaining if p.event.kind == "image"])
+            images = [p for p in remaining if p.event.kind == "image"]
+            texts = await self._ocr(images)
+            # Decoding and resizing are CPU work: off the event loop, which also serves searches.
+            thumbnails = dict(
+                zip(
+                    (id(p) for p in images),
+                    await asyncio.gather(
+                        *(asyncio.to_thread(thumbnail, p.event.event.content.image.data) for p in images)
+                    ),
+                    strict=True,
+                )
+            )
             return [
-                self._item(p, e, texts.get(id(p), "")) for p, e in zip(remaining, embeddings, strict=True)
+                self._item(p, e, texts.get(id(p), ""), thumbnails.get(id(p), b""))
+                for p, e in zip(remaining, embeddings, strict=True)
             ]
         return []
 
@@ -286,7 +299,7 @@ class Pipeline:
         return {id(p): text for p, text in zip(images, texts, strict=True)}
 
     @staticmethod
-    def _item(pending: Pending, embedding: embedder_pb2.Embedding, ocr_text: str) -> ItemRecord:
+    def _item(pending: Pending, embedding: embedder_pb2.Embedding, ocr_text: str, thumb: bytes) -> ItemRecord:
         event = pending.event.event
         metadata = event.metadata
         content_text = event.content.text if pending.event.kind == "text" else ocr_text
@@ -317,5 +330,5 @@ class Pipeline:
             else None,
             attributes=attributes,
             snippet=content_text[:SNIPPET_CHARS],
-            thumbnail_jpeg=thumbnail(event.content.image.data) if pending.event.kind == "image" else b"",
+            thumbnail_jpeg=thumb,
         )
