@@ -23,6 +23,21 @@ MODALITY_NAMES = {
 SPACES_TTL_S = 30.0
 
 
+# OCR lines kept for BM25: confident, and more than a stray character or two (on
+# photos the detector reads texture as "A", "1", "T", which would match every query's "a").
+OCR_MIN_CONFIDENCE = 0.8
+OCR_MIN_ALNUM = 3
+
+
+def searchable_text(result: embedder_pb2.ExtractedText) -> str:
+    lines = [
+        block.text
+        for block in result.blocks
+        if block.confidence >= OCR_MIN_CONFIDENCE and sum(c.isalnum() for c in block.text) >= OCR_MIN_ALNUM
+    ]
+    return "\n".join(lines)
+
+
 class GrpcEmbedder:
     def __init__(
         self, channel: grpc.aio.Channel, token: str, timeout_s: float, *, owns_channel: bool
@@ -115,4 +130,4 @@ class GrpcEmbedder:
             if self._rejected(err) is not None:
                 return [""] * len(images)  # the image itself was embedded; OCR is best-effort text
             raise self._down(err) from err
-        return [r.text for r in response.results]
+        return [searchable_text(r) for r in response.results]

@@ -327,7 +327,13 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
                 "rerank: the reranker scores text queries only; fused order kept"
             )
             return window + rest, {}
-        scorable = [(i, h) for i, h in enumerate(window) if (h.record.text or h.record.snippet).strip()]
+        # The reranker reads text: only text items are rescored (an image's title or OCR
+        # text says little about what it shows); other items keep their places.
+        scorable = [
+            (i, h)
+            for i, h in enumerate(window)
+            if h.record.modality == "text" and (h.record.text or h.record.snippet).strip()
+        ]
         if not scorable:
             return window + rest, {}
         budget_s = (request.rerank.budget_ms or self._settings.rerank_budget_ms) / 1000
@@ -353,9 +359,12 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             return window + rest, {}
         order = [int(r.id) for r in reranked.results]
         scores = {int(r.id): r.score for r in reranked.results}
-        unscored = [i for i in range(len(window)) if i not in scores]
-        new_window = [window[i] for i in order + unscored]
-        return new_window + rest, {pos: scores[i] for pos, i in enumerate(order)}
+        # The rescored items fill the positions they held, in their new order.
+        slots = sorted(scores)
+        new_window = list(window)
+        for slot, i in zip(slots, order, strict=True):
+            new_window[slot] = window[i]
+        return new_window + rest, {slot: scores[i] for slot, i in zip(slots, order, strict=True)}
 
     @staticmethod
     def _hit(hit: StoreHit, space: str, hybrid: bool, rerank: float | None) -> searcher_pb2.Hit:

@@ -153,3 +153,18 @@ def test_dependency_down_raises_and_writes_nothing() -> None:
 def test_any_record_bytes_decode_or_are_rejected(value: bytes, content_type: str) -> None:
     headers = (("content-type", content_type.encode()),) if content_type else ()
     decode(value, headers)  # returns an event or a Rejection; never raises
+
+
+def test_only_confident_ocr_lines_of_some_length_are_indexed() -> None:
+    from mmsearch.v1 import embedder_pb2
+    from services.indexer.embedder_client import searchable_text
+
+    result = embedder_pb2.ExtractedText(
+        blocks=[
+            embedder_pb2.TextBlock(text="Invoice INV-2024-00731", confidence=0.97),
+            embedder_pb2.TextBlock(text="A", confidence=0.99),  # texture read as a letter
+            embedder_pb2.TextBlock(text="blurry words", confidence=0.4),
+            embedder_pb2.TextBlock(text="Total 12", confidence=0.9),
+        ]
+    )
+    assert searchable_text(result) == "Invoice INV-2024-00731\nTotal 12"
