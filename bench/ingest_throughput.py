@@ -18,18 +18,24 @@ reaches the model) and WARNING logs; stops them by pid at the end. Phases:
 3. ingest, text: publish the same number of distinct text events, timed from
    the first publish until IndexerAdmin.GetStatus shows every partition's
    committed offset at or past what was produced (lag 0);
-4. embedder, images: Embed (--image-batch JPEGs per request) and OCR
-   (`ExtractText`, which the indexer also runs for every image) on the same
-   640x480 JPEGs (bundled photos, random crops and brightness, distinct bytes);
-5. ingest, images: as 3;
-6. freshness: text events at a steady rate of half the measured text ingest
+4. freshness: text events at a steady rate of half the measured text ingest
    throughput for --freshness-seconds, event_time = publish time. Per event:
-   the first GetStatus poll (every --status-interval-ms) whose committed
+   the first GetStatus poll (every --fresh-interval-ms) whose committed
    offset passed the event's offset, minus its event_time (commit follows the
    durable store write, so this is an upper bound with the poll interval as
    resolution). Also from the indexer's `mmsearch_indexer_freshness_seconds`
    histogram (its bucket edges limit resolution; 2 s is an edge, so the share
-   of events at or under 2 s is exact).
+   of events at or under 2 s is exact);
+5. embedder, images: Embed (--image-batch JPEGs per request) and OCR
+   (`ExtractText`, which the indexer also runs for every image) on the same
+   640x480 JPEGs (bundled photos, random crops and brightness, distinct bytes);
+6. ingest, images: as 3.
+
+A phase in which nothing is committed for --stall-seconds is reported as
+stalled (with the indexer's last pause reason) instead of waiting forever; the
+images run last so that a stall cannot hold up the other phases.
+--service-env MMSEARCH_X=V changes a service setting for experiments (e.g.
+the Triton deadline), and the output lists what was changed.
 
 Every phase also records a light profile from the service's and Triton's
 Prometheus metrics (time in Embed / ExtractText / store writes per batch,
@@ -169,7 +175,7 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(work: Path, startup_timeout_s: float) -> Iterator[Stack]:
+def running_stack(work: Path, startup_timeout_s: float, overrides: dict[str, str]) -> Iterator[Stack]:
     pids: dict[str, int] = {}
     try:
         broker_port = free_port()
@@ -202,6 +208,7 @@ def running_stack(work: Path, startup_timeout_s: float) -> Iterator[Stack]:
             "MMSEARCH_STORE_DIR": str(work / "store"),
             "MMSEARCH_EMBED_CACHE_MB": "0",
             "MMSEARCH_LOG_LEVEL": "WARNING",
+            **overrides,
         }
         env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
         env.update(settings)
@@ -220,7 +227,12 @@ def running_stack(work: Path, startup_timeout_s: float) -> Iterator[Stack]:
     finally:
         for name, timeout in (("serve", 20.0), ("triton", 20.0), ("broker", 10.0)):
             if name in pids:
+                children = descendants(pids[name])
                 stop_pid(pids[name], timeout_s=timeout)
+                # Triton's Python-backend stubs outlive a tritonserver that had to be
+                # killed (e.g. OCR requests still queued after a stall) and keep computing.
+                for child in children:
+                    stop_pid(child, timeout_s=5)
 
 
 # --- metrics and CPU -----------------------------------------------------
@@ -282,6 +294,18 @@ def _proc_table() -> dict[int, tuple[int, float]]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
     return table
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in _proc_table().items():
+        children.setdefault(ppid, []).append(pid)
+    out, stack = [], list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(children.get(pid, []))
+    return out
 
 
 def _machine_busy_s() -> float:
@@ -346,6 +370,9 @@ def profile(p: Phase) -> dict[str, Any]:
     if batches:
         out["indexer_batches"] = int(batches)
         out["records_per_batch"] = round(total(s, "mmsearch_indexer_batch_records_sum") / batches, 1)
+    retries = total(s, "mmsearch_indexer_batch_retries_total")
+    if retries:
+        out["batch_retries"] = int(retries)
     for outcome in ("indexed", "duplicate", "dlq"):
         count = total(s, "mmsearch_indexer_events_total", outcome=outcome)
         if count:
@@ -395,6 +422,8 @@ def profile(p: Phase) -> dict[str, Any]:
                 1000 * total(s, "mmsearch_embedder_triton_seconds_sum", model=model) / max(count, 1), 1
             ),
             "triton_executions": int(execs),
+            "inferences": int(inferences),
+            "compute_ms_per_inference": round(compute_us / 1000 / max(inferences, 1), 2),
             "mean_batch": round(inferences / max(execs, 1), 1),
             "triton_compute_s": round(compute_us / 1e6, 3),
             "triton_compute_share_of_wall": round(compute_us / 1e6 / wall, 3),
@@ -479,15 +508,6 @@ class Publisher:
         self._producer.close(5)
 
 
-def end_offsets(futures: Sequence[Any]) -> dict[int, int]:
-    """Per partition, the offset after the last record produced."""
-    ends: dict[int, int] = {}
-    for future in futures:
-        meta = future.get(timeout=120)
-        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-    return ends
-
-
 class Status:
     def __init__(self, addr: str, topic: str) -> None:
         self._channel = grpc.insecure_channel(addr)
@@ -501,32 +521,57 @@ class Status:
         )
         return response
 
-    def committed(self) -> tuple[dict[int, int], dict[int, int]]:
-        """(committed offset, lag) per partition of the topic."""
+    def committed(self) -> tuple[dict[int, int], dict[int, int], indexer_pb2.GetStatusResponse]:
+        """(committed offset, lag) per partition of the topic, and the whole status."""
         response = self.get()
         parts = [p for p in response.partitions if p.topic == self._topic]
-        return {p.partition: p.committed_offset for p in parts}, {p.partition: p.lag for p in parts}
+        return {p.partition: p.committed_offset for p in parts}, {p.partition: p.lag for p in parts}, response
 
     def close(self) -> None:
         self._channel.close()
 
 
-def caught_up(status: Status, ends: dict[int, int]) -> bool:
-    committed, lag = status.committed()
-    return all(committed.get(p, 0) >= end and lag.get(p, 0) == 0 for p, end in ends.items())
+@dataclass
+class Progress:
+    done_at: float | None  # wall time when every partition was caught up; None if it stalled
+    last_progress_at: float
+    committed: int  # of the records between `starts` and `ends`
+    pause_reason: str = ""
 
 
-def wait_caught_up(status: Status, ends: dict[int, int], interval_s: float, timeout_s: float) -> float:
-    """Poll until every partition's committed offset reached `ends` and lag is 0; the wall time then."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if caught_up(status, ends):
-            return time.time()
+def offsets(metas: Sequence[Any]) -> tuple[dict[int, int], dict[int, int]]:
+    """Per partition, the first offset produced and the offset after the last."""
+    starts: dict[int, int] = {}
+    ends: dict[int, int] = {}
+    for meta in metas:
+        starts[meta.partition] = min(starts.get(meta.partition, meta.offset), meta.offset)
+        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    return starts, ends
+
+
+def wait_caught_up(
+    status: Status, starts: dict[int, int], ends: dict[int, int], interval_s: float, stall_s: float
+) -> Progress:
+    """Poll until every partition's committed offset reached `ends` with lag 0, or until
+    nothing was committed for `stall_s` (the indexer retrying a batch that keeps failing)."""
+    best, last, reason = -1, time.time(), ""
+    while True:
+        committed, lag, response = status.committed()
+        now = time.time()
+        reason = response.pause_reason or reason
+        count = sum(max(0, min(committed.get(p, 0), end) - starts[p]) for p, end in ends.items())
+        if all(committed.get(p, 0) >= end and lag.get(p, 0) == 0 for p, end in ends.items()):
+            return Progress(now, now, count)
+        if count > best:
+            best, last = count, now
+        elif now - last > stall_s:
+            return Progress(None, last, count, reason or "no commit, never paused")
         time.sleep(interval_s)
-    raise SystemExit(f"the indexer did not catch up within {timeout_s:.0f} s: {status.get()}")
 
 
-def ingest(stack: Stack, events: Sequence[events_pb2.ContentEvent], interval_s: float) -> dict[str, Any]:
+def ingest(
+    stack: Stack, events: Sequence[events_pb2.ContentEvent], interval_s: float, stall_s: float
+) -> dict[str, Any]:
     """Publish all events as fast as possible; events/s from the first publish to all committed."""
     publisher, status = Publisher(stack.bootstrap, stack.topic), Status(stack.addr, stack.topic)
     dlq_before = dict(status.get().dead_letters_by_reason)
@@ -535,8 +580,8 @@ def ingest(stack: Stack, events: Sequence[events_pb2.ContentEvent], interval_s: 
         futures = [publisher.send(event) for event in events]
         publisher.flush()
         published = time.time()
-        ends = end_offsets(futures)
-        done = wait_caught_up(status, ends, interval_s, timeout_s=1800)
+        starts, ends = offsets([f.get(timeout=120) for f in futures])
+        progress = wait_caught_up(status, starts, ends, interval_s, stall_s)
         dlq = {
             k: int(v - dlq_before.get(k, 0))
             for k, v in status.get().dead_letters_by_reason.items()
@@ -545,19 +590,33 @@ def ingest(stack: Stack, events: Sequence[events_pb2.ContentEvent], interval_s: 
     finally:
         publisher.close()
         status.close()
-    return {
+    result: dict[str, Any] = {
         "events": len(events),
         "bytes": sum(e.ByteSize() for e in events),
         "publish_s": round(published - start, 3),
-        "seconds": round(done - start, 3),
-        "events_per_s": round(len(events) / (done - start), 2),
         "dead_letters": dlq,
         "status_poll_interval_ms": round(interval_s * 1000),
     }
+    if progress.done_at is None:
+        elapsed = max(progress.last_progress_at - start, 1e-9)
+        result.update(
+            stalled=True,
+            committed=progress.committed,
+            pause_reason=progress.pause_reason,
+            seconds=round(elapsed, 3),
+            events_per_s=round(progress.committed / elapsed, 2),
+        )
+    else:
+        result.update(
+            stalled=False,
+            seconds=round(progress.done_at - start, 3),
+            events_per_s=round(len(events) / (progress.done_at - start), 2),
+        )
+    return result
 
 
 def freshness(
-    stack: Stack, texts: Sequence[str], rate: float, seconds: float, interval_s: float
+    stack: Stack, texts: Sequence[str], rate: float, seconds: float, *, interval_s: float, stall_s: float
 ) -> dict[str, Any]:
     """Publish at `rate` events/s for `seconds`, event_time = publish time; per event, time until
     its offset is committed (observed by polling GetStatus)."""
@@ -567,7 +626,7 @@ def freshness(
 
     def poll() -> None:
         while not stop.is_set():
-            committed, _ = status.committed()
+            committed, _, _ = status.committed()
             samples.append((time.time(), committed))
             stop.wait(interval_s)
 
@@ -587,27 +646,29 @@ def freshness(
         publish_s = time.monotonic() - start
         publisher.flush()
         metas = [(t, f.get(timeout=120)) for t, f in sent]
-        ends: dict[int, int] = {}
-        for _, meta in metas:
-            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-        wait_caught_up(status, ends, interval_s, timeout_s=600)
+        starts, ends = offsets([meta for _, meta in metas])
+        progress = wait_caught_up(status, starts, ends, interval_s, stall_s)
         time.sleep(interval_s * 2)  # one more sample past the end
     finally:
         stop.set()
         poller.join(timeout=15)
         publisher.close()
         status.close()
-    lags = []
+    lags, unseen = [], 0
     for event_time, meta in metas:
         seen = next((t for t, c in samples if c.get(meta.partition, 0) > meta.offset), None)
-        if seen is not None:
-            lags.append(max(0.0, seen - event_time))
+        if seen is None:  # never committed (stalled): count it as at least until the last poll
+            unseen += 1
+            seen = samples[-1][0]
+        lags.append(max(0.0, seen - event_time))
     values = np.asarray(lags)
     return {
         "rate_per_s": round(rate, 2),
         "events": count,
         "publish_s": round(publish_s, 3),
-        "observed": len(lags),
+        "never_committed": unseen,
+        "stalled": progress.done_at is None,
+        "pause_reason": progress.pause_reason,
         "poll_interval_ms": round(interval_s * 1000),
         "p50_s": round(float(np.percentile(values, 50)), 3),
         "p95_s": round(float(np.percentile(values, 95)), 3),
@@ -666,6 +727,42 @@ def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
 
+def ingest_cell(x: dict[str, Any]) -> str:
+    if not x.get("stalled"):
+        return str(x["events_per_s"])
+    return (
+        f"**stalled**: {x['committed']} of {x['events']} committed, then none for the stall timeout "
+        f"({x['pause_reason']}); {x['events_per_s']} until then"
+    )
+
+
+MODALITY_MODELS = {"text": ("minilm_l6_text",), "image": ("efficientnet_lite0_conse", "ppocr_text")}
+ALONE_PHASES = {"minilm_l6_text": "embedder text", "efficientnet_lite0_conse": "embedder image"}
+ALONE_PHASES["ppocr_text"] = "embedder OCR"
+
+
+def per_item(result: dict[str, Any], modality: str) -> str:
+    """Triton compute per item when the embedder runs alone vs during ingest (CPU contention shows here)."""
+    cells = []
+    for model in MODALITY_MODELS[modality]:
+        alone = result["profile"][ALONE_PHASES[model]]["triton_models"].get(model, {})
+        during = result["profile"][f"ingest {modality}"]["triton_models"].get(model, {})
+        cells.append(
+            f"{model.split('_')[0]} {alone.get('compute_ms_per_inference', '-')} -> "
+            f"{during.get('compute_ms_per_inference', '-')}"
+        )
+    return "; ".join(cells)
+
+
+def busy(result: dict[str, Any], modality: str) -> str:
+    models = result["profile"][f"ingest {modality}"]["triton_models"]
+    return "; ".join(
+        f"{m.split('_')[0]} {models[m]['triton_compute_share_of_wall']:.0%}"
+        for m in MODALITY_MODELS[modality]
+        if m in models
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
     m, s, r = result["machine"], result["settings"], result["results"]
     lines = [
@@ -679,7 +776,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"embedding cache off, indexer batch ≤ {s['indexer_batch_size']} records).",
         f"- Embedder alone: text {s['text_batch']} per `Embed` x {s['text_concurrency']} in flight; "
         f"images {s['image_batch']} JPEGs {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} per request x "
-        f"{s['image_concurrency']} in flight; OCR the same with `ExtractText` on {s['ocr_images']} images.",
+        f"{s['image_concurrency']} in flight; OCR: `ExtractText`, {s['ocr_batch']} of the same images per "
+        f"request x {s['ocr_concurrency']} in flight, {s['ocr_images']} images.",
+        f"- Service settings changed from the defaults: {', '.join(s['service_env_overrides']) or 'none'}.",
         f"- Data: {s['texts']} distinct generated sentences (8-20 words); {s['images']} distinct JPEGs "
         "(bundled photos, random crops/brightness/quality).",
         "",
@@ -689,12 +788,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"| {r['embed_image']['items_per_s']} |",
         f"| embedder `ExtractText` (OCR) images/s | | {r['ocr_image']['items_per_s']} |",
         f"| embedder Embed + OCR, serial, items/s | | {r['embed_plus_ocr_image_per_s']} |",
-        f"| ingest events/s (first publish -> all committed) | {r['ingest_text']['events_per_s']} "
-        f"| {r['ingest_image']['events_per_s']} |",
+        f"| ingest events/s (first publish -> all committed) | {ingest_cell(r['ingest_text'])} "
+        f"| {ingest_cell(r['ingest_image'])} |",
         f"| ingest seconds (publish part) | {r['ingest_text']['seconds']} ({r['ingest_text']['publish_s']}) "
         f"| {r['ingest_image']['seconds']} ({r['ingest_image']['publish_s']}) |",
         f"| **ingest / embedder (goal ≥ 0.8)** | **{r['ratio_text']}** | **{r['ratio_image']}** |",
         f"| ingest / (embed + OCR) | | {r['ratio_image_with_ocr']} |",
+        f"| model compute ms/item, embedder alone -> during ingest | {per_item(result, 'text')} "
+        f"| {per_item(result, 'image')} |",
+        f"| model busy share of the ingest wall time | {busy(result, 'text')} | {busy(result, 'image')} |",
         f"| dead letters | {r['ingest_text']['dead_letters'] or 0} "
         f"| {r['ingest_image']['dead_letters'] or 0} |",
         "",
@@ -712,7 +814,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{', '.join(f'{e:g}' for e in h['bucket_edges_s'][:8])} ...) "
         f"| {h['p50_s_interpolated']} | | {h['p99_s_interpolated']} | | {h['share_within_2s']} |",
         "",
-        "Goal p99 ≤ 2 s: " + ("met." if f["p99_s"] <= 2.0 else "**missed**."),
+        "Goal p99 ≤ 2 s: " + ("met." if f["p99_s"] <= 2.0 and not f["stalled"] else "**missed**."),
         "",
         "Profile per phase (from /metrics; shares are of the phase's wall time; CPU seconds by process):",
         "",
@@ -729,8 +831,10 @@ def markdown(result: dict[str, Any]) -> str:
 
         compute = sum(m["triton_compute_s"] for m in p["triton_models"].values())
         cpu = p["cpu_s"]
+        retried = f", {p['batch_retries']} retried" if p.get("batch_retries") else ""
         lines.append(
-            f"| {name} | {p['wall_s']} | {p.get('indexer_batches', '')} ({p.get('records_per_batch', '')}) "
+            f"| {name} | {p['wall_s']} | {p.get('indexer_batches', '')} ({p.get('records_per_batch', '')})"
+            f"{retried} "
             f"| {stage('Embed RPC')} | {stage('ExtractText RPC')} | {stage('store write')} "
             f"| {compute:.1f} | {cpu.get('triton', 0)} / {cpu.get('serve', 0)} / {cpu.get('broker', 0)} / "
             f"{cpu.get('bench', 0)} / {cpu.get('other', 0)} | {p['loadavg_1m']} |"
@@ -744,69 +848,62 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ingest_texts, fresh_texts = texts[: args.texts], texts[args.texts :]
     images = make_images(args.images + 8, seed=13)
     ingest_images, warm_images = images[: args.images], images[args.images :]
-    interval = args.status_interval_ms / 1000
+    interval, stall = args.status_interval_ms / 1000, args.stall_seconds
     phases: list[Phase] = []
     results: dict[str, Any] = {}
-    with running_stack(work, args.startup_timeout) as stack:
+
+    def embedder(stack: Stack, requests: list[Any], concurrency: int, method: str) -> dict[str, Any]:
+        sizes = [len(r.items) if method == "Embed" else len(r.images) for r in requests]
+        return asyncio.run(embedder_rate(stack.addr, requests, concurrency, method, sizes))
+
+    overrides = dict(item.split("=", 1) for item in args.service_env)
+    with running_stack(work, args.startup_timeout, overrides) as stack:
         print(f"stack up: {stack.addr}, topic {stack.topic}; warming up", flush=True)
         warm = text_events("warm-text", make_texts(64, seed=99)) + image_events("warm-img", warm_images)
         with phase(stack, "warm-up ingest", phases):
-            results["warmup"] = ingest(stack, warm, interval)
+            results["warmup"] = ingest(stack, warm, interval, stall)
 
-        text_contents = [common_pb2.Content(text=t) for t in ingest_texts]
-        requests = embed_requests(text_contents, args.text_batch)
+        requests = embed_requests([common_pb2.Content(text=t) for t in ingest_texts], args.text_batch)
         with phase(stack, "embedder text", phases):
-            results["embed_text"] = asyncio.run(
-                embedder_rate(
-                    stack.addr, requests, args.text_concurrency, "Embed", [len(r.items) for r in requests]
-                )
-            )
+            results["embed_text"] = embedder(stack, requests, args.text_concurrency, "Embed")
         print(f"embedder text: {results['embed_text']['items_per_s']} items/s", flush=True)
         with phase(stack, "ingest text", phases):
-            results["ingest_text"] = ingest(stack, text_events("text", ingest_texts), interval)
+            results["ingest_text"] = ingest(stack, text_events("text", ingest_texts), interval, stall)
         print(f"ingest text: {results['ingest_text']['events_per_s']} events/s", flush=True)
+
+        # Freshness before the images, so that a stalled image batch cannot hold it up.
+        rate = min(results["ingest_text"]["events_per_s"] / 2, len(fresh_texts) / args.freshness_seconds)
+        with phase(stack, "freshness", phases) as fresh_phase:
+            results["freshness"] = freshness(
+                stack,
+                fresh_texts,
+                rate,
+                args.freshness_seconds,
+                interval_s=args.fresh_interval_ms / 1000,
+                stall_s=stall,
+            )
+        results["freshness_histogram"] = histogram_freshness(fresh_phase)
+        print(f"freshness p99: {results['freshness']['p99_s']} s", flush=True)
 
         media = [common_pb2.Media(data=d, mime_type="image/jpeg") for d in ingest_images]
         requests = embed_requests([common_pb2.Content(image=m) for m in media], args.image_batch)
         with phase(stack, "embedder image", phases):
-            results["embed_image"] = asyncio.run(
-                embedder_rate(
-                    stack.addr, requests, args.image_concurrency, "Embed", [len(r.items) for r in requests]
-                )
-            )
+            results["embed_image"] = embedder(stack, requests, args.image_concurrency, "Embed")
         ocr_media = media[: args.ocr_images]
         ocr_requests = [
-            embedder_pb2.ExtractTextRequest(images=ocr_media[i : i + args.image_batch])
-            for i in range(0, len(ocr_media), args.image_batch)
+            embedder_pb2.ExtractTextRequest(images=ocr_media[i : i + args.ocr_batch])
+            for i in range(0, len(ocr_media), args.ocr_batch)
         ]
         with phase(stack, "embedder OCR", phases):
-            results["ocr_image"] = asyncio.run(
-                embedder_rate(
-                    stack.addr,
-                    ocr_requests,
-                    args.image_concurrency,
-                    "ExtractText",
-                    [len(r.images) for r in ocr_requests],
-                )
-            )
+            results["ocr_image"] = embedder(stack, ocr_requests, args.ocr_concurrency, "ExtractText")
         print(
             f"embedder image: {results['embed_image']['items_per_s']} items/s, "
             f"OCR {results['ocr_image']['items_per_s']} images/s",
             flush=True,
         )
         with phase(stack, "ingest image", phases):
-            results["ingest_image"] = ingest(stack, image_events("img", ingest_images), interval)
+            results["ingest_image"] = ingest(stack, image_events("img", ingest_images), interval, stall)
         print(f"ingest image: {results['ingest_image']['events_per_s']} events/s", flush=True)
-
-        rate = results["ingest_text"]["events_per_s"] / 2
-        if rate * args.freshness_seconds > len(fresh_texts):
-            rate = len(fresh_texts) / args.freshness_seconds
-        with phase(stack, "freshness", phases) as fresh_phase:
-            results["freshness"] = freshness(
-                stack, fresh_texts, rate, args.freshness_seconds, args.fresh_interval_ms / 1000
-            )
-        results["freshness_histogram"] = histogram_freshness(fresh_phase)
-        print(f"freshness p99: {results['freshness']['p99_s']} s", flush=True)
         results["settings_of_service"] = stack.settings
 
     e, o = results["embed_image"]["items_per_s"], results["ocr_image"]["items_per_s"]
@@ -830,11 +927,28 @@ def main() -> None:
     parser.add_argument("--text-concurrency", type=int, default=4)
     parser.add_argument("--image-batch", type=int, default=16, help="images per Embed / ExtractText request")
     parser.add_argument("--image-concurrency", type=int, default=2)
-    parser.add_argument("--ocr-images", type=int, default=64, help="images for the embedder's OCR rate")
+    parser.add_argument("--ocr-images", type=int, default=42, help="images for the embedder's OCR rate")
+    # OCR runs one image per Triton request on one ppocr instance; a deeper queue than about
+    # 8 images waits past the embedder's Triton deadline (MMSEARCH_TRITON_TIMEOUT_S, 10 s) here.
+    parser.add_argument("--ocr-batch", type=int, default=4, help="images per ExtractText request")
+    parser.add_argument("--ocr-concurrency", type=int, default=2)
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=120.0,
+        help="give up on a phase after this long without commits",
+    )
     parser.add_argument("--status-interval-ms", type=int, default=100, help="GetStatus polling (ingest)")
     parser.add_argument("--fresh-interval-ms", type=int, default=50, help="GetStatus polling (freshness)")
     parser.add_argument("--freshness-max-events", type=int, default=6000)
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="MMSEARCH_X=VALUE",
+        help="extra setting for `mmsearch serve` (repeatable), e.g. MMSEARCH_TRITON_TIMEOUT_S=300",
+    )
     parser.add_argument("--json", type=Path, help="write the full result here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
     args = parser.parse_args()
@@ -859,8 +973,11 @@ def main() -> None:
             "image_batch": args.image_batch,
             "image_concurrency": args.image_concurrency,
             "ocr_images": args.ocr_images,
+            "ocr_batch": args.ocr_batch,
+            "ocr_concurrency": args.ocr_concurrency,
             "indexer_batch_size": Settings.model_fields["indexer_batch_size"].default,
             "triton_models": list(TRITON_MODELS),
+            "service_env_overrides": args.service_env,
         },
         **measured,
         "total_seconds": round(time.monotonic() - started, 1),
