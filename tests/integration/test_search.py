@@ -272,3 +272,16 @@ async def test_bad_requests(corpus: Indexing) -> None:
         ),
     )
     assert ok.hits
+
+
+async def test_rerank_past_its_budget_degrades_instead_of_failing(corpus: Indexing) -> None:
+    fused = await search(corpus, text_query("sleeping cats", top_k=5))
+    response = await search(
+        corpus,
+        text_query(
+            "sleeping cats", top_k=5, rerank=searcher_pb2.RerankOptions(enabled=True, top_n=10, budget_ms=1)
+        ),
+    )
+    assert response.degraded and response.degraded_reasons[0].startswith("rerank: DEADLINE_EXCEEDED")
+    assert ids(response) == ids(fused)  # the fused order, unchanged
+    assert not any(h.scores.HasField("rerank") for h in response.hits)
