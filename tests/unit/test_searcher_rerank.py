@@ -18,7 +18,7 @@ from tests.conftest import make_settings
 
 
 class DownReranker:
-    async def Rerank(self, request: Any, **kwargs: Any) -> Any:  # noqa: N802 - the gRPC method name
+    async def Rerank(self, request: Any, **kwargs: Any) -> Any:
         raise grpc.aio.AioRpcError(
             grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "connection refused"
         )
