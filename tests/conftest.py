@@ -4,7 +4,9 @@ stopped by pid."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -64,7 +66,10 @@ class TritonHandle:
         return f"127.0.0.1:{self.ports.grpc}"
 
     def kill(self) -> None:
-        self.process.kill()
+        """SIGKILL to the whole process group (spawn starts a session): the Python
+        backend stubs die with the server instead of being orphaned."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def restart(self) -> None:
