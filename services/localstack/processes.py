@@ -94,7 +94,12 @@ def stop_pid(pid: int, *, timeout_s: float = 15.0, sig: int = signal.SIGTERM) ->
             return True
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        # A process we spawned leads its own session: kill the group, so that its
+        # children (Triton's Python-backend stubs) are not left orphaned.
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
     _reap(pid)
     return False
 
