@@ -14,12 +14,11 @@ first time; afterwards it works from .cache/ alone.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from debian_package import fetch_deb
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "datasets" / "fashion-mnist"
@@ -43,14 +42,6 @@ CLASSES = (
 )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _complete(folder: Path) -> bool:
     return all((folder / f"{split}-images-idx3-ubyte.gz").exists() for split in ("train", "t10k"))
 
@@ -58,23 +49,11 @@ def _complete(folder: Path) -> bool:
 def fetch() -> Path:
     if _complete(SYSTEM):
         return SYSTEM
-    data_dir = CACHE / "unpacked" / "usr" / "share" / "datasets" / "fashion-mnist"
-    done = CACHE / ".done"
-    if done.exists() and _complete(data_dir):
-        return data_dir
-    CACHE.mkdir(parents=True, exist_ok=True)
-    deb = CACHE / DEB_NAME
-    if not (deb.exists() and sha256_of(deb) == SHA256):
-        subprocess.run(["apt-get", "download", f"{PACKAGE}={VERSION}"], cwd=CACHE, check=True)
-    actual = sha256_of(deb)
-    if actual != SHA256:
-        deb.unlink()
-        raise SystemExit(f"{deb.name}: sha256 {actual} != pinned {SHA256}")
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(CACHE / "unpacked")], check=True)
-    if not _complete(data_dir):
-        raise SystemExit(f"{deb.name} did not contain the idx files under {data_dir}")
-    done.write_text(f"{PACKAGE}={VERSION} sha256={SHA256}\n")
-    return data_dir
+    data = Path("usr") / "share" / "datasets" / "fashion-mnist"
+    root = fetch_deb(
+        CACHE, PACKAGE, VERSION, deb_name=DEB_NAME, sha256=SHA256, complete=lambda r: _complete(r / data)
+    )
+    return root / data
 
 
 def load(split: str = "t10k") -> tuple[np.ndarray, np.ndarray]:

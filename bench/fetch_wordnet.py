@@ -12,10 +12,10 @@ first time; afterwards it works from .cache/ alone.
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 import sys
 from pathlib import Path
+
+from debian_package import fetch_deb
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "datasets" / "wordnet-base"
@@ -25,32 +25,17 @@ DEB_NAME = "wordnet-base_1%3a3.0-37_all.deb"
 SHA256 = "61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch() -> Path:
-    data_dir = CACHE / "unpacked" / "usr" / "share" / "wordnet"
-    done = CACHE / ".done"
-    if done.exists() and (data_dir / "data.noun").exists():
-        return data_dir
-    CACHE.mkdir(parents=True, exist_ok=True)
-    deb = CACHE / DEB_NAME
-    if not (deb.exists() and sha256_of(deb) == SHA256):
-        subprocess.run(["apt-get", "download", f"{PACKAGE}={VERSION}"], cwd=CACHE, check=True)
-    actual = sha256_of(deb)
-    if actual != SHA256:
-        deb.unlink()
-        raise SystemExit(f"{deb.name}: sha256 {actual} != pinned {SHA256}")
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(CACHE / "unpacked")], check=True)
-    if not (data_dir / "data.noun").exists():
-        raise SystemExit(f"{deb.name} did not contain {data_dir}/data.noun")
-    done.write_text(f"{PACKAGE}={VERSION} sha256={SHA256}\n")
-    return data_dir
+    data = Path("usr") / "share" / "wordnet"
+    root = fetch_deb(
+        CACHE,
+        PACKAGE,
+        VERSION,
+        deb_name=DEB_NAME,
+        sha256=SHA256,
+        complete=lambda r: (r / data / "data.noun").exists(),
+    )
+    return root / data
 
 
 if __name__ == "__main__":
