@@ -157,12 +157,15 @@ class Pipeline:
     async def process(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
         newest: dict[tuple[str, str, str], Pending] = {}
+        # Each space name is resolved once per batch (an alias lookup in the store),
+        # not once per record.
+        resolved: dict[str, SpaceInfo | None] = {}
         for record in records:
             decoded = decode(record.value, record.headers)
             if isinstance(decoded, Rejection):
                 result.dead_letters.append(dead_letter(record, decoded.reason, decoded.detail))
                 continue
-            spaces = await self._spaces_for(decoded)
+            spaces = await self._spaces_for(decoded, resolved)
             if isinstance(spaces, Rejection):
                 result.dead_letters.append(dead_letter(record, spaces.reason, spaces.detail))
                 continue
@@ -183,7 +186,9 @@ class Pipeline:
             await self._apply(space_id, tenant, group, result)
         return result
 
-    async def _spaces_for(self, event: IndexEvent) -> list[SpaceInfo] | Rejection:
+    async def _spaces_for(
+        self, event: IndexEvent, resolved: dict[str, SpaceInfo | None]
+    ) -> list[SpaceInfo] | Rejection:
         """The spaces an event applies to: its own or its modality's default; a
         delete that names neither applies to every default space (the item may be
         in any). A re-embed pipeline keeps only its source space's events."""
@@ -193,7 +198,9 @@ class Pipeline:
             names = sorted(set(DEFAULT_SPACE_FOR.values()))
         spaces: list[SpaceInfo] = []
         for name in names:
-            space = await self._spaces.resolve(name)
+            if name not in resolved:
+                resolved[name] = await self._spaces.resolve(name)
+            space = resolved[name]
             if space is None:
                 return Rejection(REASON.REASON_UNKNOWN_SPACE, f"unknown space {name!r}")
             if event.kind and event.kind not in space.modalities:
