@@ -60,20 +60,20 @@ $(SAMPLES_STAMP): scripts/fetch_samples.py requirements/samples.txt $(VENV)/.ins
 
 # The main job on the embedded default: bring the local stack up and run the demo.
 demo: install models samples
-	$(PY) -m services.cli stack up
-	$(PY) -m services.cli demo
+	$(PY) -m mmsearch.cli stack up
+	$(PY) -m mmsearch.cli demo
 
 up: install models
-	$(PY) -m services.cli stack up
+	$(PY) -m mmsearch.cli stack up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m services.cli stack down; else echo "nothing to stop"; fi
+	@if [ -x $(PY) ]; then $(PY) -m mmsearch.cli stack down; else echo "nothing to stop"; fi
 
 status: install
-	$(PY) -m services.cli stack status
+	$(PY) -m mmsearch.cli stack status
 
 serve: install models
-	$(PY) -m services.cli serve --target all
+	$(PY) -m mmsearch.cli serve --target all
 
 test: install models samples
 	$(PY) -m pytest
@@ -85,8 +85,8 @@ test-integration: install models samples
 	$(PY) -m pytest tests/integration
 
 lint: install
-	$(PY) -m ruff check services tests scripts bench model_repository
-	$(PY) -m ruff format --check services tests scripts bench model_repository
+	$(PY) -m ruff check mmsearch tests scripts bench model_repository
+	$(PY) -m ruff format --check mmsearch tests scripts bench model_repository
 
 typecheck: install
 	$(PY) -m mypy

@@ -36,12 +36,12 @@ import numpy as np
 import soundfile
 from PIL import Image
 
+from mmsearch.cli.common import DEV_TOKEN, auth_metadata
+from mmsearch.dev.mmsearch import start_mmsearch
+from mmsearch.dev.processes import free_port, stop_pid
+from mmsearch.dev.triton import TritonPorts, start_triton
+from mmsearch.kit.media import AudioLimits, ImageLimits, classifier_pixels, decode_audio, decode_image
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
-from services.client import DEV_TOKEN, auth_metadata
-from services.embedder.media import AudioLimits, ImageLimits, classifier_pixels, decode_audio, decode_image
-from services.localstack.mmsearch import start_mmsearch
-from services.localstack.processes import free_port, stop_pid
-from services.localstack.triton import TritonPorts, start_triton
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / ".cache" / "samples"

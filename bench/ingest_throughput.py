@@ -75,6 +75,13 @@ from kafka import KafkaProducer
 from PIL import Image, ImageEnhance
 from prometheus_client.parser import text_string_to_metric_families
 
+from mmsearch.cli.common import DEV_TOKEN, auth_metadata
+from mmsearch.dev.broker import create_topics, start_broker
+from mmsearch.dev.mmsearch import start_mmsearch
+from mmsearch.dev.processes import free_port, stop_pid
+from mmsearch.dev.triton import TritonPorts, start_triton
+from mmsearch.kit.config import Settings
+from mmsearch.producer import media_event, text_event
 from mmsearch.v1 import (
     common_pb2,
     embedder_pb2,
@@ -83,13 +90,6 @@ from mmsearch.v1 import (
     indexer_pb2,
     indexer_pb2_grpc,
 )
-from services.client import DEV_TOKEN, auth_metadata
-from services.kit.config import Settings
-from services.localstack.broker import create_topics, start_broker
-from services.localstack.mmsearch import start_mmsearch
-from services.localstack.processes import free_port, stop_pid
-from services.localstack.triton import TritonPorts, start_triton
-from services.producer import media_event, text_event
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / ".cache" / "samples" / "images"
@@ -483,7 +483,7 @@ def embed_requests(contents: Sequence[common_pb2.Content], batch: int) -> list[e
 
 # --- Kafka and the indexer's status --------------------------------------
 class Publisher:
-    """Publishes ContentEvents the way services.producer.ContentProducer does
+    """Publishes ContentEvents the way mmsearch.producer.ContentProducer does
     (protobuf, key tenant/item_id, acks=all, linger 20 ms) and keeps each
     record's future, for its partition and offset."""
 

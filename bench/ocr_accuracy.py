@@ -299,8 +299,8 @@ def run(samples: list[Sample], url: str, warmup: int = 2) -> list[dict]:
 
 
 def start_private_triton(work: Path):
-    from services.localstack.processes import free_port
-    from services.localstack.triton import TritonPorts, start_triton
+    from mmsearch.dev.processes import free_port
+    from mmsearch.dev.triton import TritonPorts, start_triton
 
     repo = work / "repo"
     repo.mkdir()
@@ -345,7 +345,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from services.localstack.processes import stop_pid
+    from mmsearch.dev.processes import stop_pid
 
     samples = load_samples(args.seed)
     process = None

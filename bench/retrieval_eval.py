@@ -6,7 +6,7 @@ hybrid + rerank, on small offline sets with real relevance (issue #5).
 
 One command: starts its own tritonserver (all five models), a Tansu broker and
 `mmsearch serve --target all` on free loopback ports with a fresh store directory;
-publishes the sets as ContentEvents through Kafka (services.producer.ContentProducer);
+publishes the sets as ContentEvents through Kafka (mmsearch.producer.ContentProducer);
 waits until IndexerAdmin.GetStatus shows lag 0 and the expected item counts; runs every
 query with top_k=10 through Searcher.Search (dev token); prints markdown tables (and
 --json PATH); stops what it started, by pid.
@@ -81,6 +81,13 @@ from fetch_wordnet import VERSION as WN_VERSION  # noqa: E402
 from fetch_wordnet import fetch as fetch_wordnet  # noqa: E402
 from reranker_eval import build_task, parse_wordnet  # noqa: E402
 
+from mmsearch.cli.common import DEV_TOKEN, auth_metadata  # noqa: E402
+from mmsearch.dev.broker import start_broker  # noqa: E402
+from mmsearch.dev.mmsearch import start_mmsearch  # noqa: E402
+from mmsearch.dev.processes import free_port, stop_pid  # noqa: E402
+from mmsearch.dev.triton import TritonPorts, start_triton  # noqa: E402
+from mmsearch.kit.media import AudioLimits, decode_audio  # noqa: E402
+from mmsearch.producer import ContentProducer, media_event, text_event  # noqa: E402
 from mmsearch.v1 import (  # noqa: E402
     common_pb2,
     events_pb2,
@@ -89,13 +96,6 @@ from mmsearch.v1 import (  # noqa: E402
     searcher_pb2,
     searcher_pb2_grpc,
 )
-from services.client import DEV_TOKEN, auth_metadata  # noqa: E402
-from services.embedder.media import AudioLimits, decode_audio  # noqa: E402
-from services.localstack.broker import start_broker  # noqa: E402
-from services.localstack.mmsearch import start_mmsearch  # noqa: E402
-from services.localstack.processes import free_port, stop_pid  # noqa: E402
-from services.localstack.triton import TritonPorts, start_triton  # noqa: E402
-from services.producer import ContentProducer, media_event, text_event  # noqa: E402
 
 TENANT = "dev"  # the development token's tenant
 TRITON_MODELS = (

@@ -141,8 +141,8 @@ async def drive(
 
 async def build_mmsearch_store(store_dir: Path, data: Vectors, tags: Sequence[str]) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from services.stores.base import Collection, ItemRecord
-    from services.stores.qdrant_edge import QdrantEdgeStore
+    from mmsearch.stores.base import Collection, ItemRecord
+    from mmsearch.stores.qdrant_edge import QdrantEdgeStore
 
     store = QdrantEdgeStore(store_dir, hnsw_m=HNSW_M, hnsw_ef_construct=EF_CONSTRUCT, hnsw_ef=MMSEARCH_EF)
     now = datetime(2025, 1, 1, tzinfo=UTC)
@@ -178,9 +178,9 @@ async def build_mmsearch_store(store_dir: Path, data: Vectors, tags: Sequence[st
 
 def start_mmsearch_server(store_dir: Path, run_dir: Path, use_triton: bool) -> tuple[str, list[int]]:
     sys.path.insert(0, str(ROOT))
-    from services.client import health_status
-    from services.localstack.processes import free_port, spawn, stop_pid, wait_until
-    from services.localstack.triton import TritonPorts, start_triton
+    from mmsearch.cli.common import health_status
+    from mmsearch.dev.processes import free_port, spawn, stop_pid, wait_until
+    from mmsearch.dev.triton import TritonPorts, start_triton
 
     pids: list[int] = []
     triton_grpc = free_port()
@@ -204,7 +204,7 @@ def start_mmsearch_server(store_dir: Path, run_dir: Path, use_triton: bool) -> t
     )
     addr = f"127.0.0.1:{grpc_port}"
     log_path = run_dir / "mmsearch.log"
-    process = spawn([sys.executable, "-m", "services.cli", "serve", "--target", "all"], env, log_path)
+    process = spawn([sys.executable, "-m", "mmsearch.cli", "serve", "--target", "all"], env, log_path)
     pids.append(process.pid)
     try:
         # Overall health stays NOT_SERVING without Kafka (the indexer); the Searcher's own is what counts.
@@ -350,7 +350,7 @@ def bench_chroma(  # noqa: PLR0917 (one call site; the data and its derived arra
     work: Path,
 ) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from services.localstack.processes import free_port, port_open, spawn, stop_pid, wait_until
+    from mmsearch.dev.processes import free_port, port_open, spawn, stop_pid, wait_until
 
     python = ensure_chroma_venv()
     np.save(work / "data.npy", data)
@@ -476,7 +476,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             result["mmsearch"] = asyncio.run(bench_mmsearch(addr, queries, truths, args))
         finally:
-            from services.localstack.processes import stop_pid
+            from mmsearch.dev.processes import stop_pid
 
             for pid in reversed(pids):
                 stop_pid(pid)

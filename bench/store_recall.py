@@ -28,9 +28,9 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mmsearch.stores.base import Collection, ItemRecord, Query
+from mmsearch.stores.qdrant_edge import QdrantEdgeStore
 from mmsearch.v1 import common_pb2
-from services.stores.base import Collection, ItemRecord, Query
-from services.stores.qdrant_edge import QdrantEdgeStore
 
 TENANT = "bench"
 COLLECTION = "bench_1"

@@ -17,14 +17,14 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from services.kit.component import Deps
-from services.kit.config import Settings, Target, load_settings
-from services.kit.server import RunningServer, start_server
-from services.localstack.broker import start_broker
-from services.localstack.processes import free_port, stop_pid
-from services.localstack.triton import TritonPorts, start_triton
-from services.stores.provider import StoreProvider
-from services.targets import components_for
+from mmsearch.dev.broker import start_broker
+from mmsearch.dev.processes import free_port, stop_pid
+from mmsearch.dev.triton import TritonPorts, start_triton
+from mmsearch.kit.component import Deps
+from mmsearch.kit.config import Settings, Target, load_settings
+from mmsearch.kit.server import RunningServer, start_server
+from mmsearch.modules import components_for
+from mmsearch.stores.provider import StoreProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 TRITON_VENV = Path(os.environ.get("MMSEARCH_STACK_TRITON_VENV", ROOT / ".venv-triton"))

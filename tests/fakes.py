@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mmsearch.indexer.pipeline import DependencyDown, ItemRejected, SpaceInfo
+from mmsearch.stores.base import Collection, ItemRecord, ItemState, Query, StoreHit, StoreUnavailable
 from mmsearch.v1 import common_pb2, embedder_pb2
-from services.indexer.pipeline import DependencyDown, ItemRejected, SpaceInfo
-from services.stores.base import Collection, ItemRecord, ItemState, Query, StoreHit, StoreUnavailable
 
 REASON_CORRUPT = 4  # DeadLetter.REASON_CORRUPT_MEDIA
 

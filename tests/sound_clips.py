@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.embedder.media import AudioLimits, decode_audio
+from mmsearch.kit.media import AudioLimits, decode_audio
 from tests.conftest import SAMPLES, sample
 
 ANIMALS = ("cat", "cow", "dog", "duck", "frog", "horse", "owl", "pig", "rooster", "sheep")

@@ -32,8 +32,7 @@ import numpy.typing as npt
 import pytest
 import pytest_asyncio
 
-from mmsearch.v1 import common_pb2
-from services.stores.base import (
+from mmsearch.stores.base import (
     AttributeValue,
     Collection,
     FieldKind,
@@ -42,7 +41,8 @@ from services.stores.base import (
     StoreHit,
     VectorStore,
 )
-from services.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
+from mmsearch.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
+from mmsearch.v1 import common_pb2
 
 DIM = 16
 TENANT = "acme"

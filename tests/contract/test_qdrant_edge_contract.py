@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.kit.errors import FailedPrecondition, InvalidArgument
-from services.stores.base import Collection, Query, StoreUnavailable, VectorStore
-from services.stores.qdrant_edge import QdrantEdgeStore, StoreLocked
+from mmsearch.kit.errors import FailedPrecondition, InvalidArgument
+from mmsearch.stores.base import Collection, Query, StoreUnavailable, VectorStore
+from mmsearch.stores.qdrant_edge import QdrantEdgeStore, StoreLocked
 from tests.contract.store_contract import (
     ATTRIBUTES,
     DIM,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from services.stores.base import VectorStore
-from services.stores.weaviate_store import WeaviateStore
+from mmsearch.stores.base import VectorStore
+from mmsearch.stores.weaviate_store import WeaviateStore
 from tests.contract.store_contract import VectorStoreContract
 
 WEAVIATE_URL = os.environ.get("WEAVIATE_URL", "")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.localstack.processes import free_port, pid_alive
+from mmsearch.dev.processes import free_port, pid_alive
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
         MMSEARCH_STACK_METRICS_PORT=str(free_port()),
         MMSEARCH_CLIENT_ADDR=f"127.0.0.1:{grpc_port}",
     )
-    cli = [sys.executable, "-m", "services.cli"]
+    cli = [sys.executable, "-m", "mmsearch.cli"]
     state_file = tmp_path / "run" / "stack.json"
     pids: dict[str, int] = {}
     try:

@@ -8,8 +8,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from mmsearch.dev.broker import CONTENT_TOPIC, DLQ_TOPIC, PARTITIONS
 from mmsearch.v1 import common_pb2, events_pb2
-from services.localstack.broker import CONTENT_TOPIC, DLQ_TOPIC, PARTITIONS
 from tests.conftest import BrokerHandle
 
 pytestmark = pytest.mark.integration

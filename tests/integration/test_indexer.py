@@ -17,10 +17,10 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from mmsearch.dev.broker import create_topics
+from mmsearch.producer import ContentProducer, delete_event, media_event, text_event
+from mmsearch.stores.base import collection_name
 from mmsearch.v1 import common_pb2, events_pb2, indexer_pb2, indexer_pb2_grpc
-from services.localstack.broker import create_topics
-from services.producer import ContentProducer, delete_event, media_event, text_event
-from services.stores.base import collection_name
 from tests.conftest import (
     DEV_TOKEN,
     BrokerHandle,

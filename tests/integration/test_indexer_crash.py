@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from mmsearch.cli.common import health_status
+from mmsearch.dev.broker import create_topics
+from mmsearch.dev.mmsearch import start_mmsearch
+from mmsearch.dev.processes import free_port, stop_pid
+from mmsearch.producer import ContentProducer, delete_event, text_event
+from mmsearch.stores.base import collection_name
+from mmsearch.stores.qdrant_edge import QdrantEdgeStore
 from mmsearch.v1 import events_pb2
-from services.client import health_status
-from services.localstack.broker import create_topics
-from services.localstack.mmsearch import start_mmsearch
-from services.localstack.processes import free_port, stop_pid
-from services.producer import ContentProducer, delete_event, text_event
-from services.stores.base import collection_name
-from services.stores.qdrant_edge import QdrantEdgeStore
 from tests.conftest import BrokerHandle, TritonHandle
 
 pytestmark = pytest.mark.integration
@@ -130,8 +130,8 @@ async def test_kill_minus_nine_five_times_keeps_the_exact_state(
 def _status(addr: str):  # type: ignore[no-untyped-def]
     import grpc
 
+    from mmsearch.cli.common import DEV_TOKEN, auth_metadata
     from mmsearch.v1 import indexer_pb2, indexer_pb2_grpc
-    from services.client import DEV_TOKEN, auth_metadata
 
     try:
         with grpc.insecure_channel(addr) as channel:

@@ -12,10 +12,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from mmsearch.embedder.spaces import AUDIO_PREPROCESSING, IMAGE_PREPROCESSING, TEXT_PREPROCESSING
+from mmsearch.producer import text_event
+from mmsearch.stores.base import collection_name
 from mmsearch.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc, searcher_pb2, searcher_pb2_grpc
-from services.embedder.spaces import AUDIO_PREPROCESSING, IMAGE_PREPROCESSING, TEXT_PREPROCESSING
-from services.producer import text_event
-from services.stores.base import collection_name
 from tests.conftest import DEV_TOKEN, BrokerHandle, TritonHandle
 from tests.integration.test_indexer import T0, publish, start_indexing
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from services.localstack.processes import free_port, stop_pid
-from services.localstack.triton import TritonPorts, start_triton
+from mmsearch.dev.processes import free_port, stop_pid
+from mmsearch.dev.triton import TritonPorts, start_triton
 from tests.conftest import MODEL_REPOSITORY, TRITON_VENV
 
 pytestmark = pytest.mark.integration

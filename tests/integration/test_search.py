@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from mmsearch.producer import media_event, text_event
 from mmsearch.v1 import common_pb2, searcher_pb2, searcher_pb2_grpc
-from services.producer import media_event, text_event
 from tests.conftest import DEV_TOKEN, TENANT_B_TOKEN, BrokerHandle, TritonHandle, sample
 from tests.integration.test_indexer import Indexing, publish, start_indexing
 

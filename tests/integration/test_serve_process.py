@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from mmsearch.dev.mmsearch import start_mmsearch
+from mmsearch.dev.processes import free_port, stop_pid, wait_until
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
-from services.localstack.mmsearch import start_mmsearch
-from services.localstack.processes import free_port, stop_pid, wait_until
 from tests.conftest import DEV_TOKEN, TritonHandle
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.kit.auth import TokenAuthenticator
-from services.kit.config import DEV_TOKENS_FILE
-from services.kit.errors import PermissionDenied, Unauthenticated
+from mmsearch.kit.auth import TokenAuthenticator
+from mmsearch.kit.config import DEV_TOKENS_FILE
+from mmsearch.kit.errors import PermissionDenied, Unauthenticated
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.config import DEV_TOKENS_FILE, ConfigError, load_settings
+from mmsearch.kit.config import DEV_TOKENS_FILE, ConfigError, load_settings
 
 
 def test_defaults_are_local_mode() -> None:

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from mmsearch.clients.triton import InferResult, ModelInfo
+from mmsearch.embedder.cache import EmbeddingCache
+from mmsearch.embedder.metrics import EmbedderMetrics
+from mmsearch.embedder.service import EmbedderService
+from mmsearch.embedder.spaces import default_registry
+from mmsearch.kit.errors import ServiceError
 from mmsearch.v1 import common_pb2, embedder_pb2
-from services.embedder.cache import EmbeddingCache
-from services.embedder.metrics import EmbedderMetrics
-from services.embedder.service import EmbedderService
-from services.embedder.spaces import default_registry
-from services.embedder.triton import InferResult, ModelInfo
-from services.kit.errors import ServiceError
 from tests.conftest import make_settings
 
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from mmsearch.indexer.events import decode
+from mmsearch.indexer.metrics import IndexerMetrics
+from mmsearch.indexer.pipeline import DependencyDown, Pipeline, Record
+from mmsearch.producer import delete_event, media_event, text_event
 from mmsearch.v1 import common_pb2, events_pb2
-from services.indexer.events import decode
-from services.indexer.metrics import IndexerMetrics
-from services.indexer.pipeline import DependencyDown, Pipeline, Record
-from services.producer import delete_event, media_event, text_event
 from tests.fakes import FakeEmbedder, MemoryStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -156,8 +156,8 @@ def test_any_record_bytes_decode_or_are_rejected(value: bytes, content_type: str
 
 
 def test_only_confident_ocr_lines_of_some_length_are_indexed() -> None:
+    from mmsearch.clients.embedder import searchable_text
     from mmsearch.v1 import embedder_pb2
-    from services.indexer.embedder_client import searchable_text
 
     result = embedder_pb2.ExtractedText(
         blocks=[

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from services.embedder.media import (
+from mmsearch.kit.errors import InvalidArgument, ResourceExhausted
+from mmsearch.kit.media import (
     AudioLimits,
     ImageLimits,
     classifier_pixels,
@@ -21,7 +22,6 @@ from services.embedder.media import (
     decode_image,
     ocr_pixels,
 )
-from services.kit.errors import InvalidArgument, ResourceExhausted
 
 IMAGE_LIMITS = ImageLimits(max_bytes=1 << 20, max_pixels=4_000_000)
 AUDIO_LIMITS = AudioLimits(max_bytes=1 << 22, max_seconds=2.0, sample_rate=16000)

@@ -1,4 +1,4 @@
-"""services/modelconfig.py and the pure parts of scripts/export_production_models.py
+"""scripts/modelconfig.py and the pure parts of scripts/export_production_models.py
 (no Triton, no torch)."""
 
 from __future__ import annotations
@@ -14,19 +14,16 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from mmsearch.embedder.spaces import registry_from_file
 from mmsearch.v1 import common_pb2
-from services import modelconfig
-from services.embedder.spaces import registry_from_file
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = ROOT / "model_repository"
 EXISTING = sorted(p.parent for p in REPOSITORY.glob("*/config.pbtxt"))
 
 
-def _load_export_script() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "export_production_models", ROOT / "scripts/export_production_models.py"
-    )
+def _load_script(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
@@ -34,7 +31,8 @@ def _load_export_script() -> Any:
     return module
 
 
-export = _load_export_script()
+modelconfig = _load_script("modelconfig")  # the export script imports it by this name
+export = _load_script("export_production_models")
 
 
 def _tensors(tensors: Any) -> list[tuple[str, str, list[int]]]:
@@ -247,6 +245,7 @@ def test_export_script_plans_without_torch() -> None:
         "import sys\n"
         f"for name in {blocked!r}: sys.modules[name] = None\n"
         "sys.argv = ['x', '--plan']\n"
+        "sys.path.insert(0, 'scripts')\n"  # as `python scripts/export_production_models.py` does
         "import runpy\n"
         "runpy.run_path('scripts/export_production_models.py', run_name='__main__')\n"
     )

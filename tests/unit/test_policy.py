@@ -8,8 +8,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mmsearch.dev.processes import free_port
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc, searcher_pb2, searcher_pb2_grpc
-from services.localstack.processes import free_port
 from tests.conftest import DEV_TOKEN, READONLY_TOKEN, ServiceHandle, make_settings, start_service
 
 

@@ -15,11 +15,11 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from mmsearch.clients.triton import InferResult
+from mmsearch.kit.errors import ServiceError
+from mmsearch.reranker.metrics import RerankerMetrics
+from mmsearch.reranker.service import RerankerService
 from mmsearch.v1 import common_pb2, reranker_pb2
-from services.embedder.triton import InferResult
-from services.kit.errors import ServiceError
-from services.reranker.metrics import RerankerMetrics
-from services.reranker.service import RerankerService
 from tests.conftest import make_settings
 
 MODEL = "minilm_maxsim_rerank"

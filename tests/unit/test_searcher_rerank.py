@@ -10,10 +10,10 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry
 
+from mmsearch.searcher.metrics import SearcherMetrics
+from mmsearch.searcher.service import SearcherService
+from mmsearch.stores.base import ItemRecord, StoreHit
 from mmsearch.v1 import common_pb2, searcher_pb2
-from services.searcher.metrics import SearcherMetrics
-from services.searcher.service import SearcherService
-from services.stores.base import ItemRecord, StoreHit
 from tests.conftest import make_settings
 
 

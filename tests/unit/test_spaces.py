@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from mmsearch.embedder.spaces import default_registry, registry_from_file
+from mmsearch.kit.config import ConfigError
+from mmsearch.kit.errors import InvalidArgument, NotFound
 from mmsearch.v1 import common_pb2
-from services.embedder.spaces import default_registry, registry_from_file
-from services.kit.config import ConfigError
-from services.kit.errors import InvalidArgument, NotFound
 
 
 def test_default_alias_and_explicit_version_resolve_to_the_same_space() -> None:

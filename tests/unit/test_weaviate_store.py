@@ -24,9 +24,8 @@ from weaviate.collections.filters import _FilterToGRPC
 from weaviate.exceptions import WeaviateConnectionError
 from weaviate.util import _ServerVersion
 
-from mmsearch.v1 import common_pb2
-from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from services.stores.base import (
+from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from mmsearch.stores.base import (
     CORE_FIELDS,
     AttributeValue,
     Collection,
@@ -36,8 +35,8 @@ from services.stores.base import (
     StoreUnavailable,
     item_uuid,
 )
-from services.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
-from services.stores.weaviate_store import (
+from mmsearch.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
+from mmsearch.stores.weaviate_store import (
     RETURN_PROPERTIES,
     VECTOR_NAME,
     StoreSettings,
@@ -59,6 +58,7 @@ from services.stores.weaviate_store import (
     weaviate_collection_name,
     weaviate_tenant_name,
 )
+from mmsearch.v1 import common_pb2
 
 ATTRS: Mapping[str, FieldKind] = {
     "team": "keyword",

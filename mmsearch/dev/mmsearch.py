@@ -1,0 +1,31 @@
+"""`mmsearch serve` as a background process, ready when its overall health is SERVING."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from mmsearch.cli.common import health_status
+from mmsearch.dev.processes import spawn, wait_until
+
+
+def start_mmsearch(
+    target: str, env: Mapping[str, str], log_path: Path, addr: str, timeout_s: float = 60.0
+) -> subprocess.Popen[bytes]:
+    """Start `mmsearch serve --target TARGET` and wait until it is SERVING; kill it if it never is."""
+    process = spawn([sys.executable, "-m", "mmsearch.cli", "serve", "--target", target], env, log_path)
+    try:
+        wait_until(
+            lambda: health_status(addr, "", 0.5) == "SERVING",
+            timeout_s=timeout_s,
+            what=f"mmsearch --target {target}",
+            process=process,
+            log_path=log_path,
+        )
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process

@@ -1,0 +1,171 @@
+"""`mmsearch stack up|down|status`: the whole local stack on loopback ports,
+tracked by pid in .run/stack.json so `down` stops exactly what `up` started."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mmsearch.cli.common import HEALTH_SERVICES, health_status
+from mmsearch.dev.broker import start_broker
+from mmsearch.dev.mmsearch import start_mmsearch
+from mmsearch.dev.processes import pid_alive, port_open, stop_pid
+from mmsearch.dev.triton import TritonPorts, start_triton
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    run_dir: Path
+    triton_venv: Path
+    model_repository: Path
+    triton: TritonPorts
+    broker_port: int
+    grpc_port: int
+    metrics_port: int
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        return cls(
+            run_dir=Path(os.environ.get("MMSEARCH_STACK_RUN_DIR", ROOT / ".run")),
+            triton_venv=Path(os.environ.get("MMSEARCH_STACK_TRITON_VENV", ROOT / ".venv-triton")),
+            model_repository=Path(
+                os.environ.get("MMSEARCH_STACK_MODEL_REPOSITORY", ROOT / "model_repository")
+            ),
+            triton=TritonPorts(
+                http=_env_int("MMSEARCH_STACK_TRITON_HTTP_PORT", 8000),
+                grpc=_env_int("MMSEARCH_STACK_TRITON_GRPC_PORT", 8001),
+                metrics=_env_int("MMSEARCH_STACK_TRITON_METRICS_PORT", 8002),
+            ),
+            broker_port=_env_int("MMSEARCH_STACK_BROKER_PORT", 9092),
+            grpc_port=_env_int("MMSEARCH_STACK_GRPC_PORT", 50051),
+            metrics_port=_env_int("MMSEARCH_STACK_METRICS_PORT", 9464),
+        )
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "stack.json"
+
+    @property
+    def ports(self) -> list[int]:
+        t = self.triton
+        return [t.http, t.grpc, t.metrics, self.broker_port, self.grpc_port, self.metrics_port]
+
+    @property
+    def grpc_addr(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def _service_env(config: StackConfig) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_STACK_")}
+    env.update(
+        MMSEARCH_GRPC_HOST="127.0.0.1",
+        MMSEARCH_GRPC_PORT=str(config.grpc_port),
+        MMSEARCH_METRICS_PORT=str(config.metrics_port),
+        MMSEARCH_TRITON_URL=f"127.0.0.1:{config.triton.grpc}",
+        MMSEARCH_KAFKA_BOOTSTRAP=f"127.0.0.1:{config.broker_port}",
+        MMSEARCH_STORE_DIR=str(config.run_dir / "store"),
+    )
+    return env
+
+
+def _read_state(config: StackConfig) -> dict[str, dict[str, object]]:
+    if not config.state_file.exists():
+        return {}
+    state: dict[str, dict[str, object]] = json.loads(config.state_file.read_text())
+    return state
+
+
+def _write_state(config: StackConfig, state: dict[str, dict[str, object]]) -> None:
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    config.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+
+def up(config: StackConfig) -> int:
+    state = _read_state(config)
+    if state and all(pid_alive(int(str(p["pid"]))) for p in state.values()):
+        print(f"stack already running (state in {config.state_file}); `mmsearch stack down` stops it")
+        return 0
+    if state:
+        down(config)
+    busy = [port for port in config.ports if port_open("127.0.0.1", port)]
+    if busy:
+        print(
+            f"cannot start the stack: port(s) {busy} already in use (see MMSEARCH_STACK_* in README)",
+            file=sys.stderr,
+        )
+        return 1
+    state = {}
+    logs = config.run_dir / "logs"
+    try:
+        print(f"starting tritonserver (gRPC 127.0.0.1:{config.triton.grpc}) ...", flush=True)
+        triton = start_triton(config.triton_venv, config.model_repository, config.triton, logs / "triton.log")
+        state["triton"] = {"pid": triton.pid, "ports": asdict(config.triton), "log": str(logs / "triton.log")}
+        _write_state(config, state)
+
+        print(f"starting Kafka-protocol broker (127.0.0.1:{config.broker_port}) ...", flush=True)
+        broker = start_broker(config.broker_port, logs / "broker.log")
+        state["broker"] = {"pid": broker.pid, "port": config.broker_port, "log": str(logs / "broker.log")}
+        _write_state(config, state)
+
+        print(f"starting mmsearch --target all (gRPC {config.grpc_addr}) ...", flush=True)
+        service_log = logs / "mmsearch.log"
+        service = start_mmsearch("all", _service_env(config), service_log, config.grpc_addr)
+        state["mmsearch"] = {
+            "pid": service.pid,
+            "grpc_port": config.grpc_port,
+            "metrics_port": config.metrics_port,
+            "log": str(service_log),
+        }
+        _write_state(config, state)
+    except Exception as exc:  # anything: stop what was started, leave nothing behind
+        print(f"stack failed to start: {exc}", file=sys.stderr)
+        down(config)
+        return 1
+    print(f"stack is up: gRPC {config.grpc_addr}, metrics http://127.0.0.1:{config.metrics_port}/metrics")
+    return 0
+
+
+def down(config: StackConfig) -> int:
+    state = _read_state(config)
+    if not state:
+        print("stack is not running")
+        return 0
+    clean = True
+    for name in ("mmsearch", "broker", "triton"):
+        entry = state.get(name)
+        if entry is None:
+            continue
+        stopped = stop_pid(int(str(entry["pid"])), timeout_s=20)
+        clean &= stopped
+        print(f"stopped {name} (pid {entry['pid']}){'' if stopped else ' with SIGKILL'}")
+    config.state_file.unlink(missing_ok=True)
+    return 0 if clean else 1
+
+
+def status(config: StackConfig) -> int:
+    state = _read_state(config)
+    if not state:
+        print("stack is not running")
+        return 1
+    ok = True
+    for name, entry in state.items():
+        alive = pid_alive(int(str(entry["pid"])))
+        ok &= alive
+        print(f"{name:9s} pid {entry['pid']:>7}  {'running' if alive else 'DEAD'}  log {entry.get('log')}")
+    if "mmsearch" in state:
+        for service in HEALTH_SERVICES:
+            print(f"  health {service or '(overall)':26s} {health_status(config.grpc_addr, service)}")
+    return 0 if ok else 1

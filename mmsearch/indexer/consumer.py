@@ -1,0 +1,294 @@
+"""The Kafka side of the indexer: poll a batch, run the pipeline, dead-letter
+what must be, then commit — in that order, so an offset is committed only
+after its effect is durable in the store and its dead letters are acked.
+
+A dependency failure (embedder, store, DLQ produce) pauses the assigned
+partitions, seeks back to the batch's first offsets, waits with capped
+exponential backoff, and tries the same records again: nothing is committed
+and nothing is lost. Processing happens between polls, so a rebalance never
+interrupts a batch half-way; a commit refused after a rebalance only means the
+new owner replays the batch, which changes nothing (idempotent upserts).
+
+kafka-python is blocking: its calls run in a worker thread, one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+from opentelemetry import propagate, trace
+
+from mmsearch.indexer.metrics import IndexerMetrics
+from mmsearch.indexer.pipeline import BatchResult, DependencyDown, Pipeline, Record
+from mmsearch.v1 import events_pb2
+
+log = structlog.get_logger(__name__)
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    bootstrap: str
+    topic: str
+    dlq_topic: str
+    group_id: str
+    batch_size: int = 256
+    # False for a re-embed replay: the live consumer already dead-lettered those records.
+    dead_letter: bool = True
+    poll_timeout_ms: int = 500
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+
+
+@dataclass
+class ConsumerState:
+    paused: bool = False
+    pause_reason: str = ""
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    highwater: dict[tuple[str, int], int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    connected: bool = False
+    last_error: str = ""
+    # Events that changed the store (indexed or deleted), since start.
+    applied: int = 0
+
+
+def _headers(headers: Any) -> tuple[tuple[str, bytes], ...]:
+    return tuple((str(k), bytes(v or b"")) for k, v in headers or ())
+
+
+class IndexerConsumer:
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        pipeline: Pipeline,
+        metrics: IndexerMetrics,
+        tracer_provider: trace.TracerProvider | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.state = ConsumerState()
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._sleep = sleep
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._stopping = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------
+    async def _connect(self) -> None:
+        def connect() -> tuple[KafkaConsumer, KafkaProducer]:
+            consumer = KafkaConsumer(
+                self.config.topic,
+                bootstrap_servers=self.config.bootstrap,
+                group_id=self.config.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.config.batch_size,
+                session_timeout_ms=self.config.session_timeout_ms,
+                heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+                client_id=f"mmsearch-indexer-{self.config.group_id}",
+            )
+            producer = KafkaProducer(
+                bootstrap_servers=self.config.bootstrap, acks="all", linger_ms=5, retries=5
+            )
+            return consumer, producer
+
+        self._consumer, self._producer = await asyncio.to_thread(connect)
+        self.state.connected = True
+
+    async def run(self) -> None:
+        """Consume until stop(); reconnects with backoff while the broker is down."""
+        backoff = BACKOFF_START_S
+        while not self._stopping.is_set():
+            try:
+                if self._consumer is None:
+                    await self._connect()
+                    backoff = BACKOFF_START_S
+                await self._step()
+            except KafkaError as exc:
+                self.state.connected = False
+                self.state.last_error = f"kafka: {exc}"
+                log.warning("indexer_kafka_error", error=str(exc), retry_in_s=backoff)
+                await self._close_clients()
+                await self._wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        if consumer is not None:
+            await asyncio.to_thread(consumer.close, autocommit=False)
+        if producer is not None:
+            await asyncio.to_thread(producer.close, 5)
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # --- one batch -------------------------------------------------------
+    async def _step(self) -> None:
+        assert self._consumer is not None
+        polled = await asyncio.to_thread(
+            self._consumer.poll, timeout_ms=self.config.poll_timeout_ms, max_records=self.config.batch_size
+        )
+        await asyncio.to_thread(self._update_lag)
+        if not polled:
+            return
+        records = [
+            Record(m.topic, m.partition, m.offset, m.key, m.value, _headers(m.headers), m.timestamp or 0)
+            for tp in sorted(polled, key=lambda t: (t.topic, t.partition))
+            for m in polled[tp]
+        ]
+        self._metrics.batch_records.observe(len(records))
+        backoff = BACKOFF_START_S
+        while True:
+            try:
+                result = await self._process(records)
+                await self._dead_letter(result)
+                break
+            except DependencyDown as exc:
+                await self._pause(records, str(exc), backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                if self._stopping.is_set():
+                    return
+        await self._commit(records)
+        self._account(result)
+
+    async def _process(self, records: list[Record]) -> BatchResult:
+        # One span per batch, linked to each producer's span (W3C context in the headers).
+        links = []
+        for record in records:
+            context = propagate.extract({k: v.decode("latin-1") for k, v in record.headers})
+            span_context = trace.get_current_span(context).get_span_context()
+            if span_context.is_valid:
+                links.append(trace.Link(span_context))
+        with self._tracer.start_as_current_span(
+            "indexer.batch", links=links[:128], attributes={"messaging.batch.message_count": len(records)}
+        ):
+            return await self._pipeline.process(records)
+
+    async def _dead_letter(self, result: BatchResult) -> None:
+        if not result.dead_letters or not self.config.dead_letter:
+            return
+        producer = self._producer
+        assert producer is not None
+
+        def send_all() -> None:
+            futures = [
+                producer.send(
+                    self.config.dlq_topic,
+                    key=letter.original_key or None,
+                    value=letter.SerializeToString(),
+                    headers=[
+                        ("content-type", b"application/x-protobuf"),
+                        ("mmsearch-dlq-reason", events_pb2.DeadLetter.Reason.Name(letter.reason).encode()),
+                    ],
+                )
+                for letter in result.dead_letters
+            ]
+            producer.flush(timeout=10)
+            for future in futures:
+                future.get(timeout=10)  # raises if the broker did not ack
+
+        try:
+            await asyncio.to_thread(send_all)
+        except KafkaError as exc:
+            raise DependencyDown(f"dead-letter topic: {exc}") from exc
+
+    async def _pause(self, records: list[Record], reason: str, backoff: float) -> None:
+        """Rewind to the batch's first offsets and hold the partitions while waiting."""
+        consumer = self._consumer
+        assert consumer is not None
+        self.state.paused, self.state.pause_reason = True, reason
+        self._metrics.paused.set(1)
+        self._metrics.retries.inc()
+        log.warning("indexer_paused", reason=reason, retry_in_s=backoff, records=len(records))
+        firsts: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            firsts[tp] = min(firsts.get(tp, record.offset), record.offset)
+
+        def rewind_and_pause() -> None:
+            assigned = consumer.assignment()
+            for tp, offset in firsts.items():
+                if tp in assigned:
+                    consumer.seek(tp, offset)
+            consumer.pause(*assigned)
+
+        await asyncio.to_thread(rewind_and_pause)
+        deadline = time.monotonic() + backoff
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            # Keep polling while paused: it returns nothing but keeps the group membership.
+            await asyncio.to_thread(consumer.poll, timeout_ms=100)
+            await self._wait(0.1)
+        await asyncio.to_thread(lambda: consumer.resume(*consumer.paused()))
+        self.state.paused, self.state.pause_reason = False, ""
+        self._metrics.paused.set(0)
+
+    async def _commit(self, records: list[Record]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            nxt = record.offset + 1
+            if tp not in offsets or offsets[tp].offset < nxt:
+                offsets[tp] = OffsetAndMetadata(nxt, "", -1)
+        try:
+            await asyncio.to_thread(consumer.commit, offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced: the new owner replays these records; upserts are idempotent.
+            log.warning("indexer_commit_refused", error=str(exc))
+            return
+        for tp, meta in offsets.items():
+            self.state.committed[(tp.topic, tp.partition)] = meta.offset
+
+    def _account(self, result: BatchResult) -> None:
+        events = self._metrics.events
+        events.labels("indexed", "").inc(result.indexed)
+        events.labels("deleted", "").inc(result.deleted)
+        events.labels("duplicate", "").inc(result.duplicates)
+        self.state.applied += result.indexed + result.deleted
+        for letter in result.dead_letters:
+            name = events_pb2.DeadLetter.Reason.Name(letter.reason)
+            events.labels("dlq", name).inc()
+            self.state.dead_letters[name] = self.state.dead_letters.get(name, 0) + 1
+        now = datetime.now(UTC)
+        for space, event_time in result.applied:
+            self._metrics.freshness_seconds.labels(space).observe(
+                max(0.0, (now - event_time).total_seconds())
+            )
+
+    def _update_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)  # end_offsets() is wrong on Tansu; highwater is exact
+            if highwater is None:
+                continue
+            key = (tp.topic, tp.partition)
+            self.state.highwater[key] = highwater
+            if key not in self.state.committed:
+                self.state.committed[key] = consumer.committed(tp) or 0
+            position = self.state.committed[key]
+            self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))

@@ -1,0 +1,56 @@
+"""Indexer metrics: consumer lag, events by outcome, batch sizes, freshness
+(event time -> searchable) and store write latency."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mmsearch.kit.metrics import LATENCY_BUCKETS
+
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+class IndexerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "mmsearch_indexer_events_total",
+            "Events handled, by outcome (indexed, deleted, duplicate, dlq) and DLQ reason.",
+            ("outcome", "reason"),
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "mmsearch_indexer_consumer_lag",
+            "Records between the committed offset and the partition's highwater.",
+            ("topic", "partition"),
+            registry=registry,
+        )
+        self.batch_records = Histogram(
+            "mmsearch_indexer_batch_records",
+            "Records per processed batch.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.freshness_seconds = Histogram(
+            "mmsearch_indexer_freshness_seconds",
+            "From an event's event_time to its write being durable in the store (searchable).",
+            ("space",),
+            buckets=FRESHNESS_BUCKETS,
+            registry=registry,
+        )
+        self.store_write_seconds = Histogram(
+            "mmsearch_indexer_store_write_seconds",
+            "Store write latency per batch and space.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "mmsearch_indexer_paused",
+            "1 while consumption is paused because a dependency is down.",
+            registry=registry,
+        )
+        self.retries = Counter(
+            "mmsearch_indexer_batch_retries_total",
+            "Batches retried after a dependency failure (nothing committed).",
+            registry=registry,
+        )

@@ -1,0 +1,182 @@
+"""The indexer: a Kafka consumer of ContentEvents writing into the vector
+store (mmsearch/indexer/consumer.py, pipeline.py), and its IndexerAdmin gRPC
+service (status, alias swaps, dropping a space's collection)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+
+from mmsearch.clients.embedder import GrpcEmbedder
+from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
+from mmsearch.indexer.metrics import IndexerMetrics
+from mmsearch.indexer.pipeline import Pipeline
+from mmsearch.indexer.reembed import ReembedManager
+from mmsearch.kit.auth import ROLE_INDEX_ADMIN
+from mmsearch.kit.component import Component, Deps
+from mmsearch.kit.config import Settings
+from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from mmsearch.stores.base import collection_name
+from mmsearch.stores.provider import StoreProvider
+from mmsearch.v1 import indexer_pb2, indexer_pb2_grpc
+
+SERVICE = indexer_pb2.DESCRIPTOR.services_by_name["IndexerAdmin"]
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
+    def __init__(self, settings: Settings, stores: StoreProvider) -> None:
+        self._settings = settings
+        self._stores = stores
+        self.consumer: IndexerConsumer | None = None
+        self.embedder: GrpcEmbedder | None = None
+        self.reembed: ReembedManager | None = None
+
+    async def GetStatus(
+        self, request: indexer_pb2.GetStatusRequest, context: Context
+    ) -> indexer_pb2.GetStatusResponse:
+        response = indexer_pb2.GetStatusResponse(
+            topic=self._settings.content_topic, consumer_group=self._settings.indexer_group
+        )
+        consumer = self.consumer
+        if consumer is not None:
+            state = consumer.state
+            for topic, partition in sorted(set(state.highwater) | set(state.committed)):
+                committed = state.committed.get((topic, partition), 0)
+                highwater = state.highwater.get((topic, partition), committed)
+                response.partitions.add(
+                    topic=topic,
+                    partition=partition,
+                    committed_offset=committed,
+                    highwater=highwater,
+                    lag=max(0, highwater - committed),
+                )
+            for reason, count in state.dead_letters.items():
+                response.dead_letters_by_reason[reason] = count
+            response.paused = state.paused
+            response.pause_reason = state.pause_reason or (state.last_error if not state.connected else "")
+        store = await self._stores.get()
+        seen: set[str] = set()
+        if self.embedder is not None:
+            for name in ("default", "audio"):
+                space = await self.embedder.resolve_space(name)
+                if space is None or space.id in seen:
+                    continue
+                seen.add(space.id)
+                collection = collection_name(space.id)
+                if await store.resolve(collection) is None:
+                    continue
+                response.spaces.add(
+                    space=space.id, collection=collection, item_count=await store.count(collection)
+                )
+        return response
+
+    async def SwapAlias(
+        self, request: indexer_pb2.SwapAliasRequest, context: Context
+    ) -> indexer_pb2.SwapAliasResponse:
+        if not request.alias or "@" not in request.space:
+            raise InvalidArgument("alias and space ('name@version') are required", field="space")
+        store = await self._stores.get()
+        target = collection_name(request.space)
+        if await store.resolve(target) != target:
+            raise NotFound(f"space {request.space} has no collection")
+        previous = await store.resolve(request.alias)
+        await store.set_alias(request.alias, target)
+        return indexer_pb2.SwapAliasResponse(previous_space=previous or "")
+
+    async def DropSpace(
+        self, request: indexer_pb2.DropSpaceRequest, context: Context
+    ) -> indexer_pb2.DropSpaceResponse:
+        if "@" not in request.space:
+            raise InvalidArgument("space must be 'name@version'", field="space")
+        store = await self._stores.get()
+        target = collection_name(request.space)
+        if await store.resolve(target) != target:
+            raise NotFound(f"space {request.space} has no collection")
+        for alias in ("default", "text", "image", "audio"):
+            if await store.resolve(alias) == target:
+                raise FailedPrecondition(f"alias {alias!r} still points at {request.space}; swap it first")
+        await store.drop_collection(target)
+        return indexer_pb2.DropSpaceResponse()
+
+    async def StartReembed(
+        self, request: indexer_pb2.StartReembedRequest, context: Context
+    ) -> indexer_pb2.ReembedJob:
+        if self.reembed is None:
+            raise FailedPrecondition("the indexer does not consume (MMSEARCH_KAFKA_BOOTSTRAP is not set)")
+        job = await self.reembed.start(request.source, request.target_space, request.auto_swap)
+        return job.proto()
+
+    async def GetReembed(
+        self, request: indexer_pb2.GetReembedRequest, context: Context
+    ) -> indexer_pb2.ReembedJob:
+        job = self.reembed.jobs.get(request.job_id) if self.reembed is not None else None
+        if job is None:
+            raise NotFound(f"no re-embed job {request.job_id!r} (jobs live in the indexer process)")
+        return job.proto()
+
+
+def build_indexer(deps: Deps) -> Component:
+    settings = deps.settings
+    stores = deps.store_provider()
+    metrics = IndexerMetrics(deps.metrics)
+    service = IndexerAdminService(settings, stores)
+    task: asyncio.Task[None] | None = None
+
+    async def start(port: int) -> None:
+        nonlocal task
+        if not settings.kafka_bootstrap:
+            return
+        addr = settings.indexer_embedder_addr or f"127.0.0.1:{port}"
+        service.embedder = GrpcEmbedder.connect(
+            addr, settings.service_token.get_secret_value(), settings.indexer_embed_timeout_s
+        )
+        pipeline = Pipeline(service.embedder, await stores.get(), metrics)
+        config = ConsumerConfig(
+            bootstrap=settings.kafka_bootstrap,
+            topic=settings.content_topic,
+            dlq_topic=settings.dlq_topic,
+            group_id=settings.indexer_group,
+            batch_size=settings.indexer_batch_size,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 6),
+        )
+        service.consumer = IndexerConsumer(config, pipeline, metrics, deps.tracer_provider)
+        service.reembed = ReembedManager(config, service.embedder, await stores.get(), metrics)
+        task = asyncio.get_running_loop().create_task(service.consumer.run(), name="indexer-consumer")
+
+    async def stop() -> None:
+        if service.reembed is not None:
+            await service.reembed.stop()
+        if service.consumer is not None:
+            await service.consumer.stop()
+        if task is not None:
+            await task
+        if service.consumer is not None:
+            await service.consumer.close()
+        if service.embedder is not None:
+            await service.embedder.close()
+        await stores.close()
+
+    async def ready() -> str | None:
+        if not settings.kafka_bootstrap:
+            return "MMSEARCH_KAFKA_BOOTSTRAP is not set: the indexer does not consume"
+        consumer = service.consumer
+        if consumer is None or not consumer.state.connected:
+            return f"not connected to Kafka at {settings.kafka_bootstrap}"
+        return None
+
+    def register(server: grpc.aio.Server) -> None:
+        indexer_pb2_grpc.add_IndexerAdminServicer_to_server(service, server)
+
+    return Component(
+        name="indexer",
+        service_name=SERVICE.full_name,
+        register=register,
+        method_roles={f"/{SERVICE.full_name}/{m.name}": ROLE_INDEX_ADMIN for m in SERVICE.methods},
+        checks=[ready],
+        start=start,
+        stop=stop,
+    )

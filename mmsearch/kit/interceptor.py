@@ -1,0 +1,134 @@
+"""One server interceptor for every RPC: authentication, RED metrics, error
+mapping and request-scoped log context.
+
+It wraps each unary-unary handler rather than stacking three interceptors, so
+the handler runs in the same context that holds the caller's identity. Health
+and reflection stay public (Kubernetes probes and grpcurl carry no token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
+
+import grpc
+import structlog
+
+from mmsearch.kit.auth import Principal, TokenAuthenticator, bind_principal, unbind_principal
+from mmsearch.kit.errors import PermissionDenied, ServiceError
+from mmsearch.kit.logging import get_logger
+from mmsearch.kit.metrics import RpcMetrics, split_method
+
+PUBLIC_SERVICE_PREFIXES = ("grpc.health.v1.", "grpc.reflection.")
+
+log = get_logger(__name__)
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        authenticator: TokenAuthenticator,
+        method_roles: Mapping[str, str],
+        metrics: RpcMetrics,
+        on_unavailable: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """`method_roles` maps '/pkg.Service/Method' to the role it requires.
+
+        A method missing from the map is denied: new RPCs must declare their role.
+        `on_unavailable(service, reason)` hears of every UNAVAILABLE a handler
+        raises (a dependency is down) so health can turn NOT_SERVING at once.
+        """
+        self._auth = authenticator
+        self._roles = dict(method_roles)
+        self._metrics = metrics
+        self._on_unavailable = on_unavailable
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.lstrip("/").startswith(PUBLIC_SERVICE_PREFIXES):
+            return handler
+        if handler.unary_unary is None:
+            # All mmsearch RPCs are unary; a streaming one must be wrapped here before it ships.
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, cast(Behavior, handler.unary_unary)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        service, name = split_method(method)
+        role = self._roles.get(method)
+        metrics = self._metrics
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            metrics.started.labels("unary", service, name).inc()
+            metrics.in_flight.labels(service).inc()
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            principal_token = None
+            structlog.contextvars.bind_contextvars(rpc=method)
+            try:
+                principal = self._auth.authenticate(context.invocation_metadata())
+                self._authorize(principal, role, method)
+                principal_token = bind_principal(principal)
+                structlog.contextvars.bind_contextvars(tenant=principal.tenant, caller=principal.name)
+                return await behavior(request, context)
+            except ServiceError as exc:
+                code = exc.code
+                message = exc.message
+                if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+                    # Details (e.g. a model server's raw error) go to the log, not to the caller.
+                    log.error("rpc_failed", code=code.name, error=exc.message)
+                    message = "internal error"
+                else:
+                    log.info("rpc_error", code=code.name, error=exc.message)
+                if code == grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
+                    self._on_unavailable(service, exc.message)
+                await context.abort(code, message)
+            except asyncio.CancelledError:
+                # The client went away or its deadline passed.
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = _code_of(context)
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc_internal_error")
+                await context.abort(code, "internal error")
+            finally:
+                if principal_token is not None:
+                    unbind_principal(principal_token)
+                structlog.contextvars.unbind_contextvars("rpc", "tenant", "caller")
+                metrics.in_flight.labels(service).dec()
+                metrics.handled.labels("unary", service, name, code.name).inc()
+                metrics.latency.labels("unary", service, name).observe(time.perf_counter() - start)
+
+        return wrapped
+
+    @staticmethod
+    def _authorize(principal: Principal, role: str | None, method: str) -> None:
+        if role is None:
+            raise PermissionDenied(f"{method} declares no role")
+        principal.require(role)
+
+
+def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.UNKNOWN

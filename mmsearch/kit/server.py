@@ -1,0 +1,156 @@
+"""gRPC server bootstrap shared by every target.
+
+Builds one grpc.aio server with the OpenTelemetry and policy interceptors, the
+standard health service (driven by real readiness), server reflection and
+message size limits; serves until SIGTERM/SIGINT, then drains: health turns
+NOT_SERVING, new RPCs are refused, in-flight RPCs get the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from mmsearch.kit.auth import TokenAuthenticator
+from mmsearch.kit.component import Component
+from mmsearch.kit.config import Settings
+from mmsearch.kit.health import Readiness
+from mmsearch.kit.interceptor import RpcPolicyInterceptor
+from mmsearch.kit.logging import get_logger
+from mmsearch.kit.metrics import DependencyMetrics, MetricsServer, RpcMetrics, start_metrics_server
+
+log = get_logger(__name__)
+
+
+@dataclass
+class RunningServer:
+    """A started server; `port` is the bound gRPC port (useful with port 0)."""
+
+    server: grpc.aio.Server
+    port: int
+    readiness: Readiness
+    components: Sequence[Component]
+    metrics_server: MetricsServer | None
+    grace_s: float
+    shutdown_delay_s: float
+
+    async def stop(self) -> None:
+        await self.readiness.shutdown()
+        if self.shutdown_delay_s:
+            # Let load balancers see NOT_SERVING before the port stops accepting.
+            await asyncio.sleep(self.shutdown_delay_s)
+        await self.server.stop(self.grace_s)
+        for component in reversed(self.components):
+            if component.stop is not None:
+                try:
+                    await component.stop()
+                except Exception:
+                    log.exception("component_stop_failed", component=component.name)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+
+
+async def start_server(
+    settings: Settings,
+    components: Sequence[Component],
+    *,
+    registry: CollectorRegistry,
+    tracer_provider: TracerProvider | None = None,
+    serve_metrics: bool = True,
+) -> RunningServer:
+    authenticator = TokenAuthenticator.from_file(settings.auth_tokens_file)
+    if settings.uses_dev_tokens:
+        log.warning("dev_tokens_in_use", file=str(settings.auth_tokens_file))
+    method_roles: dict[str, str] = {}
+    for component in components:
+        method_roles.update(component.method_roles)
+
+    health = HealthServicer()
+    readiness = Readiness(health, DependencyMetrics(registry), settings.readiness_interval_s)
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())
+        ),
+        RpcPolicyInterceptor(
+            authenticator, method_roles, RpcMetrics(registry), on_unavailable=readiness.report_unavailable
+        ),
+    ]
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for component in components:
+        component.register(server)
+        readiness.register(component.service_name, component.checks, implemented=component.implemented)
+    reflection.enable_server_reflection(
+        [
+            *(c.service_name for c in components),
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
+
+    await readiness.refresh()
+    metrics_server = (
+        start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
+        if serve_metrics
+        else None
+    )
+    await server.start()
+    # After the server is up: a component may call services in this same process.
+    for component in components:
+        if component.start is not None:
+            await component.start(port)
+    readiness.start()
+    log.info(
+        "server_started",
+        grpc_address=f"{settings.grpc_host}:{port}",
+        metrics_port=metrics_server.port if metrics_server else None,
+        components=[c.name for c in components],
+    )
+    return RunningServer(
+        server=server,
+        port=port,
+        readiness=readiness,
+        components=components,
+        metrics_server=metrics_server,
+        grace_s=settings.shutdown_grace_s,
+        shutdown_delay_s=settings.shutdown_delay_s,
+    )
+
+
+async def serve_until_signalled(running: RunningServer) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutdown_started", grace_s=running.grace_s)
+        await running.stop()
+        log.info("shutdown_complete")
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)

@@ -1,0 +1,449 @@
+"""The Searcher: query by text, image, audio or vector in a space; typed
+filters; hybrid BM25 + vector fused by RRF; optional rerank of the top N with
+a budget (degraded, never failed, when the reranker is down or slow); stable
+cursor pagination; only the caller's tenant's items, ever.
+
+The tenant comes from the caller's identity (mmsearch/kit/auth.py), never
+from the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import grpc
+import numpy as np
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mmsearch.clients.embedder import MODALITY_NAMES, GrpcEmbedder
+from mmsearch.clients.spaces import SpaceResolver
+from mmsearch.indexer.pipeline import SpaceInfo
+from mmsearch.kit.auth import ROLE_SEARCH, current_principal
+from mmsearch.kit.component import Component, Deps
+from mmsearch.kit.config import Settings
+from mmsearch.kit.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from mmsearch.searcher.metrics import SearcherMetrics
+from mmsearch.stores.base import (
+    AttributeValue,
+    ItemRecord,
+    Query,
+    StoreHit,
+    StoreUnavailable,
+    collection_name,
+)
+from mmsearch.stores.filters import parse_filter
+from mmsearch.stores.provider import StoreProvider
+from mmsearch.v1 import (
+    common_pb2,
+    embedder_pb2,
+    embedder_pb2_grpc,
+    reranker_pb2,
+    reranker_pb2_grpc,
+    searcher_pb2,
+    searcher_pb2_grpc,
+)
+
+log = structlog.get_logger(__name__)
+SERVICE = searcher_pb2.DESCRIPTOR.services_by_name["Searcher"]
+Context = grpc.aio.ServicerContext[Any, Any]
+MODALITY_VALUES = {name: value for value, name in MODALITY_NAMES.items()}
+
+
+def _timestamp(value: Any) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _value(value: AttributeValue) -> common_pb2.Value:
+    if isinstance(value, bool):
+        return common_pb2.Value(bool_value=value)
+    if isinstance(value, int):
+        return common_pb2.Value(int_value=value)
+    if isinstance(value, float):
+        return common_pb2.Value(double_value=value)
+    if isinstance(value, str):
+        return common_pb2.Value(string_value=value)
+    return common_pb2.Value(timestamp_value=_timestamp(value))
+
+
+def metadata_of(record: ItemRecord) -> common_pb2.ItemMetadata:
+    metadata = common_pb2.ItemMetadata(
+        tags=list(record.tags), source=record.source, source_uri=record.source_uri, title=record.title
+    )
+    if record.created_at is not None:
+        metadata.created_at.CopyFrom(_timestamp(record.created_at))
+    for name, value in record.attributes.items():
+        metadata.attributes[name].CopyFrom(_value(value))
+    return metadata
+
+
+@dataclass(frozen=True)
+class Cursor:
+    offset: int
+    space: str
+    fingerprint: str
+
+
+def fingerprint(request: searcher_pb2.SearchRequest) -> str:
+    """What must stay the same between pages (everything but the cursor)."""
+    stable = searcher_pb2.SearchRequest()
+    stable.CopyFrom(request)
+    stable.page_token = ""
+    return hashlib.sha256(stable.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    raw = json.dumps({"o": cursor.offset, "s": cursor.space, "f": cursor.fingerprint}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        return Cursor(int(data["o"]), str(data["s"]), str(data["f"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument("page_token is not a token this server issued", field="page_token") from exc
+
+
+@dataclass(frozen=True)
+class Plan:
+    space: SpaceInfo
+    top_k: int
+    offset: int
+    fingerprint: str
+    filter: common_pb2.Filter | None
+    modalities: tuple[str, ...]
+    hybrid_text: str | None
+    rrf_k: int
+    rerank_n: int
+
+
+class SearcherService(searcher_pb2_grpc.SearcherServicer):
+    def __init__(self, settings: Settings, stores: StoreProvider, metrics: SearcherMetrics) -> None:
+        self._settings = settings
+        self._stores = stores
+        self._metrics = metrics
+        self.embedder: GrpcEmbedder | None = None
+        self.embed_stub: embedder_pb2_grpc.EmbedderAsyncStub | None = None
+        self.rerank_stub: reranker_pb2_grpc.RerankerAsyncStub | None = None
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def connect(self, embedder: grpc.aio.Channel, reranker: grpc.aio.Channel, token: str) -> None:
+        self.embedder = GrpcEmbedder.over(embedder, token, self._settings.indexer_embed_timeout_s)
+        self.embed_stub = cast(
+            "embedder_pb2_grpc.EmbedderAsyncStub", embedder_pb2_grpc.EmbedderStub(embedder)
+        )
+        self.rerank_stub = cast(
+            "reranker_pb2_grpc.RerankerAsyncStub", reranker_pb2_grpc.RerankerStub(reranker)
+        )
+        self._metadata = (("authorization", f"Bearer {token}"),)
+
+    async def Search(
+        self, request: searcher_pb2.SearchRequest, context: Context
+    ) -> searcher_pb2.SearchResponse:
+        started = time.perf_counter()
+        principal = current_principal()
+        if principal is None:  # the policy interceptor always sets it; defensive
+            raise InvalidArgument("no caller identity")
+        plan = await self._plan(request)
+        response = searcher_pb2.SearchResponse(space=plan.space.id)
+        timings = response.timings
+        t0 = time.perf_counter()
+        vector, response.query_truncated = await self._query_vector(
+            request.query, plan.space.id, plan.space.dimension, context
+        )
+        timings.embed_ms = (time.perf_counter() - t0) * 1000
+
+        query = Query(
+            tenant=principal.tenant,
+            limit=max(plan.offset + plan.top_k + 1, plan.rerank_n if plan.offset < plan.rerank_n else 0),
+            vector=vector,
+            text=plan.hybrid_text,
+            filter=plan.filter,
+            modalities=plan.modalities,
+            rrf_k=plan.rrf_k,
+        )
+        store = await self._stores.get()
+        collection = collection_name(plan.space.id)
+        t0 = time.perf_counter()
+        try:
+            hits = await store.search(collection, query) if await store.resolve(collection) else []
+        except StoreUnavailable as exc:
+            raise Unavailable(f"store: {exc}") from exc
+        elapsed = time.perf_counter() - t0
+        if plan.hybrid_text:
+            timings.fusion_ms = elapsed * 1000  # vector + BM25 + RRF run together in the store
+        else:
+            timings.ann_ms = elapsed * 1000
+        self._metrics.stage_seconds.labels("hybrid" if plan.hybrid_text else "ann").observe(elapsed)
+        self._metrics.candidates.observe(len(hits))
+
+        rerank_scores: dict[int, float] = {}
+        if plan.rerank_n and plan.offset < plan.rerank_n and hits:
+            t0 = time.perf_counter()
+            hits, rerank_scores = await self._rerank(
+                request, hits[: plan.rerank_n], hits[plan.rerank_n :], response, context
+            )
+            timings.rerank_ms = (time.perf_counter() - t0) * 1000
+            self._metrics.stage_seconds.labels("rerank").observe(timings.rerank_ms / 1000)
+
+        end = plan.offset + plan.top_k
+        for position, hit in enumerate(hits[plan.offset : end], start=plan.offset):
+            hybrid = plan.hybrid_text is not None
+            response.hits.append(self._hit(hit, plan.space.id, hybrid, rerank_scores.get(position)))
+            if request.include_vectors and hit.record.vector is not None:
+                response.hits[-1].vector.values.extend(hit.record.vector.tolist())
+        if len(hits) > end:
+            response.next_page_token = encode_cursor(Cursor(end, plan.space.id, plan.fingerprint))
+        timings.total_ms = (time.perf_counter() - started) * 1000
+        self._metrics.stage_seconds.labels("total").observe(timings.total_ms / 1000)
+        sampled = random.random() < self._settings.search_recall_sample_rate
+        if vector is not None and not plan.hybrid_text and not plan.offset and sampled:
+            self._sample_recall(store, collection, query, [h.record.item_id for h in hits[: plan.top_k]])
+        return response
+
+    async def _plan(self, request: searcher_pb2.SearchRequest) -> Plan:
+        """Validate the request (before any work) and settle every option."""
+        settings = self._settings
+        top_k = request.top_k or settings.search_default_top_k
+        if top_k > settings.search_max_top_k:
+            raise ResourceExhausted(f"top_k {top_k} is over the limit {settings.search_max_top_k}")
+        if request.query.WhichOneof("kind") is None:
+            raise InvalidArgument("query is required: text, image, audio or vector", field="query")
+        assert self.embedder is not None
+        space_name = request.space.name or "default"
+        space = await SpaceResolver(self.embedder, await self._stores.get()).resolve(space_name)
+        if space is None:
+            raise NotFound(f"unknown space or alias {space_name!r}")
+        print_ = fingerprint(request)
+        offset = 0
+        if request.page_token:
+            cursor = decode_cursor(request.page_token)
+            if cursor.space != space.id:
+                raise FailedPrecondition(
+                    f"page_token belongs to space {cursor.space}, the request resolves to {space.id}"
+                )
+            if cursor.fingerprint != print_:
+                raise InvalidArgument(
+                    "page_token belongs to a different query, filter or options", field="page_token"
+                )
+            offset = cursor.offset
+        filter_tree = request.filter if request.filter.WhichOneof("expr") is not None else None
+        if filter_tree is not None:
+            parse_filter(filter_tree, {})  # INVALID_ARGUMENT naming the path
+        modalities = []
+        for i, modality in enumerate(request.modalities):
+            if modality not in MODALITY_NAMES:
+                raise InvalidArgument("modalities may be TEXT, IMAGE or AUDIO", field=f"modalities[{i}]")
+            modalities.append(MODALITY_NAMES[modality])
+        hybrid_text: str | None = None
+        if request.hybrid.enabled:
+            hybrid_text = request.hybrid.text or (
+                request.query.text if request.query.HasField("text") else ""
+            )
+            if not hybrid_text.strip():
+                raise InvalidArgument("hybrid needs hybrid.text (or a text query)", field="hybrid.text")
+        rerank_n = 0
+        if request.rerank.enabled:
+            rerank_n = min(request.rerank.top_n or settings.rerank_default_top_n, settings.rerank_max_top_n)
+        return Plan(
+            space=space,
+            top_k=top_k,
+            offset=offset,
+            fingerprint=print_,
+            filter=filter_tree,
+            modalities=tuple(modalities),
+            hybrid_text=hybrid_text,
+            rrf_k=request.hybrid.rrf_k or settings.search_rrf_k,
+            rerank_n=rerank_n,
+        )
+
+    async def _query_vector(
+        self, content: common_pb2.Content, space_id: str, dimension: int, context: Context
+    ) -> tuple[np.ndarray | None, bool]:
+        if content.HasField("vector"):
+            values = np.asarray(content.vector.values, dtype=np.float64)
+            if values.shape[0] != dimension:
+                raise FailedPrecondition(
+                    f"query vector has {values.shape[0]} dimensions; space {space_id} has {dimension}"
+                )
+            norm = float(np.linalg.norm(values))
+            if not np.all(np.isfinite(values)) or norm == 0:
+                raise InvalidArgument("query vector must be finite and non-zero", field="query.vector")
+            return (values / norm).astype(np.float32), False
+        assert self.embed_stub is not None
+        remaining = context.time_remaining()
+        request = embedder_pb2.EmbedRequest(space=common_pb2.SpaceRef(name=space_id), items=[content])
+        try:
+            response = await self.embed_stub.Embed(
+                request,
+                metadata=self._metadata,
+                timeout=remaining if remaining else self._settings.triton_timeout_s,
+            )
+        except grpc.aio.AioRpcError as err:
+            detail = (err.details() or "").replace("items[0]", "query")
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument(detail) from err
+            if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise ResourceExhausted(detail) from err
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded(f"embedder: {detail}") from err
+            raise Unavailable(f"embedder: {err.code().name}: {detail}") from err
+        embedding = response.embeddings[0]
+        return np.asarray(embedding.vector.values, dtype=np.float32), embedding.truncated
+
+    async def _rerank(
+        self,
+        request: searcher_pb2.SearchRequest,
+        window: list[StoreHit],
+        rest: list[StoreHit],
+        response: searcher_pb2.SearchResponse,
+        context: Context,
+    ) -> tuple[list[StoreHit], dict[int, float]]:
+        """Rerank the window within the budget; on any failure keep the fused
+        order and say so (degraded, never failed)."""
+        assert self.rerank_stub is not None
+        if not request.query.HasField("text"):
+            response.degraded = True
+            response.degraded_reasons.append(
+                "rerank: the reranker scores text queries only; fused order kept"
+            )
+            return window + rest, {}
+        # The reranker reads text: only text items are rescored (an image's title or OCR
+        # text says little about what it shows); other items keep their places.
+        scorable = [
+            (i, h)
+            for i, h in enumerate(window)
+            if h.record.modality == "text" and (h.record.text or h.record.snippet).strip()
+        ]
+        if not scorable:
+            return window + rest, {}
+        budget_s = (request.rerank.budget_ms or self._settings.rerank_budget_ms) / 1000
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget_s = min(budget_s, max(0.0, remaining - 0.05))
+        rerank_request = reranker_pb2.RerankRequest(
+            query=request.query,
+            candidates=[
+                reranker_pb2.RerankCandidate(id=str(i), text=(h.record.text or h.record.snippet)[:4000])
+                for i, h in scorable
+            ],
+            model=request.rerank.model,
+        )
+        try:
+            reranked = await self.rerank_stub.Rerank(
+                rerank_request, metadata=self._metadata, timeout=budget_s
+            )
+        except grpc.aio.AioRpcError as err:
+            response.degraded = True
+            response.degraded_reasons.append(f"rerank: {err.code().name}: {err.details()}; fused order kept")
+            self._metrics.degraded.labels("rerank").inc()
+            return window + rest, {}
+        order = [int(r.id) for r in reranked.results]
+        scores = {int(r.id): r.score for r in reranked.results}
+        # The rescored items fill the positions they held, in their new order.
+        slots = sorted(scores)
+        new_window = list(window)
+        for slot, i in zip(slots, order, strict=True):
+            new_window[slot] = window[i]
+        return new_window + rest, {slot: scores[i] for slot, i in zip(slots, order, strict=True)}
+
+    @staticmethod
+    def _hit(hit: StoreHit, space: str, hybrid: bool, rerank: float | None) -> searcher_pb2.Hit:
+        record = hit.record
+        scores = searcher_pb2.StageScores()
+        if hit.vector_score is not None:
+            scores.vector = hit.vector_score
+        if hit.bm25_score is not None:
+            scores.bm25 = hit.bm25_score
+        if hybrid:
+            scores.fused = hit.score
+        if rerank is not None:
+            scores.rerank = rerank
+        return searcher_pb2.Hit(
+            item_id=record.item_id,
+            modality=MODALITY_VALUES.get(record.modality, common_pb2.MODALITY_UNSPECIFIED),
+            space=space,
+            score=rerank if rerank is not None else hit.score,
+            scores=scores,
+            metadata=metadata_of(record),
+            preview=common_pb2.Preview(snippet=record.snippet, thumbnail_jpeg=record.thumbnail_jpeg),
+            item_version=record.version,
+        )
+
+    def _sample_recall(self, store: Any, collection: str, query: Query, approximate: list[str]) -> None:
+        """Re-run a sampled live query as exact search; export recall@k."""
+
+        async def measure() -> None:
+            try:
+                exact = await store.search(collection, Query(**{**query.__dict__, "exact": True}))
+            except Exception as exc:  # a measurement must never hurt serving
+                log.warning("recall_sample_failed", error=str(exc))
+                return
+            truth = {h.record.item_id for h in exact[: len(approximate)]}
+            if truth:
+                self._metrics.live_recall.observe(len(truth & set(approximate)) / len(truth))
+
+        task = asyncio.get_running_loop().create_task(measure())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def build_searcher(deps: Deps) -> Component:
+    settings = deps.settings
+    stores = deps.store_provider()
+    service = SearcherService(settings, stores, SearcherMetrics(deps.metrics))
+    channels: list[grpc.aio.Channel] = []
+
+    async def start(port: int) -> None:
+        options = [("grpc.max_send_message_length", 64 << 20)]
+        embedder_addr = settings.searcher_embedder_addr or f"127.0.0.1:{port}"
+        reranker_addr = settings.searcher_reranker_addr or f"127.0.0.1:{port}"
+        channels.append(grpc.aio.insecure_channel(embedder_addr, options=options))
+        channels.append(
+            channels[0] if reranker_addr == embedder_addr else grpc.aio.insecure_channel(reranker_addr)
+        )
+        service.connect(channels[0], channels[1], settings.service_token.get_secret_value())
+
+    async def stop() -> None:
+        for channel in set(channels):
+            await channel.close()
+        await stores.close()
+
+    async def ready() -> str | None:
+        try:
+            await stores.get()
+        except StoreUnavailable as exc:
+            return f"store unavailable: {exc}"
+        return None
+
+    def register(server: grpc.aio.Server) -> None:
+        searcher_pb2_grpc.add_SearcherServicer_to_server(service, server)
+
+    return Component(
+        name="searcher",
+        service_name=SERVICE.full_name,
+        register=register,
+        method_roles={f"/{SERVICE.full_name}/{m.name}": ROLE_SEARCH for m in SERVICE.methods},
+        checks=[ready],
+        start=start,
+        stop=stop,
+    )

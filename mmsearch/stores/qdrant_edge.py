@@ -1,0 +1,830 @@
+"""The embedded VectorStore: Qdrant Edge (`qdrant-edge-py`) in-process.
+
+Layout under `root`:
+
+    root/.lock                     flock held while a store is open (one process per directory)
+    root/aliases.json              {"alias": "collection"}, replaced atomically (tmp + fsync + rename)
+    root/<collection>/collection.json  the Collection (dimension, metric, declared attributes)
+    root/<collection>/shard/       the Qdrant Edge shard (segments + WAL)
+
+Choices worth knowing:
+
+- Points: id = item_uuid(tenant, item_id); one named dense vector "dense"; the payload holds every
+  ItemRecord field except the vector (datetimes as RFC 3339 strings, the thumbnail base64). A tombstone
+  (deleted=True) is stored with NO vector (Qdrant allows a point without its named vector), so it never
+  enters the HNSW graph; every read filters deleted=false and tenant=<tenant>.
+- Payload indexes on every CORE_FIELDS field and every declared attribute. HNSW payload links
+  (`enable_hnsw`) are built for the fields in `hnsw_payload_fields` (tenant, modality, tags, source and
+  keyword / int / bool attributes by default) so filtered HNSW keeps its recall; not for item_id (unique),
+  deleted (one value covers ~all points) or the text index. The engine itself skips blocks too large to
+  need links and (except for the tenant field) blocks the main graph already connects well.
+- BM25: the engine's own BM25 over a text index on `text` (TextIndexParams(scoring=True), word
+  tokenizer, lowercase, ASCII folding, no stemming or stop words) queried with TextQuery; IDF and average
+  length are the engine's, computed over the whole collection (all tenants), not per tenant.
+- Hybrid: the vector list and the BM25 list (each the best max(hybrid_window, offset + limit), ids
+  only) are fused here by RRF with the query's k: score = sum 1 / (k + rank), rank 1-based (Cormack et
+  al.; Qdrant's own Fusion.Rrf(k) uses a 0-based position). Not the engine's Fusion.Rrf because the
+  engine orders equal scores arbitrarily and differently per limit (BM25 ties are common), so its fused
+  ranks drifted between calls and pages overlapped; here every list is cut deterministically (ties
+  completed past the cut, then ordered by point id), and the per-list scores come for free.
+- Snapshot: Edge 0.9.0 restores server snapshots but cannot make one, so `snapshot()` flushes and
+  copies the collection directory with its writes held; `restore()` installs such a copy under a new
+  collection name (then `set_alias` switches to it). Offline: copy it to <root>/<collection>.
+- Pages: the ranking is computed for offset + limit and sliced, the page's payloads fetched by id.
+- Durability: `write` upserts then flush()es (WAL + segments, fsync) before returning; an engine
+  failure raises StoreUnavailable.
+- qdrant-edge-py 0.9.0 quirks handled here: MatchValue(False) is taken as the integer 0 and silently
+  matches nothing on a bool field, so bool matches pass numpy.bool_; the engine keeps the GIL during
+  optimize() (an HNSW build of minutes freezes the whole process), so the graph is built only when
+  `optimize()` is called (or after `auto_optimize_points` unindexed points, off by default). Until then
+  the newest points live in a plain segment and are searched exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import qdrant_edge as qe
+
+from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from mmsearch.kit.logging import get_logger
+from mmsearch.stores.base import (
+    CORE_FIELDS,
+    AttributeValue,
+    Collection,
+    FieldKind,
+    ItemRecord,
+    ItemState,
+    Metric,
+    Query,
+    StoreHit,
+    StoreUnavailable,
+    item_uuid,
+)
+from mmsearch.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
+
+VECTOR = "dense"
+ALIASES_FILE = "aliases.json"
+COLLECTION_FILE = "collection.json"
+SHARD_DIR = "shard"
+LOCK_FILE = ".lock"
+# Payload key listing the attribute names whose values are datetimes (stored as strings).
+DATETIME_ATTRS = "attribute_datetimes"
+DEFAULT_HNSW_PAYLOAD_FIELDS = frozenset({"tenant", "modality", "tags", "source"})
+_DISTANCE: Mapping[Metric, qe.Distance] = {
+    "cosine": qe.Distance.Cosine,
+    "dot": qe.Distance.Dot,
+    "euclidean": qe.Distance.Euclid,
+}
+_STATE_FIELDS = ["item_id", "version", "event_time", "content_sha256", "deleted"]
+T = TypeVar("T")
+log = get_logger(__name__)
+
+
+class StoreLocked(StoreUnavailable):
+    """Another process (or another open store in this one) owns the store directory."""
+
+
+@dataclass
+class _Open:
+    collection: Collection
+    shard: qe.EdgeShard
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso(value: datetime) -> str:
+    return _utc(value).isoformat()
+
+
+def _atomic_write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        json.dump(data, out, indent=1, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _collection_to_json(collection: Collection) -> dict[str, Any]:
+    return {
+        "name": collection.name,
+        "space_id": collection.space_id,
+        "dimension": collection.dimension,
+        "metric": collection.metric,
+        "attributes": dict(collection.attributes),
+    }
+
+
+def _collection_from_json(data: Mapping[str, Any]) -> Collection:
+    return Collection(
+        name=data["name"],
+        space_id=data["space_id"],
+        dimension=int(data["dimension"]),
+        metric=data["metric"],
+        attributes=dict(data["attributes"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Records <-> payload
+
+
+def _attribute_payload(value: AttributeValue, kind: FieldKind | None) -> Any:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if kind == "float" and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def record_payload(record: ItemRecord, attributes: Mapping[str, FieldKind]) -> dict[str, Any]:
+    return {
+        "tenant": record.tenant,
+        "item_id": record.item_id,
+        "modality": record.modality,
+        "version": record.version,
+        "event_time": _iso(record.event_time),
+        "content_sha256": record.content_sha256,
+        "deleted": record.deleted,
+        "model_version": record.model_version,
+        "text": record.text,
+        "title": record.title,
+        "tags": list(record.tags),
+        "source": record.source,
+        "source_uri": record.source_uri,
+        "created_at": _iso(record.created_at) if record.created_at is not None else None,
+        "attributes": {k: _attribute_payload(v, attributes.get(k)) for k, v in record.attributes.items()},
+        DATETIME_ATTRS: sorted(k for k, v in record.attributes.items() if isinstance(v, datetime)),
+        "snippet": record.snippet,
+        "thumbnail_jpeg": base64.b64encode(record.thumbnail_jpeg).decode("ascii"),
+    }
+
+
+def _parse_dt(value: str) -> datetime:
+    return _utc(datetime.fromisoformat(value))
+
+
+def record_from_payload(payload: Mapping[str, Any]) -> ItemRecord:
+    dt_attrs = set(payload.get(DATETIME_ATTRS) or ())
+    attributes: dict[str, AttributeValue] = {
+        k: _parse_dt(v) if k in dt_attrs else v for k, v in (payload.get("attributes") or {}).items()
+    }
+    created = payload.get("created_at")
+    return ItemRecord(
+        tenant=payload["tenant"],
+        item_id=payload["item_id"],
+        modality=payload["modality"],
+        vector=None,
+        version=int(payload["version"]),
+        event_time=_parse_dt(payload["event_time"]),
+        content_sha256=payload.get("content_sha256", ""),
+        deleted=bool(payload.get("deleted", False)),
+        model_version=payload.get("model_version", ""),
+        text=payload.get("text", ""),
+        title=payload.get("title", ""),
+        tags=tuple(payload.get("tags") or ()),
+        source=payload.get("source", ""),
+        source_uri=payload.get("source_uri", ""),
+        created_at=_parse_dt(created) if created else None,
+        attributes=attributes,
+        snippet=payload.get("snippet", ""),
+        thumbnail_jpeg=base64.b64decode(payload.get("thumbnail_jpeg") or ""),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Filters
+
+
+def _match_value(value: AttributeValue) -> qe.MatchValue:
+    if isinstance(value, bool):
+        # qdrant-edge-py 0.9.0 converts a Python bool to an integer match; numpy.bool_ stays a bool.
+        return qe.MatchValue(np.bool_(value))  # type: ignore[arg-type]
+    assert isinstance(value, str | int)
+    return qe.MatchValue(value)
+
+
+def _range(cond: Condition) -> qe.RangeFloat | qe.RangeDateTime:
+    bounds = {name: getattr(cond, name) for name in ("gt", "gte", "lt", "lte")}
+    if cond.kind == "datetime":
+        return qe.RangeDateTime(**{k: _iso(v) for k, v in bounds.items() if v is not None})
+    return qe.RangeFloat(**{k: float(v) for k, v in bounds.items() if v is not None})
+
+
+def _one_value(cond: Condition, value: AttributeValue) -> qe.FieldCondition:
+    if cond.kind == "float":
+        assert not isinstance(value, datetime | str)
+        return qe.FieldCondition(cond.field, range=qe.RangeFloat(gte=float(value), lte=float(value)))
+    if cond.kind == "datetime":
+        assert isinstance(value, datetime)
+        return qe.FieldCondition(cond.field, range=qe.RangeDateTime(gte=_iso(value), lte=_iso(value)))
+    return qe.FieldCondition(cond.field, match=_match_value(value))
+
+
+def translate_condition(cond: Condition) -> qe.FieldCondition | qe.Filter:
+    if cond.op == "range":
+        return qe.FieldCondition(cond.field, range=_range(cond))
+    if cond.op == "eq" or len(cond.values) == 1:
+        return _one_value(cond, cond.values[0])
+    if cond.kind in ("keyword", "keyword_list"):
+        return qe.FieldCondition(cond.field, match=qe.MatchAny([str(v) for v in cond.values]))
+    if cond.kind == "int":
+        return qe.FieldCondition(cond.field, match=qe.MatchAny([int(v) for v in cond.values]))  # type: ignore[arg-type]
+    # float / bool / datetime: no MatchAny for these, an OR of single-value conditions.
+    return qe.Filter(should=[_one_value(cond, v) for v in cond.values])
+
+
+def translate(node: FilterNode) -> qe.FieldCondition | qe.Filter:
+    """A parse_filter tree as a Qdrant Edge condition."""
+    if isinstance(node, Condition):
+        return translate_condition(node)
+    if isinstance(node, AllOf):
+        return qe.Filter(must=[translate(n) for n in node.nodes])
+    if isinstance(node, AnyOf):
+        return qe.Filter(should=[translate(n) for n in node.nodes])
+    assert isinstance(node, Not)
+    return qe.Filter(must_not=[translate(node.node)])
+
+
+def _live_filter(tenant: str | None, extra: Sequence[qe.FieldCondition | qe.Filter] = ()) -> qe.Filter:
+    must: list[Any] = [qe.FieldCondition("deleted", match=_match_value(False))]
+    if tenant is not None:
+        must.append(qe.FieldCondition("tenant", match=qe.MatchValue(tenant)))
+    must.extend(extra)
+    return qe.Filter(must=must)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Payload indexes
+
+
+def _index_schema(name: str, kind: FieldKind, links: bool) -> Any:
+    if name == "tenant":
+        return qe.KeywordIndexParams(is_tenant=True, enable_hnsw=links)
+    if kind in ("keyword", "keyword_list"):
+        return qe.KeywordIndexParams(enable_hnsw=links)
+    if kind == "int":
+        return qe.IntegerIndexParams(lookup=True, range=True, enable_hnsw=links)
+    if kind == "float":
+        return qe.FloatIndexParams(enable_hnsw=links)
+    if kind == "bool":
+        return qe.BoolIndexParams(enable_hnsw=links)
+    return qe.DatetimeIndexParams(enable_hnsw=links)
+
+
+TEXT_INDEX = qe.TextIndexParams(
+    tokenizer=qe.TokenizerType.Word,
+    lowercase=True,
+    ascii_folding=True,
+    stopwords=qe.StopwordsSet(languages=set(), custom=set()),
+    stemmer=qe.DisabledStemmer(),
+    enable_hnsw=False,
+    scoring=True,
+)
+
+
+def _plan(spec: Collection, query: Query) -> tuple[list[float] | None, str, qe.Filter]:
+    """Validate a query against its collection: (vector, BM25 text, the full engine filter)."""
+    if query.limit <= 0:
+        raise InvalidArgument("limit must be positive", field="limit")
+    if query.offset < 0:
+        raise InvalidArgument("offset must not be negative", field="offset")
+    if query.rrf_k < 0:
+        raise InvalidArgument("rrf_k must not be negative", field="rrf_k")
+    text = (query.text or "").strip()
+    vector: list[float] | None = None
+    if query.vector is not None:
+        array = np.asarray(query.vector, dtype=np.float32).reshape(-1)
+        if array.shape[0] != spec.dimension:
+            raise InvalidArgument(
+                f"query vector has {array.shape[0]} dimensions, collection {spec.name} has {spec.dimension}",
+                field="vector",
+            )
+        vector = array.tolist()
+    if vector is None and not text:
+        raise InvalidArgument("a query needs a vector or text", field="query")
+    extra: list[qe.FieldCondition | qe.Filter] = []
+    if query.modalities:
+        extra.append(qe.FieldCondition("modality", match=qe.MatchAny(list(query.modalities))))
+    if query.filter is not None:
+        node = parse_filter(query.filter, spec.attributes)
+        if node is not None:
+            extra.append(translate(node))
+    return vector, text, _live_filter(query.tenant, extra)
+
+
+def _tie_key(score: float) -> float:
+    # The engine's scores of one point jitter in the last bits between calls (summation order), so
+    # equal-looking scores are compared at 1e-5.
+    return round(score, 5)
+
+
+def _ranked(
+    shard: qe.EdgeShard, request: Callable[[int], qe.QueryRequest], n: int, ascending: bool
+) -> list[qe.ScoredPoint]:
+    """The best `n` points in a deterministic order: score, then point id.
+
+    The engine orders equal scores arbitrarily, and differently for different limits (BM25 ties are
+    common), which made pages overlap. So fetch past the n-th point until the tie group that straddles
+    the cut is complete, then order by (score, id) and cut."""
+    fetch = n + 1
+    cap = max(4 * n, n + 4096)
+    while True:
+        points = shard.query(request(fetch))
+        if len(points) < fetch or _tie_key(points[-1].score) != _tie_key(points[n - 1].score) or fetch >= cap:
+            break
+        fetch = min(fetch * 2, cap)
+    sign = 1.0 if ascending else -1.0
+    points.sort(key=lambda p: (sign * _tie_key(p.score), str(p.id)))
+    return points[:n]
+
+
+class QdrantEdgeStore:
+    """VectorStore over Qdrant Edge shards, one per collection, in this process."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        hnsw_m: int = 16,
+        hnsw_ef_construct: int = 100,
+        hnsw_ef: int = 128,
+        full_scan_threshold_kb: int = 10_000,
+        indexing_threshold_kb: int | None = None,
+        hnsw_payload_fields: frozenset[str] = DEFAULT_HNSW_PAYLOAD_FIELDS,
+        link_attribute_kinds: frozenset[FieldKind] = frozenset({"keyword", "keyword_list", "int", "bool"}),
+        hybrid_window: int = 100,
+        auto_optimize_points: int | None = None,
+        max_search_threads: int | None = None,
+    ) -> None:
+        self._root = Path(root)
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._hnsw = qe.HnswIndexConfig(
+            m=hnsw_m,
+            ef_construct=hnsw_ef_construct,
+            full_scan_threshold=full_scan_threshold_kb,
+            payload_m=hnsw_m,
+        )
+        self._hnsw_ef = hnsw_ef
+        self._optimizers = (
+            qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
+            if indexing_threshold_kb is not None
+            else None
+        )
+        self._payload_links = hnsw_payload_fields
+        self._link_kinds = link_attribute_kinds
+        self._window = hybrid_window
+        self._auto_optimize = auto_optimize_points
+        self._search_threads = max_search_threads
+        self._open: dict[str, _Open] = {}
+        self._admin = asyncio.Lock()  # create / drop / alias changes
+        self._closed = False
+        self._lock_fd = self._take_dir_lock()
+        self._aliases = self._read_aliases()
+
+    # -- process ownership ------------------------------------------------------------------------
+
+    def _take_dir_lock(self) -> int:
+        path = self._root / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLocked(
+                f"store directory {self._root} is in use by another process (pid {holder}) or another "
+                "open store in this one; one process owns a Qdrant Edge store"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return fd
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _run(fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(fn)
+
+    def _read_aliases(self) -> dict[str, str]:
+        path = self._root / ALIASES_FILE
+        if not path.exists():
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in data.items()}
+
+    def _collection_dir(self, name: str) -> Path:
+        if not name or not all(c.isalnum() or c == "_" for c in name):
+            raise InvalidArgument(f"bad collection name {name!r}: letters, digits and '_' only")
+        return self._root / name
+
+    def _exists(self, name: str) -> bool:
+        return (self._collection_dir(name) / COLLECTION_FILE).exists()
+
+    def _edge_config(self, collection: Collection) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors={
+                VECTOR: qe.EdgeVectorParams(size=collection.dimension, distance=_DISTANCE[collection.metric])
+            },
+            hnsw_config=self._hnsw,
+            optimizers=self._optimizers,
+            max_search_threads=self._search_threads,
+        )
+
+    def _load_sync(self, name: str) -> _Open:
+        directory = self._collection_dir(name)
+        collection = _collection_from_json(json.loads((directory / COLLECTION_FILE).read_text("utf-8")))
+        try:
+            shard = qe.EdgeShard.load(str(directory / SHARD_DIR))
+        except Exception as exc:
+            if "WouldBlock" in str(exc):
+                raise StoreLocked(f"collection {name} ({directory}) is open in another process") from exc
+            raise StoreUnavailable(f"cannot open collection {name}: {exc}") from exc
+        return _Open(collection, shard)
+
+    async def _get(self, name: str) -> _Open:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        handle = self._open.get(name)
+        if handle is not None:
+            return handle
+        async with self._admin:
+            handle = self._open.get(name)
+            if handle is None:
+                if not self._exists(name):
+                    raise NotFound(f"collection {name!r} does not exist")
+                handle = await self._run(lambda: self._load_sync(name))
+                self._open[name] = handle
+            return handle
+
+    def _attribute_indexes(self, attributes: Mapping[str, FieldKind]) -> list[tuple[str, Any]]:
+        return [
+            (f"attributes.{name}", _index_schema(f"attributes.{name}", kind, kind in self._link_kinds))
+            for name, kind in attributes.items()
+        ]
+
+    def _index_fields(self, collection: Collection) -> list[tuple[str, Any]]:
+        fields = [
+            (name, _index_schema(name, kind, name in self._payload_links))
+            for name, kind in CORE_FIELDS.items()
+        ]
+        fields += self._attribute_indexes(collection.attributes)
+        fields.append(("text", TEXT_INDEX))
+        return fields
+
+    # -- VectorStore --------------------------------------------------------------------------------
+
+    async def ensure_collection(self, collection: Collection) -> None:
+        directory = self._collection_dir(collection.name)
+        if collection.dimension <= 0:
+            raise InvalidArgument(f"collection {collection.name}: dimension must be positive")
+        async with self._admin:
+            if not self._exists(collection.name):
+
+                def create() -> _Open:
+                    shard_dir = directory / SHARD_DIR
+                    if shard_dir.exists():  # a create that crashed before collection.json: holds no data
+                        shutil.rmtree(shard_dir)
+                    directory.mkdir(parents=True, exist_ok=True)
+                    shard = qe.EdgeShard.create(str(shard_dir), self._edge_config(collection))
+                    for name, schema in self._index_fields(collection):
+                        shard.update(qe.UpdateOperation.create_field_index(name, schema))
+                    shard.flush()
+                    _atomic_write_json(directory / COLLECTION_FILE, _collection_to_json(collection))
+                    return _Open(collection, shard)
+
+                try:
+                    self._open[collection.name] = await self._run(create)
+                except Exception as exc:
+                    raise StoreUnavailable(f"cannot create collection {collection.name}: {exc}") from exc
+                return
+
+        handle = await self._get(collection.name)
+        current = handle.collection
+        if (current.dimension, current.metric) != (collection.dimension, collection.metric):
+            raise FailedPrecondition(
+                f"collection {collection.name} exists with dimension {current.dimension} / "
+                f"{current.metric}, not {collection.dimension} / {collection.metric}"
+            )
+        changed = sorted(k for k, v in collection.attributes.items() if current.attributes.get(k, v) != v)
+        if changed:
+            raise FailedPrecondition(
+                f"collection {collection.name}: attribute kinds cannot change ({changed})"
+            )
+        added = {k: v for k, v in collection.attributes.items() if k not in current.attributes}
+        if not added:
+            return
+        merged = Collection(
+            current.name, current.space_id, current.dimension, current.metric, {**current.attributes, **added}
+        )
+
+        def add_indexes() -> None:
+            for name, schema in self._attribute_indexes(added):
+                handle.shard.update(qe.UpdateOperation.create_field_index(name, schema))
+            handle.shard.flush()
+            _atomic_write_json(directory / COLLECTION_FILE, _collection_to_json(merged))
+
+        async with handle.write_lock:
+            try:
+                await self._run(add_indexes)
+            except Exception as exc:
+                raise StoreUnavailable(f"cannot index new attributes of {collection.name}: {exc}") from exc
+            handle.collection = merged
+
+    async def drop_collection(self, name: str) -> None:
+        async with self._admin:
+            handle = self._open.pop(name, None)
+            directory = self._collection_dir(name)
+
+            def drop() -> None:
+                if handle is not None:
+                    handle.shard.close()
+                if directory.exists():
+                    shutil.rmtree(directory)
+
+            if handle is not None:
+                async with handle.write_lock:
+                    await self._run(drop)
+            else:
+                await self._run(drop)
+            dangling = [alias for alias, target in self._aliases.items() if target == name]
+            if dangling:
+                aliases = {k: v for k, v in self._aliases.items() if k not in dangling}
+                await self._run(lambda: _atomic_write_json(self._root / ALIASES_FILE, aliases))
+                self._aliases = aliases
+
+    async def set_alias(self, alias: str, collection: str) -> None:
+        self._collection_dir(alias)
+        async with self._admin:
+            if not self._exists(collection):
+                raise NotFound(f"alias {alias}: collection {collection!r} does not exist")
+            if self._exists(alias):
+                raise FailedPrecondition(f"alias {alias!r} is the name of a collection")
+            aliases = {**self._aliases, alias: collection}
+            await self._run(lambda: _atomic_write_json(self._root / ALIASES_FILE, aliases))
+            self._aliases = aliases
+
+    async def resolve(self, name_or_alias: str) -> str | None:
+        target = self._aliases.get(name_or_alias)
+        if target is not None:
+            return target
+        try:
+            return name_or_alias if self._exists(name_or_alias) else None
+        except InvalidArgument:
+            return None
+
+    async def states(self, collection: str, tenant: str, item_ids: Sequence[str]) -> dict[str, ItemState]:
+        if not item_ids:
+            return {}
+        handle = await self._get(collection)
+        ids: list[qe.PointId] = [item_uuid(tenant, i) for i in dict.fromkeys(item_ids)]
+        try:
+            records = await self._run(
+                lambda: handle.shard.retrieve(
+                    ids, with_payload=qe.PayloadSelector.Include(_STATE_FIELDS), with_vector=False
+                )
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"states on {collection} failed: {exc}") from exc
+        result: dict[str, ItemState] = {}
+        for record in records:
+            p = record.payload or {}
+            result[p["item_id"]] = ItemState(
+                version=int(p["version"]),
+                event_time=_parse_dt(p["event_time"]),
+                content_sha256=p.get("content_sha256", ""),
+                deleted=bool(p.get("deleted", False)),
+            )
+        return result
+
+    async def write(self, collection: str, records: Sequence[ItemRecord]) -> None:
+        if not records:
+            return
+        handle = await self._get(collection)
+        spec = handle.collection
+        points = []
+        for record in records:
+            vector: dict[str, Any] = {}
+            if record.vector is not None:
+                array = np.asarray(record.vector, dtype=np.float32).reshape(-1)
+                if array.shape[0] != spec.dimension:
+                    raise InvalidArgument(
+                        f"item {record.item_id}: vector has {array.shape[0]} dimensions, "
+                        f"collection {collection} has {spec.dimension}"
+                    )
+                if not np.isfinite(array).all():
+                    raise InvalidArgument(f"item {record.item_id}: vector has NaN or infinite values")
+                vector[VECTOR] = array.tolist()
+            points.append(
+                qe.Point(
+                    item_uuid(record.tenant, record.item_id), vector, record_payload(record, spec.attributes)
+                )
+            )
+
+        def upsert() -> None:
+            handle.shard.update(qe.UpdateOperation.upsert_points(points))
+            handle.shard.flush()
+
+        async with handle.write_lock:
+            try:
+                await self._run(upsert)
+            except Exception as exc:
+                raise StoreUnavailable(
+                    f"write of {len(points)} records to {collection} failed: {exc}"
+                ) from exc
+            if self._auto_optimize is not None:
+                await self._maybe_optimize(handle)
+
+    async def _maybe_optimize(self, handle: _Open) -> None:
+        assert self._auto_optimize is not None
+        threshold = self._auto_optimize
+
+        def maybe() -> None:
+            info = handle.shard.info()
+            if info.points_count - info.indexed_vectors_count >= threshold:
+                handle.shard.optimize()
+
+        try:
+            await self._run(maybe)
+        except Exception as exc:  # the write is durable already; the next write retries the build
+            log.warning("store_optimize_failed", collection=handle.collection.name, error=str(exc))
+
+    async def search(self, collection: str, query: Query) -> list[StoreHit]:
+        handle = await self._get(collection)
+        spec = handle.collection
+        vector, text, flt = _plan(spec, query)
+        depth = query.offset + query.limit
+        hybrid = vector is not None and bool(text)
+        # Hybrid: both lists take a fixed window of candidates, so pages are cut from one fused ranking.
+        n = max(self._window, depth) if hybrid else depth
+        params = qe.SearchParams(hnsw_ef=max(self._hnsw_ef, n), exact=query.exact)
+        vector_ascending = spec.metric == "euclidean"  # Qdrant scores Euclid as a distance
+
+        def vector_request(limit: int) -> qe.QueryRequest:
+            assert vector is not None
+            return qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(vector, using=VECTOR),
+                params=params,
+                filter=flt,
+                with_payload=False,
+            )
+
+        def text_request(limit: int) -> qe.QueryRequest:
+            return qe.QueryRequest(
+                limit=limit, query=qe.TextQuery("text", text), filter=flt, with_payload=False
+            )
+
+        def run() -> list[StoreHit]:
+            vec = _ranked(handle.shard, vector_request, n, vector_ascending) if vector is not None else []
+            txt = _ranked(handle.shard, text_request, n, False) if text else []
+            vec_scores = {str(p.id): p.score for p in vec}
+            txt_scores = {str(p.id): p.score for p in txt}
+            if hybrid:
+                fused: dict[str, float] = {}
+                for ranking in (vec, txt):
+                    for rank, point in enumerate(ranking, start=1):
+                        key = str(point.id)
+                        fused[key] = fused.get(key, 0.0) + 1.0 / (query.rrf_k + rank)
+                page = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[query.offset : depth]
+            else:
+                ranking = vec or txt
+                page = [(str(p.id), p.score) for p in ranking[query.offset : depth]]
+            if not page:
+                return []
+            records = handle.shard.retrieve(
+                [uuid.UUID(key) for key, _ in page], with_payload=True, with_vector=False
+            )
+            payloads = {str(r.id): r.payload or {} for r in records}
+            hits = []
+            for key, score in page:
+                payload = payloads.get(key)
+                if payload is None or payload.get("deleted"):  # deleted between query and retrieve
+                    continue
+                hits.append(
+                    StoreHit(
+                        record_from_payload(payload),
+                        score,
+                        vector_score=vec_scores.get(key),
+                        bm25_score=txt_scores.get(key),
+                    )
+                )
+            return hits
+
+        try:
+            return await self._run(run)
+        except Exception as exc:
+            raise StoreUnavailable(f"search on {collection} failed: {exc}") from exc
+
+    async def count(self, collection: str, tenant: str | None = None) -> int:
+        handle = await self._get(collection)
+        request = qe.CountRequest(exact=True, filter=_live_filter(tenant))
+        try:
+            return await self._run(lambda: handle.shard.count(request))
+        except Exception as exc:
+            raise StoreUnavailable(f"count on {collection} failed: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        async with self._admin:
+            self._closed = True
+            handles = list(self._open.values())
+            self._open.clear()
+            for handle in handles:
+                async with handle.write_lock:
+                    await self._run(handle.shard.close)
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+
+    # -- beyond the port: index build, snapshot, restore --------------------------------------------
+
+    async def optimize(self, collection: str) -> bool:
+        """Build the HNSW graph (and payload links) over everything written so far; blocking.
+        qdrant-edge-py 0.9.0 holds the GIL while it runs: call it when the process may pause."""
+        handle = await self._get(collection)
+        async with handle.write_lock:
+            try:
+                return await self._run(handle.shard.optimize)
+            except Exception as exc:
+                raise StoreUnavailable(f"optimize of {collection} failed: {exc}") from exc
+
+    async def info(self, collection: str) -> dict[str, int]:
+        handle = await self._get(collection)
+        info = await self._run(handle.shard.info)
+        return {
+            "points": info.points_count,
+            "indexed_vectors": info.indexed_vectors_count,
+            "segments": info.segments_count,
+        }
+
+    async def snapshot(self, collection: str, dest: Path) -> Path:
+        """A consistent copy of one collection at `dest/<collection>/` (writes held meanwhile).
+
+        Qdrant Edge 0.9.0 can restore server snapshots but cannot create one, so this flushes the shard
+        (WAL + segments) and copies its files while the collection's write lock is held. Restore with
+        `restore()` (under a new name, then `set_alias` to switch) or, with the store closed, by copying
+        `dest/<collection>` to `<root>/<collection>`."""
+        name = await self.resolve(collection) or collection
+        handle = await self._get(name)
+        target = Path(dest) / name
+        if target.exists():
+            raise FailedPrecondition(f"snapshot target {target} exists")
+
+        def copy() -> None:
+            handle.shard.flush()
+            tmp = target.with_name(f".{target.name}.partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(self._collection_dir(name), tmp, ignore=shutil.ignore_patterns("*.tmp"))
+            tmp.replace(target)
+
+        async with handle.write_lock:
+            try:
+                await self._run(copy)
+            except OSError as exc:
+                raise StoreUnavailable(f"snapshot of {name} failed: {exc}") from exc
+        return target
+
+    async def restore(self, snapshot_dir: Path, name: str) -> None:
+        """Install a `snapshot()` copy as collection `name` (which must not exist yet)."""
+        directory = self._collection_dir(name)
+        source = Path(snapshot_dir)
+        if not (source / COLLECTION_FILE).exists() or not (source / SHARD_DIR).is_dir():
+            raise InvalidArgument(f"{source} is not a snapshot made by QdrantEdgeStore.snapshot")
+        async with self._admin:
+            if directory.exists():
+                raise FailedPrecondition(f"collection {name!r} exists; restore under a new name")
+
+            def install() -> None:
+                tmp = directory.with_name(f".{name}.restoring")
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(source, tmp)
+                spec = _collection_from_json(json.loads((tmp / COLLECTION_FILE).read_text("utf-8")))
+                renamed = Collection(name, spec.space_id, spec.dimension, spec.metric, spec.attributes)
+                _atomic_write_json(tmp / COLLECTION_FILE, _collection_to_json(renamed))
+                tmp.replace(directory)
+
+            await self._run(install)

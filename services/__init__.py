@@ -1,1 +1,0 @@
-"""mmsearch services: embedder, indexer, searcher, reranker, and the shared kit."""
