@@ -365,7 +365,8 @@ def usage_notes(options: Options, clip: ClipFacts | None) -> str:
         f"  tritonserver --model-repository={options.out}   (or copy the folders next to the existing ones)",
         "  MMSEARCH_TRITON_URL=<triton host>:8001",
         "Instances per model (no re-export needed):",
-        f"  python -m modelconfig set-instances {options.out}/<model> --count N --kind gpu --threads T",
+        "  python scripts/modelconfig.py set-instances "
+        f"{options.out}/<model> --count N --kind gpu --threads T",
     ]
     if clip is not None:
         lines += [

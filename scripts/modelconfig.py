@@ -1,24 +1,28 @@
-"""Build, read and edit Triton model configurations (`config.pbtxt`).
+"""Build, read and re-render Triton model configurations (`config.pbtxt`).
 
 The messages are Triton's own (`tritonclient.grpc.model_config_pb2.ModelConfig`),
-parsed and checked with `google.protobuf.text_format`, so a file this module
-writes is one Triton reads the same way.
+parsed with `google.protobuf.text_format`, so a file this module writes is one
+Triton reads the same way. Every file is written by one renderer,
+`render_config`, whether it is new or edited; nothing edits text in place.
 
 - `build_config(ModelSpec(...))` makes the configuration of an encoder or a
   reranker that follows the embedder's tensor contract (`contract_problems`
-  checks any configuration against it); `render_config` prints it in the style
-  of the hand-written files in model_repository/ (lists in brackets, comments).
-- `read_config` / `parse_config` load an existing file.
-- `set_instances_text` sets the instance group (count, kind, GPUs) and the
-  `intra_op_threads` parameter. It edits only those spans of the text, so every
-  comment in the file stays; the result is parsed back and compared with the
-  intended configuration, and if that ever differs the file is written from
-  the configuration instead, keeping its leading comment block.
+  checks any configuration against it); `contract_comments` documents that
+  contract in the rendered file.
+- `parse_document` / `read_document` load a file as a `Document`: the message,
+  the leading comment block and every other comment keyed by the element it
+  describes ("input.TEXT", "parameters.KEY", "dynamic_batching", ...).
+  `Document.render()` writes each comment back at its element, so an edit
+  changes the message and re-renders it without losing comments, and a rendered
+  file parses and renders to the same text.
+- `set_instances` / `set_instances_file` set the instance group (count, kind,
+  GPUs) and the `intra_op_threads` parameter.
 
-CLI (`python -m modelconfig`):
+CLI (`python scripts/modelconfig.py`):
 
     show model_repository/minilm_l6_text [more model dirs or config.pbtxt files]
     set-instances model_repository/<model> --count N [--kind cpu|gpu] [--gpus 0,1] [--threads T] [--dry-run]
+    format model_repository/*/ [--check]
 """
 
 from __future__ import annotations
@@ -196,32 +200,94 @@ def parse_config(text: str) -> ModelConfig:
     return config
 
 
+@dataclass(frozen=True)
+class Document:
+    """A config.pbtxt as the renderer writes it: the configuration plus its comments.
+
+    `header` is the leading comment block; `comments` maps a top-level field
+    ("dynamic_batching"), a named list element ("input.TEXT", "output.EMBEDDING")
+    or a map entry ("parameters.KEY") to the comment written at that element."""
+
+    config: ModelConfig
+    header: str = ""
+    comments: Mapping[str, str] = field(default_factory=dict)
+
+    def render(self) -> str:
+        return render_config(self.config, header=self.header, comments=self.comments)
+
+
+def parse_document(text: str) -> Document:
+    """`text` parsed into a ModelConfig, with each comment attached to its element.
+
+    A comment belongs to the element it is written in (a list element or a map
+    entry, found by its `name` / `key`), else to the top-level field after it;
+    comments before the first field are the header, trailing ones go to the last
+    field. Rendering the result writes every comment at the start of its element."""
+    config = parse_config(text)
+    comments: dict[str, list[str]] = {}
+    pending: list[str] = []
+    stack: list[str] = []  # open brackets
+    top = ""  # the top-level field being read
+    element, element_id, id_field = 0, "", ""  # depth inside the current element, its name/key
+    previous = ""
+    tokens = text_format.Tokenizer(text.splitlines(keepends=True), skip_comments=False)
+
+    def flush(key: str) -> None:
+        comments.setdefault(key, []).extend(pending)
+        pending.clear()
+
+    while not tokens.AtEnd():
+        token = tokens.token
+        if token.startswith("#"):
+            line = token[1:].rstrip()
+            pending.append(line[1:] if line.startswith(" ") else line)
+        elif token in ("{", "<", "["):
+            # An element: a message or map entry at the top level, or one inside a top-level list.
+            if token != "[" and (not stack or stack == ["["]):
+                element, element_id = len(stack) + 1, ""
+            stack.append(token)
+        elif token in ("}", ">", "]") and stack:
+            stack.pop()
+            if len(stack) < element:
+                flush(f"{top}.{element_id}" if element_id else top)
+                element = 0
+            elif not stack:
+                flush(top)
+        elif not stack and previous != ":" and _IDENTIFIER.match(token):
+            top = token
+            fd = model_config_pb2.ModelConfig.DESCRIPTOR.fields_by_name.get(top)
+            id_field = _id_field(fd) if fd is not None else ""
+            flush(top if comments else "")  # the first field's comments are the header
+        elif element and len(stack) == element and token == id_field and id_field:
+            tokens.NextToken()
+            tokens.TryConsume(":")
+            if tokens.token[:1] in ('"', "'"):
+                element_id = tokens.ConsumeString()
+            previous = ""
+            continue
+        previous = token
+        tokens.NextToken()
+    flush(top if comments else "")
+    header = "\n".join(comments.pop("", []))
+    return Document(config, header, {key: "\n".join(lines) for key, lines in comments.items() if lines})
+
+
 def config_path(path: str | os.PathLike[str]) -> Path:
     """`path` itself if it is a file, else `path`/config.pbtxt (a model directory)."""
     p = Path(path)
     return p / CONFIG_FILE if p.is_dir() else p
 
 
-def read_config(path: str | os.PathLike[str]) -> ModelConfig:
+def read_document(path: str | os.PathLike[str]) -> Document:
     file = config_path(path)
     try:
-        return parse_config(file.read_text(encoding="utf-8"))
+        return parse_document(file.read_text(encoding="utf-8"))
     except ModelConfigError as exc:
         raise ModelConfigError(f"{file}: {exc}") from exc
 
 
-def leading_comment(text: str) -> str:
-    """The comment lines (and blank lines between them) at the top of a file."""
-    lines: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#") or (not stripped and lines):
-            lines.append(line.rstrip())
-        elif stripped:
-            break
-    while lines and not lines[-1]:
-        lines.pop()
-    return "\n".join(lines)
+def read_config(path: str | os.PathLike[str]) -> ModelConfig:
+    return read_document(path).config
 
 
 def data_type_name(value: int) -> str:
@@ -325,31 +391,18 @@ def with_instances(
     return edited
 
 
-@dataclass(frozen=True)
-class Edit:
-    text: str
-    config: ModelConfig
-    # False when the file had to be rewritten from the configuration (only the
-    # leading comment block kept) because a span edit did not give the intended result.
-    comments_kept: bool
-
-
-def set_instances_text(
-    text: str,
+def set_instances(
+    document: Document,
     count: int,
     kind: InstanceKind | None = None,
     threads: int | None = None,
     gpus: Sequence[int] | None = None,
-) -> Edit:
-    """`text` (a config.pbtxt) with its instance group and `intra_op_threads` set."""
-    expected = with_instances(parse_config(text), count, kind, threads, gpus)
-    try:
-        edited = _edit_spans(text, expected, threads is not None)
-        if parse_config(edited) == expected:
-            return Edit(edited, expected, True)
-    except ModelConfigError:
-        pass
-    return Edit(render_config(expected, header=leading_comment(text)), expected, False)
+) -> Document:
+    """`document` with one instance group and, when `threads` is given, `intra_op_threads` set."""
+    comments = dict(document.comments)
+    if threads is not None:
+        comments.setdefault(f"parameters.{THREADS_PARAMETER}", THREADS_COMMENT)
+    return Document(with_instances(document.config, count, kind, threads, gpus), document.header, comments)
 
 
 def set_instances_file(
@@ -360,27 +413,12 @@ def set_instances_file(
     gpus: Sequence[int] | None = None,
     *,
     write: bool = True,
-) -> Edit:
-    file = config_path(path)
-    edit = set_instances_text(file.read_text(encoding="utf-8"), count, kind, threads, gpus)
+) -> Document:
+    """Re-render the config.pbtxt at `path` (a model directory or the file) with `set_instances`."""
+    edited = set_instances(read_document(path), count, kind, threads, gpus)
     if write:
-        _write_atomic(file, edit.text)
-    return edit
-
-
-def write_config(
-    path: str | os.PathLike[str],
-    config: ModelConfig,
-    *,
-    header: str = "",
-    comments: Mapping[str, str] | None = None,
-) -> Path:
-    """Render `config` into `path` (a model directory or a config.pbtxt path)."""
-    p = Path(path)
-    file = p if p.suffix == ".pbtxt" else p / CONFIG_FILE
-    file.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(file, render_config(config, header=header, comments=comments))
-    return file
+        _write_atomic(config_path(path), edited.render())
+    return edited
 
 
 def _write_atomic(file: Path, text: str) -> None:
@@ -388,161 +426,11 @@ def _write_atomic(file: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-        if file.exists():
-            os.chmod(tmp, file.stat().st_mode & 0o7777)
-        else:
-            os.chmod(tmp, 0o644)
+        os.chmod(tmp, file.stat().st_mode & 0o7777 if file.exists() else 0o644)
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-@dataclass(frozen=True)
-class _Span:
-    name: str
-    start: int  # the field name
-    end: int  # just past the value
-    value_start: int  # '{', '[', '<', or the scalar
-
-
-def _skip_blank(text: str, i: int, end: int) -> int:
-    while i < end:
-        ch = text[i]
-        if ch == "#":
-            newline = text.find("\n", i, end)
-            i = end if newline < 0 else newline + 1
-        elif ch.isspace() or ch in ",;":
-            i += 1
-        else:
-            break
-    return i
-
-
-def _skip_string(text: str, i: int, end: int) -> int:
-    quote = text[i]
-    i += 1
-    while i < end:
-        if text[i] == "\\":
-            i += 2
-        elif text[i] == quote:
-            return i + 1
-        elif text[i] == "\n":
-            break
-        else:
-            i += 1
-    raise ModelConfigError("unterminated string")
-
-
-def _skip_brackets(text: str, i: int, end: int) -> int:
-    depth = 0
-    while i < end:
-        ch = text[i]
-        if ch == "#":
-            newline = text.find("\n", i, end)
-            i = end if newline < 0 else newline
-        elif ch in "\"'":
-            i = _skip_string(text, i, end)
-        else:
-            depth += (ch in "{[<") - (ch in "}]>")
-            i += 1
-            if depth == 0:
-                return i
-    raise ModelConfigError("unbalanced brackets")
-
-
-def _skip_value(text: str, i: int, end: int) -> int:
-    if i >= end:
-        raise ModelConfigError("missing value")
-    if text[i] in "{[<":
-        return _skip_brackets(text, i, end)
-    if text[i] in "\"'":
-        i = _skip_string(text, i, end)
-        while True:  # adjacent string literals concatenate
-            j = _skip_blank(text, i, end)
-            if j < end and text[j] in "\"'" and "\n" not in text[i:j]:
-                i = _skip_string(text, j, end)
-            else:
-                return i
-    j = i
-    while j < end and not text[j].isspace() and text[j] not in ",;{}[]<>#":
-        j += 1
-    if j == i:
-        raise ModelConfigError(f"unexpected {text[i]!r}")
-    return j
-
-
-def _fields(text: str, start: int, end: int) -> list[_Span]:
-    """The fields directly inside text[start:end] (a file, or the inside of `{}`)."""
-    spans: list[_Span] = []
-    i = _skip_blank(text, start, end)
-    while i < end:
-        match = re.compile(r"[A-Za-z_][A-Za-z0-9_]*").match(text, i, end)
-        if match is None:
-            raise ModelConfigError(f"expected a field name at offset {i}")
-        j = _skip_blank(text, match.end(), end)
-        if j < end and text[j] == ":":
-            j = _skip_blank(text, j + 1, end)
-        value_end = _skip_value(text, j, end)
-        spans.append(_Span(match.group(), i, value_end, j))
-        i = _skip_blank(text, value_end, end)
-    return spans
-
-
-def _inside(text: str, span: _Span) -> list[_Span]:
-    if text[span.value_start] not in "{<":
-        raise ModelConfigError(f"{span.name} is not a message")
-    return _fields(text, span.value_start + 1, span.end - 1)
-
-
-def _line_end(text: str, i: int) -> int:
-    """Past the rest of the line after i when it is blank (to delete a whole block)."""
-    j = i
-    while j < len(text) and text[j] in " \t":
-        j += 1
-    return j + 1 if j < len(text) and text[j] == "\n" else i
-
-
-def _edit_spans(text: str, expected: ModelConfig, set_threads: bool) -> str:
-    top = _fields(text, 0, len(text))
-    edits: list[tuple[int, int, str]] = []
-    group = model_config_pb2.ModelConfig()
-    group.instance_group.extend(expected.instance_group)
-    group_text = "\n".join(_render_fields(group, 0, {}))
-    groups = [s for s in top if s.name == "instance_group"]
-    parameters = [s for s in top if s.name == "parameters"]
-    if groups:
-        edits.append((groups[0].start, groups[0].end, group_text))
-        edits.extend((s.start, _line_end(text, s.end), "") for s in groups[1:])
-    elif parameters:
-        edits.append((parameters[0].start, parameters[0].start, group_text + "\n\n"))
-    else:
-        edits.append((len(text), len(text), ("\n" if text.endswith("\n") else "\n\n") + group_text + "\n"))
-    if set_threads:
-        threads = expected.parameters[THREADS_PARAMETER].string_value
-        literal = f"string_value: {_quote(threads)}"
-        found = False
-        for span in parameters:
-            entry = parse_config(text[span.start : span.end])
-            if THREADS_PARAMETER not in entry.parameters:
-                continue
-            values = [s for s in _inside(text, span) if s.name == "value"]
-            inner = [s for v in values for s in _inside(text, v) if s.name == "string_value"]
-            if len(values) != 1 or len(inner) != 1:
-                raise ModelConfigError(f"unexpected layout of the {THREADS_PARAMETER} parameter")
-            edits.append((inner[0].start, inner[0].end, literal))
-            found = True
-        if not found:
-            block = (
-                f"parameters {{\n  # {THREADS_COMMENT}\n  key: {_quote(THREADS_PARAMETER)}\n"
-                f"  value: {{ {literal} }}\n}}\n"
-            )
-            tail = text if text.endswith("\n") else text + "\n"
-            edits.append((len(text), len(text), tail[len(text) :] + "\n" + block))
-    edits.sort(key=lambda e: e[0], reverse=True)
-    for start, end, replacement in edits:
-        text = text[:start] + replacement + text[end:]
-    return text
 
 
 # --- rendering ---------------------------------------------------------------
@@ -568,17 +456,49 @@ _ORDER = (
     "parameters",
 )
 _INNER_ORDER = {"ModelInstanceGroup": ("name", "count", "kind", "gpus")}
+_MAX_BATCH_SIZE: FieldDescriptor = model_config_pb2.ModelConfig.DESCRIPTOR.fields_by_name["max_batch_size"]
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def render_config(config: ModelConfig, *, header: str = "", comments: Mapping[str, str] | None = None) -> str:
-    """`config` as config.pbtxt text, in the style of the files in model_repository/.
+    """`config` as config.pbtxt text: the one renderer for new and edited files.
 
-    `header` becomes the leading comment block ("# " is added to lines without it);
-    `comments` maps "field", "input.NAME", "output.NAME" or "parameters.KEY" to a
-    comment written above that element."""
-    lines = [line if line.startswith("#") else f"# {line}".rstrip() for line in header.splitlines()]
-    body = _render_fields(config, 0, dict(comments or {}))
-    return "\n".join(lines + body).strip("\n") + "\n"
+    `header` becomes the leading comment block; `comments` maps "field",
+    "input.NAME", "output.NAME", "parameters.KEY" (any top-level field, named
+    list element or map entry) to a comment written at that element. A comment
+    whose element is missing is written at its top-level field, else in the
+    header, so no comment is dropped. `parse_document` reads both back."""
+    header, placed = _place(config, header, comments or {})
+    body = _render_fields(config, 0, placed)
+    return "\n".join(_comment("", header) + body).strip("\n") + "\n"
+
+
+def _id_field(fd: FieldDescriptor) -> str:
+    """The field naming an element of the top-level field `fd` in comment keys ("" for none)."""
+    if _is_map(fd):
+        return "key"
+    if fd.message_type is not None and _is_repeated(fd) and "name" in fd.message_type.fields_by_name:
+        return "name"
+    return ""
+
+
+def _place(config: ModelConfig, header: str, comments: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    fields = _ordered_fields(config, 0)
+    anchors = {""}
+    for fd, value in fields:
+        anchors.add(fd.name)
+        key_field = _id_field(fd)
+        if key_field:
+            anchors.update(f"{fd.name}.{item if _is_map(fd) else getattr(item, key_field)}" for item in value)
+    placed: dict[str, list[str]] = {"": [header] if header else []}
+    for key, text in comments.items():
+        top = key.split(".", 1)[0]
+        anchor = key if key in anchors else top if top in anchors else ""
+        if text:
+            placed.setdefault(anchor, []).append(text)
+    # A comment above the first field reads back as part of the header.
+    placed[""] += placed.pop(fields[0][0].name, [])
+    return "\n".join(placed.pop("")), {key: "\n".join(texts) for key, texts in placed.items()}
 
 
 def _quote(value: str) -> str:
@@ -626,7 +546,7 @@ def _inline(message: Message) -> str | None:
 
 
 def _comment(pad: str, text: str | None) -> list[str]:
-    return [f"{pad}# {line}".rstrip() for line in text.splitlines()] if text else []
+    return [f"{pad}# {line}".rstrip() for line in text.split("\n")] if text else []
 
 
 def _render_map(fd: FieldDescriptor, value: Any, indent: int, comments: dict[str, str]) -> list[str]:
@@ -638,7 +558,7 @@ def _render_map(fd: FieldDescriptor, value: Any, indent: int, comments: dict[str
     for key in sorted(value):
         lines.append(f"{pad}{fd.name} {{")
         if indent == 0:
-            lines.extend(_comment(pad + "  ", comments.get(f"{fd.name}.{key}")))
+            lines.extend(_comment(pad + "  ", comments.pop(f"{fd.name}.{key}", None)))
         lines.append(f"{pad}  key: {_scalar(key_fd, key)}")
         item = value[key]
         if value_fd.type != FieldDescriptor.TYPE_MESSAGE:
@@ -653,11 +573,12 @@ def _render_map(fd: FieldDescriptor, value: Any, indent: int, comments: dict[str
 
 def _render_list(fd: FieldDescriptor, value: Any, indent: int, comments: dict[str, str]) -> list[str]:
     pad = " " * indent
+    key_field = _id_field(fd) if indent == 0 else ""
     lines = [f"{pad}{fd.name} ["]
     for n, item in enumerate(value):
         lines.append(f"{pad}  {{")
-        if indent == 0:
-            lines.extend(_comment(pad + "    ", comments.get(f"{fd.name}.{getattr(item, 'name', '')}")))
+        if key_field and getattr(item, key_field):
+            lines.extend(_comment(pad + "    ", comments.pop(f"{fd.name}.{getattr(item, key_field)}", None)))
         lines.extend(_render_fields(item, indent + 4, comments))
         lines.append(f"{pad}  }}" + ("," if n < len(value) - 1 else ""))
     lines.append(f"{pad}]")
@@ -681,22 +602,36 @@ def _render_field(fd: FieldDescriptor, value: Any, indent: int, comments: dict[s
     return [f"{pad}{fd.name} {{", *_render_fields(value, indent + 2, comments), f"{pad}}}"]
 
 
-def _render_fields(message: Message, indent: int, comments: dict[str, str]) -> list[str]:
+def _ordered_fields(message: Message, indent: int) -> list[tuple[FieldDescriptor, Any]]:
+    """The fields to write, in order: the set ones, and `max_batch_size` even when it is 0."""
     fields = list(message.ListFields())
+    if indent == 0 and not any(fd.name == "max_batch_size" for fd, _ in fields):
+        fields.append((_MAX_BATCH_SIZE, 0))
     order = _ORDER if indent == 0 else _INNER_ORDER.get(message.DESCRIPTOR.name, ())
     if order:
         rank = {name: i for i, name in enumerate(order)}
         fields.sort(key=lambda f: (rank.get(f[0].name, len(rank)), f[0].number))
+    return fields
+
+
+def _render_fields(message: Message, indent: int, comments: dict[str, str]) -> list[str]:
+    fields = _ordered_fields(message, indent)
     lines: list[str] = []
+    previous = ""
     for fd, value in fields:
-        block = fd.type == FieldDescriptor.TYPE_MESSAGE and indent == 0
-        if block and lines and lines[-1]:
+        comment = _comment("", comments.pop(fd.name, None)) if indent == 0 else []
+        # Blocks and commented top-level fields stand apart from their neighbours;
+        # outputs follow inputs directly, as in the hand-written files.
+        spaced = indent == 0 and (fd.type == FieldDescriptor.TYPE_MESSAGE or bool(comment))
+        if (previous, fd.name) == ("input", "output") and not comment:
+            lines.pop()
+        elif spaced and lines and lines[-1]:
             lines.append("")
-        if indent == 0:
-            lines.extend(_comment("", comments.get(fd.name)))
+        lines.extend(comment)
         lines.extend(_render_field(fd, value, indent, comments))
-        if block:
+        if spaced:
             lines.append("")
+        previous = fd.name if indent == 0 else ""
     while lines and not lines[-1]:
         lines.pop()
     return lines
@@ -761,7 +696,9 @@ def _positive(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m modelconfig", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python scripts/modelconfig.py", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="summarize model configurations and check the embedder contract")
     show.add_argument("paths", nargs="+", help="model directories or config.pbtxt files")
@@ -777,12 +714,31 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument(
         "--dry-run", action="store_true", help="print the new config.pbtxt instead of writing it"
     )
+    fmt = sub.add_parser("format", help="re-render config.pbtxt files in the tool's layout (comments kept)")
+    fmt.add_argument("paths", nargs="+", help="model directories or config.pbtxt files")
+    fmt.add_argument("--check", action="store_true", help="only list files that would change; exit 1 if any")
     return parser
+
+
+def _format(paths: Sequence[str], check: bool) -> int:
+    changed = 0
+    for path in paths:
+        file = config_path(path)
+        text = file.read_text(encoding="utf-8")
+        rendered = read_document(file).render()
+        if rendered != text:
+            changed += 1
+            print(f"{'would re-render' if check else 're-rendered'} {file}")
+            if not check:
+                _write_atomic(file, rendered)
+    return 1 if check and changed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "format":
+            return _format(args.paths, args.check)
         if args.command == "show":
             for n, path in enumerate(args.paths):
                 file = config_path(path)
@@ -793,18 +749,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.pbtxt:
                     print(render_config(config))
             return 0
-        edit = set_instances_file(
+        edited = set_instances_file(
             args.path, args.count, args.kind, args.threads, args.gpus, write=not args.dry_run
         )
     except (ModelConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.dry_run:
-        sys.stdout.write(edit.text)
+        sys.stdout.write(edited.render())
     else:
-        print(describe(edit.config, str(config_path(args.path))))
-        if not edit.comments_kept:
-            print("note: the file was rewritten from the configuration; only its leading comments were kept")
+        print(describe(edited.config, str(config_path(args.path))))
     return 0
 
 

@@ -93,7 +93,10 @@ def test_generated_config_follows_contract_and_round_trips(
     assert modelconfig.parse_config(text) == config
     # Triton's own text-format parser reads the same message.
     assert text_format.Parse(text, model_config_pb2.ModelConfig()) == config
-    assert modelconfig.leading_comment(text) == "# a header\n# second line"
+    document = modelconfig.parse_document(text)
+    assert document.header == "a header\nsecond line"
+    assert document.comments == modelconfig.contract_comments(role)
+    assert document.render() == text
 
 
 def test_render_escapes_strings_and_renders_every_field_kind() -> None:
@@ -160,59 +163,139 @@ def test_every_existing_config_parses_and_matches_its_contract(model_dir: Path) 
 
 
 @pytest.mark.parametrize("model_dir", EXISTING, ids=lambda p: p.name)
-def test_set_instances_edits_only_instances_and_threads(model_dir: Path) -> None:
-    original = (model_dir / "config.pbtxt").read_text()
-    edit = modelconfig.set_instances_text(original, 3, "gpu", threads=2, gpus=[0, 1])
-    assert edit.comments_kept
-    new = modelconfig.parse_config(edit.text)
+def test_every_existing_config_re_renders_to_the_same_message_and_text(model_dir: Path) -> None:
+    text = (model_dir / "config.pbtxt").read_text()
+    document = modelconfig.parse_document(text)
+    rendered = document.render()
+    assert modelconfig.parse_config(rendered) == document.config
+    assert text_format.Parse(rendered, model_config_pb2.ModelConfig()) == document.config
+    # The checked-in files are in the renderer's layout (`modelconfig.py format` keeps them so),
+    # so a re-render changes nothing and keeps every comment line.
+    assert rendered == text
+    assert _comment_lines(rendered) == _comment_lines(text)
+    assert modelconfig.main(["format", "--check", str(model_dir)]) == 0
+
+
+@pytest.mark.parametrize("model_dir", EXISTING, ids=lambda p: p.name)
+def test_set_instances_changes_only_the_instance_groups(model_dir: Path) -> None:
+    original = modelconfig.read_document(model_dir)
+    edited = modelconfig.set_instances(original, 3, "gpu", gpus=[0, 1])
+    text = edited.render()
+    new = modelconfig.parse_config(text)
+    assert new == edited.config
     assert [(g.count, modelconfig.kind_name(g.kind), list(g.gpus)) for g in new.instance_group] == [
         (3, "KIND_GPU", [0, 1])
     ]
-    assert new.parameters["intra_op_threads"].string_value == "2"
-    # Everything else is unchanged, and so is every comment line.
-    old = modelconfig.parse_config(original)
+    old = model_config_pb2.ModelConfig()
+    old.CopyFrom(original.config)
+    del old.instance_group[:]
+    del new.instance_group[:]
+    assert new == old
+    # Every comment is kept, and the text changes only inside instance_group.
+    assert _comment_lines(text) == _comment_lines(original.render())
+    assert _without_instance_group(text) == _without_instance_group(original.render())
+    # Re-rendering is a fixed point.
+    assert modelconfig.parse_document(text).render() == text
+
+
+@pytest.mark.parametrize("model_dir", EXISTING, ids=lambda p: p.name)
+def test_set_instances_threads_changes_only_that_parameter(model_dir: Path) -> None:
+    original = modelconfig.read_document(model_dir)
+    new = modelconfig.set_instances(original, 2, threads=5).config
+    assert new.parameters["intra_op_threads"].string_value == "5"
+    old = model_config_pb2.ModelConfig()
+    old.CopyFrom(original.config)
     for config in (old, new):
         del config.instance_group[:]
         del config.parameters["intra_op_threads"]
     assert new == old
-    assert [line for line in original.splitlines() if line.strip().startswith("#")] == [
-        line for line in edit.text.splitlines() if line.strip().startswith("#")
-    ]
-    assert modelconfig.leading_comment(edit.text) == modelconfig.leading_comment(original)
+
+
+def _comment_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("#")]
+
+
+def _without_instance_group(text: str) -> str:
+    start = text.index("instance_group [")
+    return text[:start] + text[text.index("\n]\n", start) + 3 :]
 
 
 def test_set_instances_keeps_kind_and_threads_when_not_given() -> None:
-    text = (REPOSITORY / "minilm_l6_text" / "config.pbtxt").read_text()
-    gpu = modelconfig.set_instances_text(text, 2, "gpu", gpus=[1]).text
-    again = modelconfig.set_instances_text(gpu, 4)
-    group = modelconfig.parse_config(again.text).instance_group
+    document = modelconfig.read_document(REPOSITORY / "minilm_l6_text")
+    gpu = modelconfig.set_instances(document, 2, "gpu", gpus=[1])
+    again = modelconfig.set_instances(modelconfig.parse_document(gpu.render()), 4)
+    group = again.config.instance_group
     assert [(g.count, modelconfig.kind_name(g.kind), list(g.gpus)) for g in group] == [(4, "KIND_GPU", [1])]
-    assert modelconfig.parse_config(again.text).parameters["intra_op_threads"].string_value == "0"
-    cpu = modelconfig.set_instances_text(again.text, 1, "cpu")
-    assert [list(g.gpus) for g in modelconfig.parse_config(cpu.text).instance_group] == [[]]
+    assert again.config.parameters["intra_op_threads"].string_value == "0"
+    cpu = modelconfig.set_instances(again, 1, "cpu")
+    assert [list(g.gpus) for g in cpu.config.instance_group] == [[]]
     with pytest.raises(modelconfig.ModelConfigError):
-        modelconfig.set_instances_text(text, 1, "cpu", gpus=[0])
+        modelconfig.set_instances(document, 1, "cpu", gpus=[0])
     with pytest.raises(modelconfig.ModelConfigError):
-        modelconfig.set_instances_text(text, 0)
+        modelconfig.set_instances(document, 0)
 
 
-def test_set_instances_adds_missing_group_and_parameter_and_merges_groups() -> None:
+def test_hand_written_layout_is_re_rendered_with_its_comments() -> None:
     text = (
-        '# header\nname: "x"\nbackend: "python"\nmax_batch_size: 4\n'
-        "instance_group { count: 1 kind: KIND_CPU }\n"
+        '# header\nname: "x"  # trailing\nbackend: "python"\nmax_batch_size: 4\n'
+        'instance_group { name: "g"  # in group\n count: 1 kind: KIND_CPU }\n'
         "instance_group [ { count: 2 kind: KIND_GPU } ]\n"
+        "input { # one input\n name: 'A' data_type: TYPE_FP32 dims: [1] }\n"
+        "# the end\n"
     )
-    edit = modelconfig.set_instances_text(text, 2, "cpu", threads=3)
-    config = modelconfig.parse_config(edit.text)
+    document = modelconfig.parse_document(text)
+    assert document.header == "header"
+    # A comment goes with the element it is in, else with the field after it (or the last field).
+    assert document.comments == {
+        "backend": "trailing",
+        "instance_group.g": "in group",
+        "input.A": "one input",
+        "input": "the end",
+    }
+    edited = modelconfig.set_instances(document, 2, "cpu", threads=3)
+    text = edited.render()
+    config = modelconfig.parse_config(text)
     assert [(g.count, modelconfig.kind_name(g.kind)) for g in config.instance_group] == [(2, "KIND_CPU")]
     assert config.parameters["intra_op_threads"].string_value == "3"
-    assert edit.comments_kept and edit.text.startswith("# header\n")
-    bare = modelconfig.set_instances_text('name: "y"  # trailing\n', 1, threads=1)
-    assert len(modelconfig.parse_config(bare.text).instance_group) == 1
-    assert "# trailing" in bare.text
+    assert text.startswith("# header\n")
+    again = modelconfig.parse_document(text)
+    assert again.render() == text
+    # The new group has no name, so its comment moves to the field; the new parameter gets one.
+    assert again.comments == {
+        "backend": "trailing",
+        "instance_group": "in group",
+        "input.A": "one input",
+        "input": "the end",
+        "parameters.intra_op_threads": modelconfig.THREADS_COMMENT,
+    }
 
 
-def test_cli_set_instances_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rendering_never_drops_a_comment_and_is_a_fixed_point() -> None:
+    config = modelconfig.build_config(_spec("text"))
+    config.max_batch_size = 0  # the default; still written, with its comment
+    comments = {
+        "max_batch_size": "No batching.",
+        "name": "Above the first field: read back as header.",
+        "input.GONE": "An input that is not there: kept at `input`.",
+        "nothing.at_all": "Kept in the header.",
+        "parameters.intra_op_threads": "multi\n\nline  \n  indented",
+        "output.TOKENS": 'odd # characters "quoted"',
+    }
+    text = modelconfig.render_config(config, header="top", comments=comments)
+    assert "max_batch_size: 0" in text
+    lines = {raw.strip() for raw in text.splitlines()}
+    for comment in comments.values():
+        assert all(f"# {line}".rstrip() in lines for line in comment.split("\n"))
+    document = modelconfig.parse_document(text)
+    assert document.config == config
+    assert document.header == "\n".join(["top", comments["nothing.at_all"], comments["name"]])
+    assert document.comments["input"] == comments["input.GONE"]
+    assert document.comments["parameters.intra_op_threads"] == "multi\n\nline\n  indented"
+    assert document.render() == text
+    assert modelconfig.parse_document(document.render()).comments == document.comments
+
+
+def test_cli_set_instances_format_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = tmp_path / "minilm_maxsim_rerank"
     model.mkdir()
     source = (REPOSITORY / "minilm_maxsim_rerank" / "config.pbtxt").read_text()
@@ -234,6 +317,23 @@ def test_cli_set_instances_and_show(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert modelconfig.main(["set-instances", str(tmp_path / "missing"), "--count", "1"]) == 1
     with pytest.raises(SystemExit):
         modelconfig.main(["set-instances", str(model), "--count", "0"])
+    # format re-renders a hand-edited file into the renderer's layout, message unchanged.
+    (model / "config.pbtxt").write_text(source.replace("\n\n", "\n").replace("  ", " "))
+    assert modelconfig.main(["format", "--check", str(model)]) == 1
+    assert modelconfig.main(["format", str(model)]) == 0
+    assert (model / "config.pbtxt").read_text() == source
+    assert modelconfig.main(["format", "--check", str(model)]) == 0
+
+
+def test_cli_runs_as_a_script(tmp_path: Path) -> None:
+    model = tmp_path / "ppocr_text"
+    model.mkdir()
+    (model / "config.pbtxt").write_text((REPOSITORY / "ppocr_text" / "config.pbtxt").read_text())
+    command = [sys.executable, "scripts/modelconfig.py", "set-instances", str(model), "--count", "2"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "instances: 2 x KIND_CPU" in result.stdout
+    assert [g.count for g in modelconfig.read_config(model).instance_group] == [2]
 
 
 # --- export script (pure parts) -------------------------------------------------
