@@ -6,6 +6,11 @@ One collection per embedding space version ("minilm@1" -> collection
 keyed by (tenant, item id) -> a deterministic UUID; a delete is a tombstone
 record (deleted=True) so that a late, older upsert cannot bring the item back.
 Searches only ever see one tenant's live items.
+
+Errors are the store's own (mmsearch.stores.errors); `StoreUnavailable` is
+re-exported here for existing imports. Queries are checked by
+mmsearch.stores.query.validate_query and hybrid rankings fused by
+mmsearch.stores.fusion, the same code in every adapter.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from mmsearch.stores.errors import StoreUnavailable as StoreUnavailable  # noqa: PLC0414 (re-export)
 from mmsearch.v1 import common_pb2
 
 Metric = Literal["cosine", "dot", "euclidean"]
@@ -39,6 +45,9 @@ CORE_FIELDS: Mapping[str, FieldKind] = {
 }
 # Filter field names a caller may use (FieldCondition.field); tenant never.
 FILTERABLE_CORE = ("modality", "tags", "source", "created_at", "event_time", "item_id")
+MODALITIES = ("text", "image", "audio")
+# Upper bound of Query.candidates_per_ranking.
+MAX_CANDIDATES_PER_RANKING = 10_000
 ITEM_NAMESPACE = uuid.UUID("6f1c1a52-3b0e-5e8e-9a57-6d6d73656172")
 
 
@@ -106,26 +115,30 @@ class Query:
     offset: int = 0
     # Dense query vector (unit length for cosine); None for BM25 only.
     vector: npt.NDArray[np.float32] | None = None
-    # BM25 query text; with a vector too, both lists are fused by RRF.
+    # BM25 query text; with a vector too, both rankings are fused by RRF (mmsearch.stores.fusion).
     text: str | None = None
     filter: common_pb2.Filter | None = None
     # Only these modalities ("image", ...); empty means all.
     modalities: tuple[str, ...] = ()
+    # The effective RRF constant, >= 1 (the searcher resolves a request's 0 to its default).
     rrf_k: int = 60
     # Brute-force search (exact recall reference).
     exact: bool = False
+    # Hybrid only: candidates each ranking (dense, BM25) fetches before fusion, at least
+    # offset + limit; 0 means the adapter's default window. 0..MAX_CANDIDATES_PER_RANKING.
+    candidates_per_ranking: int = 0
 
 
 @dataclass(frozen=True)
 class StoreHit:
     record: ItemRecord  # vector is None in hits
-    score: float  # the final order: fused when both lists ran, else the one list's score
+    score: float  # the final order: fused when both rankings ran, else the one ranking's score
     vector_score: float | None = None
     bm25_score: float | None = None
-
-
-class StoreUnavailable(Exception):
-    """The store cannot be reached or refused a write: retry later, lose nothing."""
+    # 1-based rank of the hit in the dense / BM25 ranking, whenever that ranking ran (also for a
+    # single-ranking search); None when the ranking did not run or its candidates missed the hit.
+    vector_rank: int | None = None
+    bm25_rank: int | None = None
 
 
 class VectorStore(Protocol):
@@ -148,7 +161,8 @@ class VectorStore(Protocol):
         Raises StoreUnavailable when nothing or not everything was written."""
 
     async def search(self, collection: str, query: Query) -> list[StoreHit]:
-        """The tenant's live (non-deleted) items, best first."""
+        """The tenant's live (non-deleted) items, best first. Raises InvalidQuery (see
+        mmsearch.stores.query.validate_query) and CollectionNotFound."""
 
     async def count(self, collection: str, tenant: str | None = None) -> int:
         """Live items, for one tenant or all."""

@@ -2,7 +2,8 @@
 
 Field names are checked against the filterable core fields and the
 collection's declared attributes, values against the field's kind; errors are
-INVALID_ARGUMENT naming the path (`filter.all_of[1].condition.eq`). Each store
+InvalidQuery (mmsearch.stores.errors) whose `field` is the path
+(`filter.all_of[1].condition.eq`). Each store
 adapter translates the tree into its own filter language.
 """
 
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Literal
 
-from mmsearch.kit.errors import InvalidArgument
 from mmsearch.stores.base import CORE_FIELDS, FILTERABLE_CORE, AttributeValue, FieldKind
+from mmsearch.stores.errors import InvalidQuery
 from mmsearch.v1 import common_pb2
 
 MAX_DEPTH = 8
@@ -57,7 +58,7 @@ FilterNode = Condition | AllOf | AnyOf | Not
 def _value(value: common_pb2.Value, kind: FieldKind, path: str) -> AttributeValue:
     which = value.WhichOneof("kind")
     if which is None:
-        raise InvalidArgument("value is empty", field=path)
+        raise InvalidQuery("value is empty", field=path)
     expected = {
         "keyword": ("string_value",),
         "keyword_list": ("string_value",),
@@ -67,7 +68,7 @@ def _value(value: common_pb2.Value, kind: FieldKind, path: str) -> AttributeValu
         "datetime": ("timestamp_value",),
     }[kind]
     if which not in expected:
-        raise InvalidArgument(f"a {kind} field needs {' or '.join(expected)}, not {which}", field=path)
+        raise InvalidQuery(f"a {kind} field needs {' or '.join(expected)}, not {which}", field=path)
     if which == "timestamp_value":
         return value.timestamp_value.ToDatetime(tzinfo=UTC)
     if kind == "float":
@@ -82,7 +83,7 @@ def field_kind(name: str, attributes: Mapping[str, FieldKind], path: str) -> Fie
     if name.startswith(ATTRIBUTE_PREFIX) and name[len(ATTRIBUTE_PREFIX) :] in attributes:
         return attributes[name[len(ATTRIBUTE_PREFIX) :]]
     known = [*FILTERABLE_CORE, *(ATTRIBUTE_PREFIX + a for a in sorted(attributes))]
-    raise InvalidArgument(f"unknown filter field {name!r}; filterable: {', '.join(known)}", field=path)
+    raise InvalidQuery(f"unknown filter field {name!r}; filterable: {', '.join(known)}", field=path)
 
 
 def parse_filter(
@@ -100,18 +101,18 @@ def _parse(
 ) -> FilterNode:
     count[0] += 1
     if depth > MAX_DEPTH:
-        raise InvalidArgument(f"filter is deeper than {MAX_DEPTH} levels", field=path)
+        raise InvalidQuery(f"filter is deeper than {MAX_DEPTH} levels", field=path)
     if count[0] > MAX_NODES:
-        raise InvalidArgument(f"filter has more than {MAX_NODES} nodes", field=path)
+        raise InvalidQuery(f"filter has more than {MAX_NODES} nodes", field=path)
     which = tree.WhichOneof("expr")
     if which is None:
-        raise InvalidArgument("empty filter node: set condition, all_of, any_of or negate", field=path)
+        raise InvalidQuery("empty filter node: set condition, all_of, any_of or negate", field=path)
     if which == "negate":
         return Not(_parse(tree.negate, attributes, f"{path}.negate", depth + 1, count))
     if which in ("all_of", "any_of"):
         group = getattr(tree, which).filters
         if not group:
-            raise InvalidArgument(f"{which} needs at least one filter", field=f"{path}.{which}")
+            raise InvalidQuery(f"{which} needs at least one filter", field=f"{path}.{which}")
         nodes = tuple(
             _parse(sub, attributes, f"{path}.{which}[{i}]", depth + 1, count) for i, sub in enumerate(group)
         )
@@ -127,21 +128,19 @@ def _condition(cond: common_pb2.FieldCondition, attributes: Mapping[str, FieldKi
     if op == "in":
         values = getattr(cond, "in").values  # `in` is a Python keyword
         if not values or len(values) > MAX_IN_VALUES:
-            raise InvalidArgument(f"`in` needs 1 to {MAX_IN_VALUES} values", field=f"{path}.in")
+            raise InvalidQuery(f"`in` needs 1 to {MAX_IN_VALUES} values", field=f"{path}.in")
         return Condition(
             cond.field, kind, "in", tuple(_value(v, kind, f"{path}.in[{i}]") for i, v in enumerate(values))
         )
     if op == "range":
         if kind not in ("int", "float", "datetime"):
-            raise InvalidArgument(
-                f"range needs a number or timestamp field; {cond.field} is {kind}", field=path
-            )
+            raise InvalidQuery(f"range needs a number or timestamp field; {cond.field} is {kind}", field=path)
         bounds = {
             name: _value(getattr(cond.range, name), kind, f"{path}.range.{name}")
             for name in ("gt", "gte", "lt", "lte")
             if cond.range.HasField(name)
         }
         if not bounds:
-            raise InvalidArgument("range needs at least one bound", field=f"{path}.range")
+            raise InvalidQuery("range needs at least one bound", field=f"{path}.range")
         return Condition(cond.field, kind, "range", **bounds)  # type: ignore[arg-type]
-    raise InvalidArgument("condition needs eq, in or range", field=path)
+    raise InvalidQuery("condition needs eq, in or range", field=path)

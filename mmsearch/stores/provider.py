@@ -1,16 +1,33 @@
 """One store per process, shared by the indexer and the searcher (under
---target all both use the same embedded store: its directory has one owner)."""
+--target all both use the same embedded store: its directory has one owner).
+
+The provider knows nothing of the service configuration: the service edge builds a
+`StoreSettings` from its own settings."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from mmsearch.kit.config import Settings
 from mmsearch.stores.base import VectorStore
 
 
+@dataclass(frozen=True)
+class StoreSettings:
+    """Which store to open: Weaviate when `weaviate_url` is set, else Qdrant Edge at `store_dir`."""
+
+    store_dir: Path
+    weaviate_url: str = ""
+    weaviate_api_key: str = field(default="", repr=False)  # "" = no authentication
+    weaviate_grpc_port: int = 0  # 0 = the default for the URL's scheme (50051 / 443)
+    weaviate_shards: int = 1
+    weaviate_replication_factor: int = 1
+    weaviate_multi_tenancy: bool = True
+
+
 class StoreProvider:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StoreSettings) -> None:
         self._settings = settings
         self._store: VectorStore | None = None
         self._lock = asyncio.Lock()
@@ -22,13 +39,13 @@ class StoreProvider:
             return self._store
 
     async def _open(self) -> VectorStore:
-        if self._settings.weaviate_url:
+        settings = self._settings
+        if settings.weaviate_url:
             from mmsearch.stores.weaviate_store import WeaviateStore
 
-            settings = self._settings
             store: VectorStore = await WeaviateStore.connect(
                 settings.weaviate_url,
-                api_key=settings.weaviate_api_key.get_secret_value() or None,
+                api_key=settings.weaviate_api_key or None,
                 grpc_port=settings.weaviate_grpc_port or None,
                 shards=settings.weaviate_shards,
                 replication_factor=settings.weaviate_replication_factor,
@@ -37,7 +54,7 @@ class StoreProvider:
             return store
         from mmsearch.stores.qdrant_edge import QdrantEdgeStore
 
-        return await asyncio.to_thread(QdrantEdgeStore, self._settings.store_dir)
+        return await asyncio.to_thread(QdrantEdgeStore, Path(settings.store_dir))
 
     async def close(self) -> None:
         async with self._lock:

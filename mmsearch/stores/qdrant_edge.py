@@ -21,18 +21,22 @@ Choices worth knowing:
 - BM25: the engine's own BM25 over a text index on `text` (TextIndexParams(scoring=True), word
   tokenizer, lowercase, ASCII folding, no stemming or stop words) queried with TextQuery; IDF and average
   length are the engine's, computed over the whole collection (all tenants), not per tenant.
-- Hybrid: the vector list and the BM25 list (each the best max(hybrid_window, offset + limit), ids
-  only) are fused here by RRF with the query's k: score = sum 1 / (k + rank), rank 1-based (Cormack et
-  al.; Qdrant's own Fusion.Rrf(k) uses a 0-based position). Not the engine's Fusion.Rrf because the
-  engine orders equal scores arbitrarily and differently per limit (BM25 ties are common), so its fused
-  ranks drifted between calls and pages overlapped; here every list is cut deterministically (ties
-  completed past the cut, then ordered by point id), and the per-list scores come for free.
+- Hybrid: the vector ranking and the BM25 ranking (each the best max(candidates_per_ranking or
+  hybrid_window, offset + limit), ids only) are fused here by mmsearch.stores.fusion (RRF, rank from 1,
+  score = sum 1 / (k + rank), ties by best rank then item id), the same code as every adapter. Not the
+  engine's Fusion.Rrf: it uses a 0-based position, and the engine orders equal scores arbitrarily and
+  differently per limit (BM25 ties are common), so its fused ranks drifted between calls and pages
+  overlapped; here every ranking is cut deterministically (ties completed past the cut, then ordered by
+  item id), and the per-ranking ranks and scores come for free.
 - Snapshot: Edge 0.9.0 restores server snapshots but cannot make one, so `snapshot()` flushes and
   copies the collection directory with its writes held; `restore()` installs such a copy under a new
   collection name (then `set_alias` switches to it). Offline: copy it to <root>/<collection>.
 - Pages: the ranking is computed for offset + limit and sliced, the page's payloads fetched by id.
 - Durability: `write` upserts then flush()es (WAL + segments, fsync) before returning; an engine
   failure raises StoreUnavailable.
+- Errors (mmsearch.stores.errors): a missing collection is CollectionNotFound, bad input (query,
+  record vector, collection name) InvalidQuery, a dimension / metric / attribute-kind change or an
+  alias named like a collection StoreConflict, an engine failure StoreUnavailable.
 - qdrant-edge-py 0.9.0 quirks handled here: MatchValue(False) is taken as the integer 0 and silently
   matches nothing on a bool field, so bool matches pass numpy.bool_; the engine keeps the GIL during
   optimize() (an HNSW build of minutes freezes the whole process), so the graph is built only when
@@ -49,7 +53,6 @@ import fcntl
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,9 +61,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import qdrant_edge as qe
+import structlog
 
-from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound
-from mmsearch.kit.logging import get_logger
 from mmsearch.stores.base import (
     CORE_FIELDS,
     AttributeValue,
@@ -71,10 +73,12 @@ from mmsearch.stores.base import (
     Metric,
     Query,
     StoreHit,
-    StoreUnavailable,
     item_uuid,
 )
-from mmsearch.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
+from mmsearch.stores.errors import CollectionNotFound, InvalidQuery, StoreConflict, StoreUnavailable
+from mmsearch.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not
+from mmsearch.stores.fusion import reciprocal_rank_fusion
+from mmsearch.stores.query import CheckedQuery, validate_query
 
 VECTOR = "dense"
 ALIASES_FILE = "aliases.json"
@@ -91,7 +95,7 @@ _DISTANCE: Mapping[Metric, qe.Distance] = {
 }
 _STATE_FIELDS = ["item_id", "version", "event_time", "content_sha256", "deleted"]
 T = TypeVar("T")
-log = get_logger(__name__)
+log: structlog.stdlib.BoundLogger = structlog.get_logger(__name__)
 
 
 class StoreLocked(StoreUnavailable):
@@ -305,34 +309,15 @@ TEXT_INDEX = qe.TextIndexParams(
 )
 
 
-def _plan(spec: Collection, query: Query) -> tuple[list[float] | None, str, qe.Filter]:
-    """Validate a query against its collection: (vector, BM25 text, the full engine filter)."""
-    if query.limit <= 0:
-        raise InvalidArgument("limit must be positive", field="limit")
-    if query.offset < 0:
-        raise InvalidArgument("offset must not be negative", field="offset")
-    if query.rrf_k < 0:
-        raise InvalidArgument("rrf_k must not be negative", field="rrf_k")
-    text = (query.text or "").strip()
-    vector: list[float] | None = None
-    if query.vector is not None:
-        array = np.asarray(query.vector, dtype=np.float32).reshape(-1)
-        if array.shape[0] != spec.dimension:
-            raise InvalidArgument(
-                f"query vector has {array.shape[0]} dimensions, collection {spec.name} has {spec.dimension}",
-                field="vector",
-            )
-        vector = array.tolist()
-    if vector is None and not text:
-        raise InvalidArgument("a query needs a vector or text", field="query")
+def _plan(spec: Collection, query: Query) -> tuple[CheckedQuery, qe.Filter]:
+    """Validate a query against its collection: the checked query and the full engine filter."""
+    checked = validate_query(query, spec)
     extra: list[qe.FieldCondition | qe.Filter] = []
     if query.modalities:
         extra.append(qe.FieldCondition("modality", match=qe.MatchAny(list(query.modalities))))
-    if query.filter is not None:
-        node = parse_filter(query.filter, spec.attributes)
-        if node is not None:
-            extra.append(translate(node))
-    return vector, text, _live_filter(query.tenant, extra)
+    if checked.filter is not None:
+        extra.append(translate(checked.filter))
+    return checked, _live_filter(query.tenant, extra)
 
 
 def _tie_key(score: float) -> float:
@@ -341,14 +326,18 @@ def _tie_key(score: float) -> float:
     return round(score, 5)
 
 
+def _item_id(point: qe.ScoredPoint) -> str:
+    return str((point.payload or {})["item_id"])
+
+
 def _ranked(
     shard: qe.EdgeShard, request: Callable[[int], qe.QueryRequest], n: int, ascending: bool
-) -> list[qe.ScoredPoint]:
-    """The best `n` points in a deterministic order: score, then point id.
+) -> list[tuple[str, float]]:
+    """The best `n` points as (item id, score) in a deterministic order: score, then item id.
 
     The engine orders equal scores arbitrarily, and differently for different limits (BM25 ties are
     common), which made pages overlap. So fetch past the n-th point until the tie group that straddles
-    the cut is complete, then order by (score, id) and cut."""
+    the cut is complete, then order by (score, item id) and cut. Requests return the item_id payload."""
     fetch = n + 1
     cap = max(4 * n, n + 4096)
     while True:
@@ -357,8 +346,9 @@ def _ranked(
             break
         fetch = min(fetch * 2, cap)
     sign = 1.0 if ascending else -1.0
-    points.sort(key=lambda p: (sign * _tie_key(p.score), str(p.id)))
-    return points[:n]
+    ranked = [(_item_id(p), p.score) for p in points]
+    ranked.sort(key=lambda entry: (sign * _tie_key(entry[1]), entry[0]))
+    return ranked[:n]
 
 
 class QdrantEdgeStore:
@@ -437,7 +427,7 @@ class QdrantEdgeStore:
 
     def _collection_dir(self, name: str) -> Path:
         if not name or not all(c.isalnum() or c == "_" for c in name):
-            raise InvalidArgument(f"bad collection name {name!r}: letters, digits and '_' only")
+            raise InvalidQuery(f"bad collection name {name!r}: letters, digits and '_' only")
         return self._root / name
 
     def _exists(self, name: str) -> bool:
@@ -474,7 +464,7 @@ class QdrantEdgeStore:
             handle = self._open.get(name)
             if handle is None:
                 if not self._exists(name):
-                    raise NotFound(f"collection {name!r} does not exist")
+                    raise CollectionNotFound(f"collection {name!r} does not exist")
                 handle = await self._run(lambda: self._load_sync(name))
                 self._open[name] = handle
             return handle
@@ -499,7 +489,7 @@ class QdrantEdgeStore:
     async def ensure_collection(self, collection: Collection) -> None:
         directory = self._collection_dir(collection.name)
         if collection.dimension <= 0:
-            raise InvalidArgument(f"collection {collection.name}: dimension must be positive")
+            raise InvalidQuery(f"collection {collection.name}: dimension must be positive")
         async with self._admin:
             if not self._exists(collection.name):
 
@@ -524,15 +514,13 @@ class QdrantEdgeStore:
         handle = await self._get(collection.name)
         current = handle.collection
         if (current.dimension, current.metric) != (collection.dimension, collection.metric):
-            raise FailedPrecondition(
+            raise StoreConflict(
                 f"collection {collection.name} exists with dimension {current.dimension} / "
                 f"{current.metric}, not {collection.dimension} / {collection.metric}"
             )
         changed = sorted(k for k, v in collection.attributes.items() if current.attributes.get(k, v) != v)
         if changed:
-            raise FailedPrecondition(
-                f"collection {collection.name}: attribute kinds cannot change ({changed})"
-            )
+            raise StoreConflict(f"collection {collection.name}: attribute kinds cannot change ({changed})")
         added = {k: v for k, v in collection.attributes.items() if k not in current.attributes}
         if not added:
             return
@@ -579,9 +567,9 @@ class QdrantEdgeStore:
         self._collection_dir(alias)
         async with self._admin:
             if not self._exists(collection):
-                raise NotFound(f"alias {alias}: collection {collection!r} does not exist")
+                raise CollectionNotFound(f"alias {alias}: collection {collection!r} does not exist")
             if self._exists(alias):
-                raise FailedPrecondition(f"alias {alias!r} is the name of a collection")
+                raise StoreConflict(f"alias {alias!r} is the name of a collection")
             aliases = {**self._aliases, alias: collection}
             await self._run(lambda: _atomic_write_json(self._root / ALIASES_FILE, aliases))
             self._aliases = aliases
@@ -592,7 +580,7 @@ class QdrantEdgeStore:
             return target
         try:
             return name_or_alias if self._exists(name_or_alias) else None
-        except InvalidArgument:
+        except InvalidQuery:
             return None
 
     async def states(self, collection: str, tenant: str, item_ids: Sequence[str]) -> dict[str, ItemState]:
@@ -630,12 +618,12 @@ class QdrantEdgeStore:
             if record.vector is not None:
                 array = np.asarray(record.vector, dtype=np.float32).reshape(-1)
                 if array.shape[0] != spec.dimension:
-                    raise InvalidArgument(
+                    raise InvalidQuery(
                         f"item {record.item_id}: vector has {array.shape[0]} dimensions, "
                         f"collection {collection} has {spec.dimension}"
                     )
                 if not np.isfinite(array).all():
-                    raise InvalidArgument(f"item {record.item_id}: vector has NaN or infinite values")
+                    raise InvalidQuery(f"item {record.item_id}: vector has NaN or infinite values")
                 vector[VECTOR] = array.tolist()
             points.append(
                 qe.Point(
@@ -674,11 +662,12 @@ class QdrantEdgeStore:
     async def search(self, collection: str, query: Query) -> list[StoreHit]:
         handle = await self._get(collection)
         spec = handle.collection
-        vector, text, flt = _plan(spec, query)
-        depth = query.offset + query.limit
-        hybrid = vector is not None and bool(text)
-        # Hybrid: both lists take a fixed window of candidates, so pages are cut from one fused ranking.
-        n = max(self._window, depth) if hybrid else depth
+        checked, flt = _plan(spec, query)
+        vector = None if checked.vector is None else checked.vector.tolist()
+        text = checked.text
+        depth = checked.depth
+        # Hybrid: both rankings take a fixed number of candidates, so pages are cut from one fused ranking.
+        n = checked.candidates(self._window) if checked.hybrid else depth
         params = qe.SearchParams(hnsw_ef=max(self._hnsw_ef, n), exact=query.exact)
         vector_ascending = spec.metric == "euclidean"  # Qdrant scores Euclid as a distance
 
@@ -689,46 +678,50 @@ class QdrantEdgeStore:
                 query=qe.Query.Nearest(vector, using=VECTOR),
                 params=params,
                 filter=flt,
-                with_payload=False,
+                with_payload=["item_id"],
             )
 
         def text_request(limit: int) -> qe.QueryRequest:
             return qe.QueryRequest(
-                limit=limit, query=qe.TextQuery("text", text), filter=flt, with_payload=False
+                limit=limit, query=qe.TextQuery("text", text), filter=flt, with_payload=["item_id"]
             )
 
         def run() -> list[StoreHit]:
             vec = _ranked(handle.shard, vector_request, n, vector_ascending) if vector is not None else []
             txt = _ranked(handle.shard, text_request, n, False) if text else []
-            vec_scores = {str(p.id): p.score for p in vec}
-            txt_scores = {str(p.id): p.score for p in txt}
-            if hybrid:
-                fused: dict[str, float] = {}
-                for ranking in (vec, txt):
-                    for rank, point in enumerate(ranking, start=1):
-                        key = str(point.id)
-                        fused[key] = fused.get(key, 0.0) + 1.0 / (query.rrf_k + rank)
-                page = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[query.offset : depth]
+            # (item id, score, (vector rank, vector score), (bm25 rank, bm25 score)) per hit of the page
+            page: list[tuple[str, float, tuple[int | None, float | None], tuple[int | None, float | None]]]
+            if checked.hybrid:
+                fused = reciprocal_rank_fusion([vec, txt], query.rrf_k)[query.offset : depth]
+                page = [
+                    (f.id, f.score, (f.ranks[0], f.raw_scores[0]), (f.ranks[1], f.raw_scores[1]))
+                    for f in fused
+                ]
             else:
                 ranking = vec or txt
-                page = [(str(p.id), p.score) for p in ranking[query.offset : depth]]
+                page = []
+                for rank, (key, score) in enumerate(ranking[query.offset : depth], start=query.offset + 1):
+                    mine, other = (rank, score), (None, None)
+                    page.append((key, score, mine, other) if vec else (key, score, other, mine))
             if not page:
                 return []
             records = handle.shard.retrieve(
-                [uuid.UUID(key) for key, _ in page], with_payload=True, with_vector=False
+                [item_uuid(query.tenant, key) for key, *_ in page], with_payload=True, with_vector=False
             )
             payloads = {str(r.id): r.payload or {} for r in records}
             hits = []
-            for key, score in page:
-                payload = payloads.get(key)
+            for key, score, (vector_rank, vector_score), (bm25_rank, bm25_score) in page:
+                payload = payloads.get(str(item_uuid(query.tenant, key)))
                 if payload is None or payload.get("deleted"):  # deleted between query and retrieve
                     continue
                 hits.append(
                     StoreHit(
                         record_from_payload(payload),
                         score,
-                        vector_score=vec_scores.get(key),
-                        bm25_score=txt_scores.get(key),
+                        vector_score=vector_score,
+                        bm25_score=bm25_score,
+                        vector_rank=vector_rank,
+                        bm25_rank=bm25_rank,
                     )
                 )
             return hits
@@ -792,7 +785,7 @@ class QdrantEdgeStore:
         handle = await self._get(name)
         target = Path(dest) / name
         if target.exists():
-            raise FailedPrecondition(f"snapshot target {target} exists")
+            raise StoreConflict(f"snapshot target {target} exists")
 
         def copy() -> None:
             handle.shard.flush()
@@ -813,10 +806,10 @@ class QdrantEdgeStore:
         directory = self._collection_dir(name)
         source = Path(snapshot_dir)
         if not (source / COLLECTION_FILE).exists() or not (source / SHARD_DIR).is_dir():
-            raise InvalidArgument(f"{source} is not a snapshot made by QdrantEdgeStore.snapshot")
+            raise InvalidQuery(f"{source} is not a snapshot made by QdrantEdgeStore.snapshot")
         async with self._admin:
             if directory.exists():
-                raise FailedPrecondition(f"collection {name!r} exists; restore under a new name")
+                raise StoreConflict(f"collection {name!r} exists; restore under a new name")
 
             def install() -> None:
                 tmp = directory.with_name(f".{name}.restoring")

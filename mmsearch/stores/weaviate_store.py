@@ -28,20 +28,20 @@ Scores: vector_score is a similarity, higher is better: cosine 1 - distance,
 dot -distance (= the dot product), euclidean -sqrt(l2-squared distance).
 
 Hybrid search: Weaviate's server-side hybrid fuses with RANKED (RRF with k=60
-fixed in the server) or RELATIVE_SCORE and does not return the per-list
+fixed in the server) or RELATIVE_SCORE and does not return the per-ranking
 scores. The port carries the query's rrf_k and hits carry vector and BM25
-scores, so this adapter always runs near_vector and bm25 concurrently (each
-for max(hybrid_window, offset+limit) candidates, capped at
-QUERY_MAXIMUM_RESULTS) and fuses them client-side with RRF using the query's
-k, as the embedded store's engine does: score = sum over lists of
-1 / (k + position), position starting at 0.
+scores and ranks, so this adapter always runs near_vector and bm25 concurrently
+(each for max(candidates_per_ranking or hybrid_window, offset+limit)
+candidates, capped at QUERY_MAXIMUM_RESULTS) and fuses them client-side with
+mmsearch.stores.fusion, the code every adapter uses: score = sum over rankings
+of 1 / (k + rank), rank from 1; ties by best rank, then item id.
 
 Exact search: Weaviate cannot switch a collection's HNSW index to a flat
 index per query, and `ef` is a collection setting, not a query parameter. With
 exact=True the adapter fetches the tenant's filtered live items with their
 vectors (at most `exact_max_items`, default 10000 = Weaviate's default
 QUERY_MAXIMUM_RESULTS) and ranks them by brute force in the client. Larger
-candidate sets raise ResourceExhausted rather than silently answering with ANN.
+candidate sets raise ResourceLimit rather than silently answering with ANN.
 
 Filters: the tree from mmsearch.stores.filters is translated into
 weaviate.classes.query.Filter objects. Negation is pushed down to the leaves
@@ -49,10 +49,12 @@ weaviate.classes.query.Filter objects. Negation is pushed down to the leaves
 server support for the generic Not operator is recent and incomplete; negated
 conditions on optional fields also match items where the field is null.
 
-Errors follow the embedded store: a missing collection is NotFound, bad
-input (limit, offset, vector dimension, NaN) InvalidArgument, a dimension or
-metric or attribute-kind change FailedPrecondition; Weaviate unreachable or
-refusing is StoreUnavailable. Needs Weaviate >= 1.32 (collection aliases).
+Errors (mmsearch.stores.errors) follow the embedded store: a missing
+collection is CollectionNotFound, bad input (queries: see
+mmsearch.stores.query.validate_query; record vectors, names) InvalidQuery, a
+dimension or metric or attribute-kind change StoreConflict; Weaviate
+unreachable or refusing is StoreUnavailable. Needs Weaviate >= 1.32
+(collection aliases).
 
 Writes go through insert_many per tenant (gRPC batch; an existing UUID is
 replaced). Any failed object raises StoreUnavailable listing the errors, so
@@ -95,7 +97,6 @@ from weaviate.collections.classes.batch import MAX_STORED_RESULTS
 from weaviate.collections.classes.filters import _Filters
 from weaviate.exceptions import WeaviateBaseError
 
-from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ServiceError
 from mmsearch.stores.base import (
     CORE_FIELDS,
     AttributeValue,
@@ -106,10 +107,19 @@ from mmsearch.stores.base import (
     Metric,
     Query,
     StoreHit,
-    StoreUnavailable,
     item_uuid,
 )
-from mmsearch.stores.filters import ATTRIBUTE_PREFIX, AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
+from mmsearch.stores.errors import (
+    CollectionNotFound,
+    InvalidQuery,
+    ResourceLimit,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+)
+from mmsearch.stores.filters import ATTRIBUTE_PREFIX, AllOf, AnyOf, Condition, FilterNode, Not
+from mmsearch.stores.fusion import reciprocal_rank_fusion
+from mmsearch.stores.query import CheckedQuery, validate_query
 
 VECTOR_NAME = "default"
 # A collection's description holds what Weaviate does not keep: space id and dimension.
@@ -130,7 +140,7 @@ T = TypeVar("T")
 def weaviate_collection_name(name: str) -> str:
     """mmsearch collection or alias name -> Weaviate name ("minilm_1" -> "Minilm_1")."""
     if not _MM_NAME.match(name):
-        raise InvalidArgument(f"collection/alias name {name!r} must match [a-z0-9_]+ for the Weaviate store")
+        raise InvalidQuery(f"collection/alias name {name!r} must match [a-z0-9_]+ for the Weaviate store")
     if name[0].isalpha():
         return name[0].upper() + name[1:]
     return NAME_PREFIX + name
@@ -247,7 +257,9 @@ def property_configs(collection: Collection) -> list[Property]:
 
 
 @dataclass(frozen=True)
-class StoreSettings:
+class WeaviateSettings:
+    """How this adapter creates and reads collections (not the provider's StoreSettings)."""
+
     multi_tenancy: bool = True
     shards: int = 1
     replication_factor: int = 1
@@ -258,7 +270,7 @@ class StoreSettings:
     consistency: ConsistencyLevel = ConsistencyLevel.QUORUM
 
 
-def collection_create_kwargs(collection: Collection, settings: StoreSettings) -> dict[str, Any]:
+def collection_create_kwargs(collection: Collection, settings: WeaviateSettings) -> dict[str, Any]:
     """The keyword arguments of client.collections.create for one collection."""
     if settings.shards < 1 or settings.replication_factor < 1:
         raise ValueError("shards and replication_factor must be >= 1")
@@ -515,7 +527,7 @@ def properties_to_state(props: Mapping[str, Any]) -> ItemState:
     )
 
 
-# --------------------------------------------------------------------------- scores and fusion
+# --------------------------------------------------------------------------- scores
 
 
 def distance_to_score(metric: Metric, distance: float) -> float:
@@ -525,19 +537,6 @@ def distance_to_score(metric: Metric, distance: float) -> float:
     if metric == "dot":
         return -distance
     return -math.sqrt(max(distance, 0.0))
-
-
-def rrf_fuse(ranked_lists: Sequence[Sequence[str]], k: int) -> list[tuple[str, float]]:
-    """Reciprocal rank fusion as the embedded store's engine computes it: the sum over
-    lists of 1 / (k + position), position from 0; best first, ties by first appearance."""
-    if k < 1:
-        raise InvalidArgument("rrf_k must be positive", field="rrf_k")
-    scores: dict[str, float] = {}
-    for ranked in ranked_lists:
-        for position, key in enumerate(ranked):
-            scores[key] = scores.get(key, 0.0) + 1.0 / (k + position)
-    order = {key: i for i, key in enumerate(scores)}
-    return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
 
 
 def exact_scores(
@@ -626,7 +625,7 @@ class WeaviateStore:
         timeout_seconds: float = 30.0,
         client: Any = None,
     ) -> None:
-        self.settings = StoreSettings(
+        self.settings = WeaviateSettings(
             multi_tenancy=multi_tenancy,
             shards=shards,
             replication_factor=replication_factor,
@@ -685,7 +684,7 @@ class WeaviateStore:
     async def _call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
         try:
             return await make()
-        except (StoreUnavailable, ServiceError, ValueError):
+        except (StoreError, ValueError):
             raise
         except (WeaviateBaseError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"Weaviate {what} failed: {exc}") from exc
@@ -755,17 +754,17 @@ class WeaviateStore:
         """The real collection behind a name or alias and its schema; NotFound when absent."""
         real = await self._real(collection)
         if real is None:
-            raise NotFound(f"collection {collection!r} does not exist")
+            raise CollectionNotFound(f"collection {collection!r} does not exist")
         return real, await self._schema(real)
 
     async def ensure_collection(self, collection: Collection) -> None:
         if collection.dimension <= 0:
-            raise InvalidArgument(f"collection {collection.name}: dimension must be positive")
+            raise InvalidQuery(f"collection {collection.name}: dimension must be positive")
         client = await self._conn()
         kwargs = collection_create_kwargs(collection, self.settings)
         wname = kwargs["name"]
         if await self._call("alias.get", lambda: client.alias.get(alias_name=wname)) is not None:
-            raise FailedPrecondition(f"collection {collection.name!r} is the name of an alias")
+            raise StoreConflict(f"collection {collection.name!r} is the name of an alias")
         if not await self._call("collections.exists", lambda: client.collections.exists(wname)):
             try:
                 await client.collections.create(**kwargs)
@@ -777,15 +776,13 @@ class WeaviateStore:
         config = await self._call("config.get", handle.config.get)
         current = schema_from_config(config)
         if current.metric != collection.metric or current.dimension not in (None, collection.dimension):
-            raise FailedPrecondition(
+            raise StoreConflict(
                 f"collection {collection.name} exists with dimension {current.dimension} / {current.metric}, "
                 f"not {collection.dimension} / {collection.metric}"
             )
         changed = sorted(k for k, v in collection.attributes.items() if current.attributes.get(k, v) != v)
         if changed:
-            raise FailedPrecondition(
-                f"collection {collection.name}: attribute kinds cannot change ({changed})"
-            )
+            raise StoreConflict(f"collection {collection.name}: attribute kinds cannot change ({changed})")
         # Attributes declared since the collection was created (properties are append-only).
         existing = {prop.name for prop in config.properties}
         for prop in kwargs["properties"]:
@@ -820,10 +817,10 @@ class WeaviateStore:
 
         async def upsert() -> None:
             if not await client.collections.exists(wtarget):
-                raise NotFound(f"alias {alias}: collection {collection!r} does not exist")
+                raise CollectionNotFound(f"alias {alias}: collection {collection!r} does not exist")
             current = await client.alias.get(alias_name=walias)
             if current is None and await client.collections.exists(walias):
-                raise FailedPrecondition(f"alias {alias!r} is the name of a collection")
+                raise StoreConflict(f"alias {alias!r} is the name of a collection")
             if current is not None:
                 await client.alias.update(alias_name=walias, new_target_collection=wtarget)
                 return
@@ -840,7 +837,7 @@ class WeaviateStore:
     async def resolve(self, name_or_alias: str) -> str | None:
         try:
             wname = weaviate_collection_name(name_or_alias)
-        except InvalidArgument:
+        except InvalidQuery:
             return None
         client = await self._conn()
         alias = await self._call("alias.get", lambda: client.alias.get(alias_name=wname))
@@ -902,35 +899,18 @@ class WeaviateStore:
             raise StoreUnavailable(f"Weaviate rejected {len(errors)} objects in {real}: {shown}{more}")
 
     async def search(self, collection: str, query: Query) -> list[StoreHit]:
-        if query.limit <= 0:
-            raise InvalidArgument("limit must be positive", field="limit")
-        if query.offset < 0:
-            raise InvalidArgument("offset must not be negative", field="offset")
-        text = (query.text or "").strip()
-        if query.vector is None and not text:
-            raise InvalidArgument("a query needs a vector or text", field="query")
-        if query.vector is not None and text and query.rrf_k < 1:
-            raise InvalidArgument("rrf_k must be positive", field="rrf_k")
         real, schema = await self._existing(collection)
-        vector: npt.NDArray[np.float32] | None = None
-        if query.vector is not None:
-            vector = np.asarray(query.vector, dtype=np.float32).reshape(-1)
-            if schema.dimension is not None and vector.shape[0] != schema.dimension:
-                raise InvalidArgument(
-                    f"query vector has {vector.shape[0]} dimensions, "
-                    f"collection {collection} has {schema.dimension}",
-                    field="vector",
-                )
+        checked = validate_query(query, schema)
+        vector, text = checked.vector, checked.text
         filters = self._read_filter(query.tenant, query.modalities)
-        parsed = parse_filter(query.filter, schema.attributes) if query.filter is not None else None
-        if parsed is not None:
-            filters = Filter.all_of([filters, translate_filter(parsed)])
+        if checked.filter is not None:
+            filters = Filter.all_of([filters, translate_filter(checked.filter)])
         client = await self._conn()
         if self.settings.multi_tenancy and not await self._tenant_exists(client, real, query.tenant):
             return []
         handle = self._handle(client, real, query.tenant)
-        fused = vector is not None and bool(text)
-        page = self._page(query, fused=fused, exact=query.exact and vector is not None)
+        fused = checked.hybrid
+        page = self._page(checked, exact=query.exact and vector is not None)
         if page is None:
             return []
         offset, limit = page
@@ -947,14 +927,16 @@ class WeaviateStore:
             vector_hits, text_hits, rrf_k=query.rrf_k, offset=query.offset, limit=query.limit, fused=fused
         )
 
-    def _page(self, query: Query, *, fused: bool, exact: bool) -> tuple[int, int] | None:
-        """(offset, limit) to ask each list for; None when the page lies beyond what Weaviate serves.
+    def _page(self, checked: CheckedQuery, *, exact: bool) -> tuple[int, int] | None:
+        """(offset, limit) to ask each ranking for; None when the page lies beyond what Weaviate serves.
 
-        One list: Weaviate pages it. Two: each list gives its best max(window, offset + limit), fused
-        here. Weaviate refuses offset + limit beyond QUERY_MAXIMUM_RESULTS: such pages are empty.
+        One ranking: Weaviate pages it. Two: each gives its best max(candidates_per_ranking or window,
+        offset + limit), fused here. Weaviate refuses offset + limit beyond QUERY_MAXIMUM_RESULTS: such
+        pages are empty.
         """
-        if fused:
-            return 0, min(max(self._window, query.offset + query.limit), self._query_max)
+        query = checked.query
+        if checked.hybrid:
+            return 0, min(checked.candidates(self._window), self._query_max)
         if exact:  # brute force in the client pages itself
             return query.offset, query.limit
         limit = min(query.limit, self._query_max - query.offset)
@@ -1031,7 +1013,7 @@ class WeaviateStore:
                 "aggregate", lambda: handle.aggregate.over_all(filters=filters, total_count=True)
             )
             if int(total.total_count or 0) > self._exact_max:
-                raise ResourceExhausted(
+                raise ResourceLimit(
                     f"exact search over more than {self._exact_max} items is not supported by the "
                     "Weaviate store"
                 )
@@ -1083,11 +1065,11 @@ def check_vector(record: ItemRecord, dimension: int | None) -> None:
         return
     array = np.asarray(record.vector, dtype=np.float32).reshape(-1)
     if dimension is not None and array.shape[0] != dimension:
-        raise InvalidArgument(
+        raise InvalidQuery(
             f"item {record.item_id}: vector has {array.shape[0]} dimensions, collection has {dimension}"
         )
     if not np.isfinite(array).all():
-        raise InvalidArgument(f"item {record.item_id}: vector has NaN or infinite values")
+        raise InvalidQuery(f"item {record.item_id}: vector has NaN or infinite values")
 
 
 def batch_errors(tenant: str, records: Sequence[ItemRecord], result: Any) -> list[str]:
@@ -1122,22 +1104,32 @@ def assemble_hits(
     limit: int,
     fused: bool,
 ) -> list[StoreHit]:
-    """The final hit list: one list as Weaviate paged it, or both fused by RRF and paged here."""
+    """The final hit list. Not fused: the one ranking's page as Weaviate served it from `offset`
+    (ranks offset + 1, ...). Fused: both rankings from rank 1, fused by mmsearch.stores.fusion and
+    paged here."""
     if not fused:
+        first = offset + 1
         if vector_hits:
-            return [StoreHit(record=r, score=s, vector_score=s) for r, s in vector_hits]
-        return [StoreHit(record=r, score=s, bm25_score=s) for r, s in text_hits]
+            return [
+                StoreHit(record=r, score=s, vector_score=s, vector_rank=rank)
+                for rank, (r, s) in enumerate(vector_hits, start=first)
+            ]
+        return [
+            StoreHit(record=r, score=s, bm25_score=s, bm25_rank=rank)
+            for rank, (r, s) in enumerate(text_hits, start=first)
+        ]
     records: dict[str, ItemRecord] = {}
-    vscores: dict[str, float] = {}
-    tscores: dict[str, float] = {}
-    for record, score in vector_hits:
+    for record, _ in (*vector_hits, *text_hits):
         records.setdefault(record.item_id, record)
-        vscores[record.item_id] = score
-    for record, score in text_hits:
-        records.setdefault(record.item_id, record)
-        tscores[record.item_id] = score
-    ranked = rrf_fuse([[r.item_id for r, _ in vector_hits], [r.item_id for r, _ in text_hits]], rrf_k)
+    rankings = [[(r.item_id, s) for r, s in vector_hits], [(r.item_id, s) for r, s in text_hits]]
     return [
-        StoreHit(record=records[key], score=score, vector_score=vscores.get(key), bm25_score=tscores.get(key))
-        for key, score in ranked[offset : offset + limit]
+        StoreHit(
+            record=records[item.id],
+            score=item.score,
+            vector_score=item.raw_scores[0],
+            bm25_score=item.raw_scores[1],
+            vector_rank=item.ranks[0],
+            bm25_rank=item.ranks[1],
+        )
+        for item in reciprocal_rank_fusion(rankings, rrf_k)[offset : offset + limit]
     ]

@@ -14,7 +14,10 @@ What is checked: idempotent ensure_collection; write + states; tombstones hidden
 count but visible to states; tenant isolation; every filter operator on every field kind (core and
 attribute fields) against a brute-force Python evaluation of the same parsed filter tree; modality
 restriction; stable pagination; BM25 on a rare identifier; hybrid fusion; aliases; drop; persistence
-across close/reopen; exact search against brute-force cosine.
+across close/reopen; exact search against brute-force cosine; query validation (InvalidQuery naming the
+field). Fusion is pinned exactly on a hand-built case (`FUSION_ITEMS`): fused scores, order (including
+ties broken by best rank and by item id, the rule of mmsearch.stores.fusion), per-ranking ranks, and the
+effect of candidates_per_ranking.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,7 @@ from mmsearch.stores.base import (
     StoreHit,
     VectorStore,
 )
+from mmsearch.stores.errors import InvalidQuery
 from mmsearch.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
 from mmsearch.v1 import common_pb2
 
@@ -123,6 +128,77 @@ def dataset(seed: int = 7) -> list[ItemRecord]:
     )
     records += [make_record(OTHER_TENANT, f"b{i:03d}", rng) for i in range(60)]
     return records
+
+
+# ---------------------------------------------------------------------------------------------------
+# The hand-built fusion case: five items whose dense and BM25 ranks are known by construction.
+#
+# Dense: every vector is cos(theta) e0 + sin(theta) e1 with a distinct cosine to the query e0.
+# BM25 ("zephyr"): more occurrences in a document of the same length rank higher; with the same count
+# the shorter document ranks higher; "h4" does not contain the word. No ties inside a ranking.
+#
+#   item  dense rank  BM25 rank   k=1: 1/(1+d) + 1/(1+b)
+#   h1        4           2       1/5 + 1/3 = 8/15   } tie: same ranks as a multiset, best rank 2 both
+#   h3        2           4       1/3 + 1/5 = 8/15   } -> item id: h1 before h3
+#   h4        1           -       1/2                } tie: h4's best rank 1 beats h2's 3
+#   h2        3           3       1/4 + 1/4 = 1/2    } (item id alone would put h2 first)
+#   h5        5           1       1/6 + 1/2 = 2/3
+#
+# k=1 order: h5, h1, h3, h4, h2.   k=60 order: h5, h1, h3, h2, h4 (the h1/h3 tie again broken by id).
+
+FUSION_TERM = "zephyr"
+FUSION_QUERY = np.eye(DIM, dtype=np.float32)[0]
+
+
+@dataclass(frozen=True)
+class FusionItem:
+    item_id: str
+    cosine: float  # to FUSION_QUERY
+    text: str
+    dense_rank: int
+    bm25_rank: int | None
+
+
+FUSION_ITEMS = (
+    FusionItem("h1", 0.6, "zephyr zephyr alpha beta", 4, 2),
+    FusionItem("h2", 0.7, "zephyr alpha beta gamma", 3, 3),
+    FusionItem("h3", 0.8, "zephyr alpha beta gamma delta epsilon omega", 2, 4),
+    FusionItem("h4", 0.9, "alpha beta gamma delta", 1, None),
+    FusionItem("h5", 0.5, "zephyr zephyr zephyr alpha", 5, 1),
+)
+FUSION_ORDER = {1: ["h5", "h1", "h3", "h4", "h2"], 60: ["h5", "h1", "h3", "h2", "h4"]}
+
+
+def fusion_vector(cosine: float) -> npt.NDArray[np.float32]:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[0], v[1] = cosine, np.sqrt(1 - cosine**2)
+    return v
+
+
+def fusion_records(tenant: str = TENANT) -> list[ItemRecord]:
+    rng = np.random.default_rng(41)
+    return [
+        make_record(
+            tenant,
+            item.item_id,
+            rng,
+            vector=fusion_vector(item.cosine),
+            text=item.text,
+            title="",
+            modality="text",
+            attributes={},
+        )
+        for item in FUSION_ITEMS
+    ]
+
+
+def rrf_expected(k: int, *ranks: int | None) -> float:
+    """The fused score, computed exactly: sum of 1 / (k + rank) over the given ranks."""
+    return float(sum((Fraction(1, k + r) for r in ranks if r is not None), Fraction(0)))
+
+
+def fusion_item(item_id: str) -> FusionItem:
+    return next(item for item in FUSION_ITEMS if item.item_id == item_id)
 
 
 def live(records: Sequence[ItemRecord], tenant: str = TENANT) -> list[ItemRecord]:
@@ -558,6 +634,126 @@ class VectorStoreContract:
             for hit in hits:
                 assert hit.vector_score is not None
                 assert abs(hit.vector_score - float(expected_scores[int(hit.record.item_id[1:])])) < 1e-4
+        await store.drop_collection(name)
+
+    # -- fusion, pinned exactly ------------------------------------------------------------------------
+
+    async def _fusion_collection(self, store: VectorStore, new_name: Callable[[str], str]) -> str:
+        name = new_name("fusion")
+        await self._collection(store, name)
+        await store.write(name, fusion_records())
+        return name
+
+    @pytest.mark.parametrize("k", [1, 60])
+    async def test_hybrid_fusion_scores_order_and_ranks_are_exact(
+        self, store: VectorStore, new_name: Callable[[str], str], k: int
+    ) -> None:
+        name = await self._fusion_collection(store, new_name)
+        # Each ranking alone, as the case is built.
+        dense = await store.search(name, Query(TENANT, limit=5, vector=FUSION_QUERY))
+        assert ids(dense) == [i.item_id for i in sorted(FUSION_ITEMS, key=lambda i: i.dense_rank)]
+        text = await store.search(name, Query(TENANT, limit=5, text=FUSION_TERM))
+        in_text = [i for i in FUSION_ITEMS if i.bm25_rank is not None]
+        assert ids(text) == [i.item_id for i in sorted(in_text, key=lambda i: i.bm25_rank or 0)]
+
+        hits = await store.search(
+            name, Query(TENANT, limit=5, vector=FUSION_QUERY, text=FUSION_TERM, rrf_k=k)
+        )
+        assert ids(hits) == FUSION_ORDER[k]
+        for hit in hits:
+            item = fusion_item(hit.record.item_id)
+            assert (hit.vector_rank, hit.bm25_rank) == (item.dense_rank, item.bm25_rank), item.item_id
+            assert hit.score == pytest.approx(rrf_expected(k, item.dense_rank, item.bm25_rank), rel=1e-12)
+            assert hit.vector_score == pytest.approx(item.cosine, abs=1e-5)
+            assert (hit.bm25_score is None) == (item.bm25_rank is None)
+        by_bm25 = sorted((h for h in hits if h.bm25_rank is not None), key=lambda h: h.bm25_rank or 0)
+        bm25_scores = [h.bm25_score or 0.0 for h in by_bm25]
+        assert bm25_scores == sorted(bm25_scores, reverse=True)
+        assert bm25_scores[-1] > 0
+        # The ties are exact (the same float), broken by the documented rule.
+        assert hits[1].score == hits[2].score
+        if k == 1:
+            assert hits[3].score == hits[4].score
+        # Pages of the fused ranking are slices of it.
+        page = await store.search(
+            name, Query(TENANT, limit=2, offset=2, vector=FUSION_QUERY, text=FUSION_TERM, rrf_k=k)
+        )
+        assert ids(page) == FUSION_ORDER[k][2:4]
+        assert [h.score for h in page] == [h.score for h in hits[2:4]]
+        await store.drop_collection(name)
+
+    async def test_single_ranking_hits_carry_their_rank(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = await self._fusion_collection(store, new_name)
+        for exact in (False, True):
+            dense = await store.search(
+                name, Query(TENANT, limit=2, offset=1, vector=FUSION_QUERY, exact=exact)
+            )
+            assert ids(dense) == ["h3", "h2"]
+            assert [(h.vector_rank, h.bm25_rank) for h in dense] == [(2, None), (3, None)]
+            assert [h.score for h in dense] == [h.vector_score for h in dense]
+        text = await store.search(name, Query(TENANT, limit=10, text=FUSION_TERM))
+        assert ids(text) == ["h5", "h1", "h2", "h3"]
+        assert [(h.vector_rank, h.bm25_rank) for h in text] == [(None, 1), (None, 2), (None, 3), (None, 4)]
+        assert [h.score for h in text] == [h.bm25_score for h in text]
+        await store.drop_collection(name)
+
+    async def test_candidates_per_ranking_bounds_what_is_fused(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = await self._fusion_collection(store, new_name)
+        base = Query(TENANT, limit=2, vector=FUSION_QUERY, text=FUSION_TERM, rrf_k=1)
+        # Default window and 5 candidates: everything is fused, as in the full case.
+        for candidates in (0, 5, 10_000):
+            hits = await store.search(name, replace(base, candidates_per_ranking=candidates))
+            assert ids(hits) == ["h5", "h1"]
+            assert [(h.vector_rank, h.bm25_rank) for h in hits] == [(5, 1), (4, 2)]
+        # 2 candidates per ranking: dense h4, h3; BM25 h5, h1. h4 and h5 tie at 1/2 with best rank 1
+        # each, so the item id decides; h5's dense rank 5 was never fetched.
+        two = await store.search(name, replace(base, candidates_per_ranking=2))
+        assert ids(two) == ["h4", "h5"]
+        assert [(h.vector_rank, h.bm25_rank) for h in two] == [(1, None), (None, 1)]
+        assert [h.score for h in two] == [rrf_expected(1, 1), rrf_expected(1, 1)]
+        assert two[1].vector_score is None
+        # Never fewer candidates than offset + limit: 4 each, then the 1/2 tie of three items.
+        four = await store.search(name, replace(base, limit=4, candidates_per_ranking=2))
+        assert ids(four) == ["h1", "h3", "h4", "h5"]
+        assert [(h.vector_rank, h.bm25_rank) for h in four] == [(4, 2), (2, 4), (1, None), (None, 1)]
+        await store.drop_collection(name)
+
+    async def test_invalid_queries_name_the_field(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = await self._fusion_collection(store, new_name)
+        hybrid = Query(TENANT, limit=5, vector=FUSION_QUERY, text=FUSION_TERM)
+        bad_filter = eq("nope", "x")
+        cases = {
+            "hybrid.rrf_k": [
+                replace(hybrid, rrf_k=0),
+                replace(hybrid, text=None, rrf_k=0),
+                replace(hybrid, rrf_k=-3),
+            ],
+            "hybrid.candidates_per_ranking": [
+                replace(hybrid, candidates_per_ranking=-1),
+                replace(hybrid, candidates_per_ranking=10_001),
+            ],
+            "limit": [replace(hybrid, limit=0)],
+            "offset": [replace(hybrid, offset=-1)],
+            "query": [replace(hybrid, vector=None, text="   ")],
+            "vector": [
+                replace(hybrid, vector=np.ones(DIM + 1, np.float32)),
+                replace(hybrid, vector=np.full(DIM, np.nan, np.float32)),
+            ],
+            "modalities[1]": [replace(hybrid, modalities=("text", "video"))],
+            "filter.condition.field": [replace(hybrid, filter=bad_filter)],
+        }
+        for field, queries in cases.items():
+            for query in queries:
+                with pytest.raises(InvalidQuery) as raised:
+                    await store.search(name, query)
+                assert raised.value.field == field
+                assert str(raised.value).startswith(f"{field}: ")
         await store.drop_collection(name)
 
     # -- persistence -----------------------------------------------------------------------------------

@@ -3,14 +3,18 @@ the one-process directory lock, snapshot / restore and the explicit HNSW build."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mmsearch.kit.errors import FailedPrecondition, InvalidArgument
+from mmsearch.stores import errors
 from mmsearch.stores.base import Collection, Query, StoreUnavailable, VectorStore
+from mmsearch.stores.errors import InvalidQuery, StoreConflict
+from mmsearch.stores.provider import StoreProvider, StoreSettings
 from mmsearch.stores.qdrant_edge import QdrantEdgeStore, StoreLocked
 from tests.contract.store_contract import (
     ATTRIBUTES,
@@ -100,10 +104,44 @@ async def test_vector_of_the_wrong_dimension_is_refused_before_writing(tmp_path:
     try:
         await store.ensure_collection(Collection("docs_1", "docs@1", DIM, "cosine", ATTRIBUTES))
         record = make_record(TENANT, "w1", np.random.default_rng(8))
-        with pytest.raises(InvalidArgument, match="dimensions"):
+        with pytest.raises(InvalidQuery, match="dimensions"):
             await store.write("docs_1", [replace(record, vector=np.ones(DIM + 1, np.float32))])
-        with pytest.raises(FailedPrecondition):
+        with pytest.raises(StoreConflict):
             await store.ensure_collection(Collection("docs_1", "docs@1", DIM + 1, "cosine", ATTRIBUTES))
         assert await store.count("docs_1") == 0
     finally:
         await store.close()
+
+
+async def test_provider_opens_the_embedded_store_from_store_settings(tmp_path: Path) -> None:
+    provider = StoreProvider(StoreSettings(store_dir=tmp_path / "store"))
+    store = await provider.get()
+    assert isinstance(store, QdrantEdgeStore)
+    assert await provider.get() is store
+    await provider.close()
+    assert "secret" not in repr(StoreSettings(store_dir=tmp_path, weaviate_api_key="secret"))
+
+
+def test_store_errors_are_the_stores_own() -> None:
+    assert StoreUnavailable is errors.StoreUnavailable  # still importable from base
+    for error in (StoreLocked, StoreUnavailable, InvalidQuery, StoreConflict, errors.ResourceLimit):
+        assert issubclass(error, errors.StoreError)
+    assert issubclass(StoreLocked, StoreUnavailable)
+    invalid = InvalidQuery("must be positive", field="limit")
+    assert (str(invalid), invalid.message, invalid.detail) == ("limit: must be positive",) * 2 + (
+        "must be positive",
+    )
+    assert InvalidQuery("bad").field is None
+
+
+def test_the_store_package_imports_nothing_of_the_services() -> None:
+    code = (
+        "import sys, mmsearch.stores.base, mmsearch.stores.errors, mmsearch.stores.filters, "
+        "mmsearch.stores.fusion, mmsearch.stores.query, mmsearch.stores.provider, "
+        "mmsearch.stores.qdrant_edge, mmsearch.stores.weaviate_store\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('mmsearch.') "
+        "and not m.startswith(('mmsearch.stores', 'mmsearch.v1')))\n"
+        "print(','.join(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

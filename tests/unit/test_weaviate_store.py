@@ -24,7 +24,6 @@ from weaviate.collections.filters import _FilterToGRPC
 from weaviate.exceptions import WeaviateConnectionError
 from weaviate.util import _ServerVersion
 
-from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from mmsearch.stores.base import (
     CORE_FIELDS,
     AttributeValue,
@@ -32,14 +31,21 @@ from mmsearch.stores.base import (
     FieldKind,
     ItemRecord,
     Query,
-    StoreUnavailable,
     item_uuid,
+)
+from mmsearch.stores.errors import (
+    CollectionNotFound,
+    InvalidQuery,
+    ResourceLimit,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
 )
 from mmsearch.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not, parse_filter
 from mmsearch.stores.weaviate_store import (
     RETURN_PROPERTIES,
     VECTOR_NAME,
-    StoreSettings,
+    WeaviateSettings,
     WeaviateStore,
     assemble_hits,
     base_filter,
@@ -52,13 +58,22 @@ from mmsearch.stores.weaviate_store import (
     mmsearch_collection_name,
     properties_to_record,
     record_to_properties,
-    rrf_fuse,
     schema_from_config,
     translate_filter,
     weaviate_collection_name,
     weaviate_tenant_name,
 )
 from mmsearch.v1 import common_pb2
+from tests.contract.store_contract import DIM as CONTRACT_DIM
+from tests.contract.store_contract import (
+    FUSION_ITEMS,
+    FUSION_ORDER,
+    FUSION_QUERY,
+    FUSION_TERM,
+    fusion_records,
+    rrf_expected,
+)
+from tests.contract.store_contract import TENANT as CONTRACT_TENANT
 
 ATTRS: Mapping[str, FieldKind] = {
     "team": "keyword",
@@ -125,7 +140,7 @@ def test_collection_name_mapping_is_injective_on_lower_case_names() -> None:
 
 @pytest.mark.parametrize("bad", ["", "Minilm_1", "a-b", "a.b", "a b"])
 def test_collection_names_outside_the_domain_are_refused(bad: str) -> None:
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidQuery):
         weaviate_collection_name(bad)
 
 
@@ -144,7 +159,7 @@ def test_tenant_names_are_valid_and_injective() -> None:
 # ----------------------------------------------------------------------------------- collection schema
 
 
-def schema_json(collection: Collection, settings: StoreSettings) -> dict[str, Any]:
+def schema_json(collection: Collection, settings: WeaviateSettings) -> dict[str, Any]:
     """The body client.collections.create sends (the client's own serialisation)."""
     kwargs = collection_create_kwargs(collection, settings)
     body: dict[str, Any] = _CollectionConfigCreate(**kwargs)._to_dict(emit_default_vector_index_type=True)
@@ -152,7 +167,7 @@ def schema_json(collection: Collection, settings: StoreSettings) -> dict[str, An
 
 
 def test_collection_config_multi_tenant() -> None:
-    body = schema_json(COLLECTION, StoreSettings(shards=4, replication_factor=3))
+    body = schema_json(COLLECTION, WeaviateSettings(shards=4, replication_factor=3))
     assert body["class"] == "Minilm_1"
     assert body["multiTenancyConfig"] == {
         "enabled": True,
@@ -171,7 +186,7 @@ def test_collection_config_multi_tenant() -> None:
 
 
 def test_collection_config_sharded_single_tenant() -> None:
-    body = schema_json(COLLECTION, StoreSettings(multi_tenancy=False, shards=6, replication_factor=2))
+    body = schema_json(COLLECTION, WeaviateSettings(multi_tenancy=False, shards=6, replication_factor=2))
     assert "multiTenancyConfig" not in body
     assert body["shardingConfig"]["desiredCount"] == 6
     assert body["replicationConfig"] == {"factor": 2}
@@ -181,12 +196,12 @@ def test_collection_config_sharded_single_tenant() -> None:
     ("metric", "distance"), [("cosine", "cosine"), ("dot", "dot"), ("euclidean", "l2-squared")]
 )
 def test_metric_maps_to_weaviate_distance(metric: Any, distance: str) -> None:
-    body = schema_json(replace(COLLECTION, metric=metric), StoreSettings())
+    body = schema_json(replace(COLLECTION, metric=metric), WeaviateSettings())
     assert body["vectorConfig"][VECTOR_NAME]["vectorIndexConfig"]["distance"] == distance
 
 
 def test_properties_cover_every_record_field_with_the_right_indexes() -> None:
-    props = {p["name"]: p for p in schema_json(COLLECTION, StoreSettings())["properties"]}
+    props = {p["name"]: p for p in schema_json(COLLECTION, WeaviateSettings())["properties"]}
     record_fields = set(ItemRecord.__dataclass_fields__) - {"vector", "attributes"}
     assert record_fields <= set(props)
     types = {
@@ -227,15 +242,15 @@ def test_properties_cover_every_record_field_with_the_right_indexes() -> None:
 
 def test_invalid_settings_and_attribute_names_are_refused() -> None:
     with pytest.raises(ValueError):
-        collection_create_kwargs(COLLECTION, StoreSettings(shards=0))
+        collection_create_kwargs(COLLECTION, WeaviateSettings(shards=0))
     with pytest.raises(ValueError):
-        collection_create_kwargs(COLLECTION, StoreSettings(replication_factor=0))
+        collection_create_kwargs(COLLECTION, WeaviateSettings(replication_factor=0))
     with pytest.raises(ValueError, match="attribute name"):
-        collection_create_kwargs(replace(COLLECTION, attributes={"bad-name": "int"}), StoreSettings())
+        collection_create_kwargs(replace(COLLECTION, attributes={"bad-name": "int"}), WeaviateSettings())
 
 
 def test_schema_read_back_from_config() -> None:
-    kwargs = collection_create_kwargs(replace(COLLECTION, metric="dot"), StoreSettings())
+    kwargs = collection_create_kwargs(replace(COLLECTION, metric="dot"), WeaviateSettings())
     config = config_namespace(kwargs)
     schema = schema_from_config(config)
     assert schema.metric == "dot"
@@ -529,38 +544,35 @@ def test_exact_scores_match_weaviate_distances() -> None:
     )
 
 
-def test_rrf_fuse() -> None:
-    fused = rrf_fuse([["a", "b", "c"], ["c", "d"]], k=60)
-    assert [key for key, _ in fused] == ["c", "a", "b", "d"]
-    scores = dict(fused)
-    assert scores["c"] == pytest.approx(1 / 62 + 1 / 60)  # positions from 0, as the embedded engine
-    assert scores["a"] == pytest.approx(1 / 60)
-    assert scores["d"] == pytest.approx(1 / 61)
-    # k changes the order: with a small k, being first in one list beats being third and second.
-    assert [key for key, _ in rrf_fuse([["x", "y", "z"], ["w", "z"]], k=1)][:2] == ["x", "w"]
-    assert next(key for key, _ in rrf_fuse([["x", "y", "z"], ["w", "z"]], k=1000)) == "z"
-    with pytest.raises(InvalidArgument):
-        rrf_fuse([["a"]], k=0)
-
-
 def test_assemble_hits_single_and_fused() -> None:
     a, b, c = record("a"), record("b"), record("c")
     vector_only = assemble_hits([(a, 0.9), (b, 0.8)], [], rrf_k=60, offset=0, limit=2, fused=False)
-    assert [(h.score, h.vector_score, h.bm25_score) for h in vector_only] == [
-        (0.9, 0.9, None),
-        (0.8, 0.8, None),
+    assert [(h.score, h.vector_score, h.bm25_score, h.vector_rank, h.bm25_rank) for h in vector_only] == [
+        (0.9, 0.9, None, 1, None),
+        (0.8, 0.8, None, 2, None),
     ]
-    text_only = assemble_hits([], [(c, 3.0)], rrf_k=60, offset=0, limit=2, fused=False)
-    assert [(h.score, h.vector_score, h.bm25_score) for h in text_only] == [(3.0, None, 3.0)]
+    # One ranking arrives paged by Weaviate: its ranks continue from the offset.
+    text_only = assemble_hits([], [(c, 3.0)], rrf_k=60, offset=7, limit=2, fused=False)
+    assert [(h.score, h.vector_score, h.bm25_score, h.vector_rank, h.bm25_rank) for h in text_only] == [
+        (3.0, None, 3.0, None, 8)
+    ]
     fused = assemble_hits(
-        [(a, 0.9), (b, 0.8)], [(b, 5.0), (c, 4.0)], rrf_k=10, offset=0, limit=10, fused=True
+        [(a, 0.9), (b, 0.8)], [(c, 5.0), (b, 4.0)], rrf_k=10, offset=0, limit=10, fused=True
     )
+    # b: 1/12 + 1/12; a (vector #1) and c (BM25 #1) tie at 1/11 with best rank 1 each -> item id.
     assert [h.record.item_id for h in fused] == ["b", "a", "c"]
-    assert fused[0].score == pytest.approx(1 / 11 + 1 / 10)
-    assert (fused[0].vector_score, fused[0].bm25_score) == (0.8, 5.0)
-    assert (fused[1].vector_score, fused[1].bm25_score) == (0.9, None)
+    assert fused[0].score == pytest.approx(2 / 12, rel=1e-12)
+    assert fused[1].score == fused[2].score == pytest.approx(1 / 11, rel=1e-12)
+    assert [(h.vector_score, h.bm25_score, h.vector_rank, h.bm25_rank) for h in fused] == [
+        (0.8, 4.0, 2, 2),
+        (0.9, None, 1, None),
+        (None, 5.0, None, 1),
+    ]
     page = assemble_hits([(a, 0.9), (b, 0.8)], [(b, 5.0), (c, 4.0)], rrf_k=10, offset=1, limit=1, fused=True)
     assert [h.record.item_id for h in page] == ["a"]
+    with pytest.raises(InvalidQuery) as raised:
+        assemble_hits([(a, 0.9)], [(a, 1.0)], rrf_k=0, offset=0, limit=1, fused=True)
+    assert raised.value.field == "hybrid.rrf_k"
 
 
 # ---------------------------------------------------------------------- the store against a fake client
@@ -603,6 +615,7 @@ class FakeClient:
         self.counts: dict[str | None, int] = {}
         self.batch_errors: dict[int, str] = {}
         self.fail: Exception | None = None
+        self.paged = False  # True: queries answer results[offset : offset + limit], as Weaviate does
         self.collections = SimpleNamespace(
             use=lambda name: FakeHandle(self, name),
             exists=self.exists,
@@ -709,7 +722,11 @@ class FakeHandle:
             self.c.calls.append((method, self.name, self.tenant, args, kwargs))
             if self.c.fail is not None:
                 raise self.c.fail
-            return SimpleNamespace(objects=self.c.results.get(method, []))
+            objects = self.c.results.get(method, [])
+            if self.c.paged and "limit" in kwargs:
+                start = kwargs.get("offset") or 0
+                objects = objects[start : start + kwargs["limit"]]
+            return SimpleNamespace(objects=objects)
 
         return run
 
@@ -736,13 +753,13 @@ async def test_ensure_collection_is_idempotent_and_adds_new_attributes() -> None
     wider = replace(COLLECTION, attributes={**ATTRS, "region": "keyword"})
     await store.ensure_collection(wider)
     assert calls(client, "add_property") == [("add_property", "Minilm_1", "attr_region")]
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(StoreConflict):
         await store.ensure_collection(replace(COLLECTION, dimension=8))
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(StoreConflict):
         await store.ensure_collection(replace(COLLECTION, metric="dot"))
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(StoreConflict):
         await store.ensure_collection(replace(COLLECTION, attributes={**ATTRS, "team": "int"}))
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidQuery):
         await store.ensure_collection(replace(COLLECTION, dimension=0))
 
 
@@ -776,11 +793,11 @@ async def test_write_reports_every_failed_object() -> None:
 
 async def test_write_validates_before_sending() -> None:
     store, client = await open_store()
-    with pytest.raises(InvalidArgument, match="dimensions"):
+    with pytest.raises(InvalidQuery, match="dimensions"):
         await store.write("minilm_1", [record(vector=np.ones(3, dtype=np.float32))])
-    with pytest.raises(InvalidArgument, match="NaN"):
+    with pytest.raises(InvalidQuery, match="NaN"):
         await store.write("minilm_1", [record(vector=np.array([np.nan] * 4, dtype=np.float32))])
-    with pytest.raises(NotFound):
+    with pytest.raises(CollectionNotFound):
         await store.write("nope_1", [record()])
     await store.write("minilm_1", [record(vector=None, deleted=True)])  # a tombstone has no vector
     assert len(calls(client, "insert_many")) == 1
@@ -850,14 +867,54 @@ async def test_hybrid_search_fuses_client_side_with_the_querys_k() -> None:
     client.results["bm25"] = [obj(b, score=7.0), obj(c, score=3.0)]
     q = Query("acme", limit=2, offset=1, vector=np.ones(4, dtype=np.float32), text=" invoice ", rrf_k=5)
     hits = await store.search("minilm_1", q)
-    assert [h.record.item_id for h in hits] == ["a", "c"]  # b first, then a (vector #1), c
-    assert hits[0].score == pytest.approx(1 / 5)
+    # b: 1/7 + 1/6 first; a (vector #1) and c (BM25 #2): a = 1/6 > c = 1/7.
+    assert [h.record.item_id for h in hits] == ["a", "c"]
+    assert hits[0].score == pytest.approx(1 / 6, rel=1e-12)
+    assert [(h.vector_rank, h.bm25_rank) for h in hits] == [(1, None), (None, 2)]
     for method in ("near_vector", "bm25"):
         kwargs = calls(client, method)[0][4]
         assert (kwargs["offset"], kwargs["limit"]) == (None, 50)
     bm25 = calls(client, "bm25")[0][4]
     assert bm25["query"] == "invoice"
     assert bm25["query_properties"] == ["text", "title"]
+    # candidates_per_ranking replaces the window (never below offset + limit).
+    await store.search("minilm_1", replace(q, candidates_per_ranking=7))
+    await store.search("minilm_1", replace(q, candidates_per_ranking=2))
+    assert [c[4]["limit"] for c in calls(client, "near_vector")] == [50, 7, 3]
+    assert [c[4]["limit"] for c in calls(client, "bm25")] == [50, 7, 3]
+
+
+def fusion_case_results(client: FakeClient) -> None:
+    """The contract's hand-built case as Weaviate would answer it (in rank order)."""
+    records = {r.item_id: r for r in fusion_records()}
+    dense = sorted(FUSION_ITEMS, key=lambda i: i.dense_rank)
+    client.results["near_vector"] = [obj(records[i.item_id], distance=1 - i.cosine) for i in dense]
+    in_text = sorted((i for i in FUSION_ITEMS if i.bm25_rank is not None), key=lambda i: i.bm25_rank or 0)
+    client.results["bm25"] = [obj(records[i.item_id], score=10.0 - (i.bm25_rank or 0)) for i in in_text]
+    client.paged = True
+
+
+@pytest.mark.parametrize("k", [1, 60])
+async def test_hybrid_fusion_matches_the_contract_case(k: int) -> None:
+    client = FakeClient()
+    store = WeaviateStore("http://weaviate:8080", client=client)
+    await store.ensure_collection(replace(COLLECTION, dimension=CONTRACT_DIM, attributes={}))
+    await store.write("minilm_1", fusion_records())
+    fusion_case_results(client)
+    q = Query(CONTRACT_TENANT, limit=5, vector=FUSION_QUERY, text=FUSION_TERM, rrf_k=k)
+    hits = await store.search("minilm_1", q)
+    assert [h.record.item_id for h in hits] == FUSION_ORDER[k]
+    for hit in hits:
+        item = next(i for i in FUSION_ITEMS if i.item_id == hit.record.item_id)
+        assert (hit.vector_rank, hit.bm25_rank) == (item.dense_rank, item.bm25_rank)
+        assert hit.score == pytest.approx(rrf_expected(k, item.dense_rank, item.bm25_rank), rel=1e-12)
+        assert hit.vector_score == pytest.approx(item.cosine)
+    # candidates_per_ranking=2 (the fake honours limit): as in the contract suite.
+    two = await store.search("minilm_1", replace(q, limit=2, rrf_k=1, candidates_per_ranking=2))
+    assert [h.record.item_id for h in two] == ["h4", "h5"]
+    assert [(h.vector_rank, h.bm25_rank) for h in two] == [(1, None), (None, 1)]
+    four = await store.search("minilm_1", replace(q, limit=4, rrf_k=1, candidates_per_ranking=2))
+    assert [h.record.item_id for h in four] == ["h1", "h3", "h4", "h5"]
 
 
 async def test_text_search_and_pages_beyond_the_servers_maximum() -> None:
@@ -888,29 +945,36 @@ async def test_exact_search_is_brute_force_in_the_client() -> None:
     # At the cap: counted, and refused when there are more.
     client.results["fetch_objects"] = [obj(record(f"x{i}")) for i in range(3)]
     client.counts["acme"] = 4
-    with pytest.raises(ResourceExhausted):
+    with pytest.raises(ResourceLimit):
         await store.search("minilm_1", q)
 
 
 async def test_search_argument_errors_and_unknown_tenant() -> None:
     store, client = await open_store()
     vector = np.ones(4, dtype=np.float32)
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidQuery):
         await store.search("minilm_1", Query("acme", limit=0, vector=vector))
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidQuery):
         await store.search("minilm_1", Query("acme", limit=1, offset=-1, vector=vector))
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidQuery):
         await store.search("minilm_1", Query("acme", limit=1, text="  "))
-    with pytest.raises(InvalidArgument, match="dimensions"):
+    with pytest.raises(InvalidQuery, match="dimensions"):
         await store.search("minilm_1", Query("acme", limit=1, vector=np.ones(3, dtype=np.float32)))
-    with pytest.raises(InvalidArgument, match="rrf_k"):
+    with pytest.raises(InvalidQuery, match="rrf_k") as raised:
         await store.search("minilm_1", Query("acme", limit=1, vector=vector, text="x", rrf_k=0))
+    assert raised.value.field == "hybrid.rrf_k"
+    with pytest.raises(InvalidQuery, match="candidates_per_ranking"):
+        await store.search("minilm_1", Query("acme", limit=1, vector=vector, candidates_per_ranking=10_001))
+    with pytest.raises(InvalidQuery, match="NaN"):
+        await store.search("minilm_1", Query("acme", limit=1, vector=np.full(4, np.inf, np.float32)))
+    with pytest.raises(InvalidQuery, match=r"modalities\[0\]"):
+        await store.search("minilm_1", Query("acme", limit=1, vector=vector, modalities=("video",)))
     bad = common_pb2.Filter(
         condition=common_pb2.FieldCondition(field="nope", eq=common_pb2.Value(string_value="x"))
     )
-    with pytest.raises(InvalidArgument, match="unknown filter field"):
+    with pytest.raises(InvalidQuery, match="unknown filter field"):
         await store.search("minilm_1", Query("acme", limit=1, vector=vector, filter=bad))
-    with pytest.raises(NotFound):
+    with pytest.raises(CollectionNotFound):
         await store.search("missing_1", Query("acme", limit=1, vector=vector))
     assert await store.search("minilm_1", Query("nobody", limit=1, vector=vector)) == []
     assert calls(client, "near_vector") == []
@@ -948,7 +1012,7 @@ async def test_count_per_tenant_and_over_all_tenants() -> None:
     assert await store.count("minilm_1") == 7
     for call in calls(client, "over_all"):
         assert shape(call[3]["filters"]) == ("Equal", "deleted", False)
-    with pytest.raises(NotFound):
+    with pytest.raises(CollectionNotFound):
         await store.count("missing_1")
 
 
@@ -963,9 +1027,9 @@ async def test_aliases_create_switch_resolve_and_drop() -> None:
     assert await store.resolve("minilm") == "minilm_2"
     assert await store.resolve("minilm_1") == "minilm_1"
     assert await store.resolve("Bad-Name") is None
-    with pytest.raises(NotFound):
+    with pytest.raises(CollectionNotFound):
         await store.set_alias("minilm", "missing_1")
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(StoreConflict):
         await store.set_alias("minilm_1", "minilm_2")
     # Searches through the alias reach the collection it names.
     client.tenants["Minilm_2"].add("acme")
@@ -1016,8 +1080,22 @@ async def test_attributes_declared_by_another_process_become_filterable() -> Non
         condition=common_pb2.FieldCondition(field="attributes.region", eq=common_pb2.Value(string_value="eu"))
     )
     query = Query("acme", limit=1, text="x", filter=flt)
-    with pytest.raises(InvalidArgument, match="unknown filter field"):
+    with pytest.raises(InvalidQuery, match="unknown filter field"):
         await searcher.search("minilm_1", query)
     await indexer.ensure_collection(replace(COLLECTION, attributes={**ATTRS, "region": "keyword"}))
     await searcher.search("minilm_1", query)
     assert shape(calls(client, "bm25")[0][4]["filters"])[1][1] == ("Equal", "attr_region", "eu")
+
+
+async def test_store_errors_pass_through_client_errors_become_unavailable() -> None:
+    store, _ = await open_store()
+
+    async def raises(exc: Exception) -> None:
+        raise exc
+
+    for own in (InvalidQuery("x", field="limit"), ResourceLimit("big"), CollectionNotFound("gone")):
+        with pytest.raises(StoreError) as raised:
+            await store._call("op", lambda own=own: raises(own))
+        assert raised.value is own
+    with pytest.raises(StoreUnavailable, match=r"Weaviate op failed: .*refused"):
+        await store._call("op", lambda: raises(WeaviateConnectionError("refused")))
