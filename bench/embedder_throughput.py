@@ -12,7 +12,9 @@ batches of about the concurrency; the raw baseline executes batches of that
 size. Served image and audio requests carry encoded files (640x480 JPEG, 5 s
 WAV) that the embedder decodes; the raw baseline gets the decoded tensors, so
 decoding counts against the served path only. Starts its own tritonserver and
-`mmsearch serve --target embedder` on free loopback ports and stops them.
+`mmsearch serve --target embedder` on free loopback ports
+(mmsearch.dev.harness.running_stack) and stops them. A quick end-to-end check:
+`--modalities text --seconds 1 --levels 1`.
 """
 
 from __future__ import annotations
@@ -37,9 +39,7 @@ import soundfile
 from PIL import Image
 
 from mmsearch.cli.common import DEV_TOKEN, auth_metadata
-from mmsearch.dev.mmsearch import start_mmsearch
-from mmsearch.dev.processes import free_port, stop_pid
-from mmsearch.dev.triton import TritonPorts, start_triton
+from mmsearch.dev.harness import running_stack
 from mmsearch.kit.media import AudioLimits, ImageLimits, classifier_pixels, decode_audio, decode_image
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
@@ -168,33 +168,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mmsearch-bench-"))
     raw = {m: raw_points(m, w.rows, args.levels, args.seconds, work) for m, w in workloads.items()}
 
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    triton = start_triton(
-        ROOT / ".venv-triton", ROOT / "model_repository", ports, work / "triton.log", models=TRITON_MODELS
-    )
-    grpc_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
-    env.update(
-        MMSEARCH_GRPC_PORT=str(grpc_port),
-        MMSEARCH_METRICS_PORT=str(free_port()),
-        MMSEARCH_TRITON_URL=f"127.0.0.1:{ports.grpc}",
-        MMSEARCH_LOG_LEVEL="WARNING",
-        MMSEARCH_EMBED_CACHE_MB="0",
-    )
-    addr = f"127.0.0.1:{grpc_port}"
-    try:
-        service = start_mmsearch("embedder", env, work / "serve.log", addr)
-    except BaseException:
-        stop_pid(triton.pid, timeout_s=20)
-        raise
-    try:
+    with running_stack(
+        work,
+        models=TRITON_MODELS,
+        with_broker=False,
+        target="embedder",
+        env_overrides={"MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_EMBED_CACHE_MB": "0"},
+        startup_timeout_s=120,
+    ) as stack:
         served = {
-            m: [asyncio.run(served_point(addr, w.contents, SPACES[m], c, args.seconds)) for c in args.levels]
+            m: [
+                asyncio.run(served_point(stack.addr, w.contents, SPACES[m], c, args.seconds))
+                for c in args.levels
+            ]
             for m, w in workloads.items()
         }
-    finally:
-        stop_pid(service.pid, timeout_s=15)
-        stop_pid(triton.pid, timeout_s=20)
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"Embedder throughput, {datetime.now(UTC):%Y-%m-%d}, {machine}, {args.seconds:.0f} s per point")

@@ -3,13 +3,15 @@
 against the embedder's own throughput for the same content, in one run.
 
     .venv/bin/python bench/ingest_throughput.py [--texts 3000] [--images 300]
-        [--freshness-seconds 30] [--json PATH]
+        [--freshness-seconds 30] [--json PATH] [--smoke]
 
 Starts its own tritonserver (every model `mmsearch serve --target all` needs
 for SERVING), a Tansu broker and `mmsearch serve --target all` on free
-loopback ports, with a fresh store in a temp dir, a unique topic and consumer
-group, the embedding cache off (MMSEARCH_EMBED_CACHE_MB=0, so every item
-reaches the model) and WARNING logs; stops them by pid at the end. Phases:
+loopback ports (mmsearch.dev.harness.running_stack), with a fresh store in a
+temp dir, a unique topic and consumer group, the embedding cache off
+(MMSEARCH_EMBED_CACHE_MB=0, so every item reaches the model) and WARNING logs;
+stops them by pid at the end. --smoke runs every phase at the smallest sizes
+(to check the script, not to measure). Phases:
 
 1. warm-up: a few text and image events through the indexer (group joined,
    models warm, collection created);
@@ -61,7 +63,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -73,13 +74,18 @@ import grpc
 import numpy as np
 from kafka import KafkaProducer
 from PIL import Image, ImageEnhance
-from prometheus_client.parser import text_string_to_metric_families
 
 from mmsearch.cli.common import DEV_TOKEN, auth_metadata
-from mmsearch.dev.broker import create_topics, start_broker
-from mmsearch.dev.mmsearch import start_mmsearch
-from mmsearch.dev.processes import free_port, stop_pid
-from mmsearch.dev.triton import TritonPorts, start_triton
+from mmsearch.dev.harness import ALL_MODELS, Stack, running_stack
+from mmsearch.dev.metrics_scrape import (
+    Samples,
+    buckets,
+    cpu_snapshot,
+    histogram_quantile,
+    scrape,
+    subtract,
+    total,
+)
 from mmsearch.kit.config import Settings
 from mmsearch.producer import media_event, text_event
 from mmsearch.v1 import (
@@ -94,13 +100,7 @@ from mmsearch.v1 import (
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / ".cache" / "samples" / "images"
 # Every model `--target all` needs to report SERVING (embedder spaces, OCR, reranker).
-TRITON_MODELS = (
-    "minilm_l6_text",
-    "efficientnet_lite0_conse",
-    "aisfx_audio",
-    "ppocr_text",
-    "minilm_maxsim_rerank",
-)
+TRITON_MODELS = ALL_MODELS
 TENANT = "bench"
 IMAGE_SIZE = (640, 480)
 WORDS = (  # noqa: SIM905 - a readable vocabulary
@@ -109,7 +109,6 @@ WORDS = (  # noqa: SIM905 - a readable vocabulary
     "song story runs sleeps drives flows shines plays waits grows falls near under over beside "
     "with across quietly quickly slowly today again"
 ).split()
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 # --- workloads -----------------------------------------------------------
@@ -162,178 +161,7 @@ def image_events(prefix: str, images: Sequence[bytes]) -> list[events_pb2.Conten
     ]
 
 
-# --- the stack -----------------------------------------------------------
-@dataclass
-class Stack:
-    addr: str
-    metrics_url: str
-    triton_metrics_url: str
-    bootstrap: str
-    topic: str
-    pids: dict[str, int]
-    settings: dict[str, str]
-
-
-@contextlib.contextmanager
-def running_stack(work: Path, startup_timeout_s: float, overrides: dict[str, str]) -> Iterator[Stack]:
-    pids: dict[str, int] = {}
-    try:
-        broker_port = free_port()
-        broker = start_broker(broker_port, work / "broker.log")
-        pids["broker"] = broker.pid
-        bootstrap = f"127.0.0.1:{broker_port}"
-        topic = f"content.bench.{uuid.uuid4().hex[:8]}"
-        create_topics(bootstrap, [topic, f"{topic}.dlq"])
-
-        ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-        triton = start_triton(
-            ROOT / ".venv-triton",
-            ROOT / "model_repository",
-            ports,
-            work / "triton.log",
-            timeout_s=startup_timeout_s,
-            models=TRITON_MODELS,
-        )
-        pids["triton"] = triton.pid
-
-        grpc_port, metrics_port = free_port(), free_port()
-        settings = {
-            "MMSEARCH_GRPC_PORT": str(grpc_port),
-            "MMSEARCH_METRICS_PORT": str(metrics_port),
-            "MMSEARCH_TRITON_URL": f"127.0.0.1:{ports.grpc}",
-            "MMSEARCH_KAFKA_BOOTSTRAP": bootstrap,
-            "MMSEARCH_CONTENT_TOPIC": topic,
-            "MMSEARCH_DLQ_TOPIC": f"{topic}.dlq",
-            "MMSEARCH_INDEXER_GROUP": f"indexer-{topic}",
-            "MMSEARCH_STORE_DIR": str(work / "store"),
-            "MMSEARCH_EMBED_CACHE_MB": "0",
-            "MMSEARCH_LOG_LEVEL": "WARNING",
-            **overrides,
-        }
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
-        env.update(settings)
-        addr = f"127.0.0.1:{grpc_port}"
-        serve = start_mmsearch("all", env, work / "serve.log", addr, timeout_s=startup_timeout_s)
-        pids["serve"] = serve.pid
-        yield Stack(
-            addr=addr,
-            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
-            triton_metrics_url=f"http://127.0.0.1:{ports.metrics}/metrics",
-            bootstrap=bootstrap,
-            topic=topic,
-            pids=pids,
-            settings=settings,
-        )
-    finally:
-        for name, timeout in (("serve", 20.0), ("triton", 20.0), ("broker", 10.0)):
-            if name in pids:
-                children = descendants(pids[name])
-                stop_pid(pids[name], timeout_s=timeout)
-                # Triton's Python-backend stubs outlive a tritonserver that had to be
-                # killed (e.g. OCR requests still queued after a stall) and keep computing.
-                for child in children:
-                    stop_pid(child, timeout_s=5)
-
-
-# --- metrics and CPU -----------------------------------------------------
-def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
-    return out
-
-
-def subtract(after: Samples, before: Samples) -> Samples:
-    return {k: v - before.get(k, 0.0) for k, v in after.items()}
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples called `name` whose labels include `labels`."""
-    return sum(
-        v for (n, ls), v in samples.items() if n == name and all((k, x) in ls for k, x in labels.items())
-    )
-
-
-def buckets(samples: Samples, name: str) -> list[tuple[float, float]]:
-    """Cumulative (upper bound, count) of a histogram, summed over its other labels."""
-    by_le: dict[float, float] = {}
-    for (n, ls), v in samples.items():
-        if n == f"{name}_bucket":
-            le = float(dict(ls)["le"])
-            by_le[le] = by_le.get(le, 0.0) + v
-    return sorted(by_le.items())
-
-
-def histogram_quantile(q: float, cumulative: list[tuple[float, float]]) -> float | None:
-    """Prometheus' histogram_quantile: linear within the bucket; the last finite
-    edge if the quantile is in +Inf."""
-    if not cumulative or cumulative[-1][1] <= 0:
-        return None
-    rank = q * cumulative[-1][1]
-    lower, below = 0.0, 0.0
-    for upper, count in cumulative:
-        if count >= rank:
-            if math.isinf(upper):
-                return lower
-            return lower + (upper - lower) * ((rank - below) / (count - below) if count > below else 1.0)
-        lower, below = upper, count
-    return lower
-
-
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (ppid, CPU seconds) for every process."""
-    tick = os.sysconf("SC_CLK_TCK")
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    return table
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in _proc_table().items():
-        children.setdefault(ppid, []).append(pid)
-    out, stack = [], list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack.extend(children.get(pid, []))
-    return out
-
-
-def _machine_busy_s() -> float:
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds of each started process and its descendants, this bench, and the machine."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out: dict[str, float] = {}
-    for name, root in pids.items():
-        seconds, stack = 0.0, [root]
-        while stack:
-            pid = stack.pop()
-            seconds += table.get(pid, (0, 0.0))[1]
-            stack.extend(children.get(pid, []))
-        out[name] = seconds
-    own = os.times()
-    out["bench"] = own.user + own.system
-    out["machine"] = _machine_busy_s()
-    return out
-
-
+# --- phases: metrics and CPU around a measured step ----------------------
 @dataclass
 class Phase:
     name: str
@@ -856,8 +684,18 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         sizes = [len(r.items) if method == "Embed" else len(r.images) for r in requests]
         return asyncio.run(embedder_rate(stack.addr, requests, concurrency, method, sizes))
 
-    overrides = dict(item.split("=", 1) for item in args.service_env)
-    with running_stack(work, args.startup_timeout, overrides) as stack:
+    settings = {
+        "MMSEARCH_EMBED_CACHE_MB": "0",  # every item reaches the model
+        "MMSEARCH_LOG_LEVEL": "WARNING",
+        **dict(item.split("=", 1) for item in args.service_env),
+    }
+    with running_stack(
+        work,
+        models=TRITON_MODELS,
+        env_overrides=settings,
+        topic=f"content.bench.{uuid.uuid4().hex[:8]}",
+        startup_timeout_s=args.startup_timeout,
+    ) as stack:
         print(f"stack up: {stack.addr}, topic {stack.topic}; warming up", flush=True)
         warm = text_events("warm-text", make_texts(64, seed=99)) + image_events("warm-img", warm_images)
         with phase(stack, "warm-up ingest", phases):
@@ -951,7 +789,15 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the full result here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="smallest sizes, to check the script end to end (numbers meaningless)",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.texts, args.images, args.ocr_images = 64, 8, 4
+        args.freshness_seconds, args.freshness_max_events, args.stall_seconds = 3.0, 200, 60.0
 
     info = machine()
     work = Path(tempfile.mkdtemp(prefix="mmsearch-ingest-bench-"))

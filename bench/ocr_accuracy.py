@@ -18,8 +18,8 @@ sequentially) and reports, overall and per category:
 - exact-line match: share of reference lines returned exactly as one LINE;
 - latency p50 / p99 of one request (client-side wall time).
 
-Starts its own tritonserver (from .venv-triton) on free loopback ports with a
-temporary model repository that holds only ppocr_text, unless --triton-url is given.
+Starts its own tritonserver (from .venv-triton) on free loopback ports loading only
+ppocr_text (mmsearch.dev.harness.running_stack), unless --triton-url is given.
 The images are rendered with Pillow; if this interpreter has no Pillow (the services'
 venv has none), they are rendered by .venv-build/bin/python in a subprocess.
 """
@@ -298,22 +298,6 @@ def run(samples: list[Sample], url: str, warmup: int = 2) -> list[dict]:
     return rows
 
 
-def start_private_triton(work: Path):
-    from mmsearch.dev.processes import free_port
-    from mmsearch.dev.triton import TritonPorts, start_triton
-
-    repo = work / "repo"
-    repo.mkdir()
-    source = ROOT / "model_repository" / MODEL
-    if not (source / "1" / "rec.onnx").exists():
-        raise SystemExit("model_repository/ppocr_text is not built: run `make models`")
-    (repo / MODEL).symlink_to(source, target_is_directory=True)
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    venv = Path(os.environ.get("MMSEARCH_STACK_TRITON_VENV", ROOT / ".venv-triton"))
-    process = start_triton(venv, repo, ports, work / "triton.log")
-    return process, f"127.0.0.1:{ports.grpc}"
-
-
 def markdown(summary: dict, per_category: dict) -> str:
     head = (
         "| Set | Images | CER | Word acc. | Exact lines | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|\n"
@@ -345,19 +329,17 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from mmsearch.dev.processes import stop_pid
+    from mmsearch.dev.harness import running_stack
 
     samples = load_samples(args.seed)
-    process = None
-    work = Path(tempfile.mkdtemp(prefix="mmsearch-ocr-bench-"))
-    try:
-        url = args.triton_url
-        if url is None:
-            process, url = start_private_triton(work)
-        rows = run(samples, url)
-    finally:
-        if process is not None:
-            stop_pid(process.pid, timeout_s=20)
+    if args.triton_url:
+        rows = run(samples, args.triton_url)
+    else:
+        if not (ROOT / "model_repository" / MODEL / "1" / "rec.onnx").exists():
+            raise SystemExit("model_repository/ppocr_text is not built: run `make models`")
+        work = Path(tempfile.mkdtemp(prefix="mmsearch-ocr-bench-"))
+        with running_stack(work, models=(MODEL,), with_broker=False, with_service=False) as stack:
+            rows = run(samples, stack.triton_url)
 
     summary = summarize(rows)
     per_category = {c: summarize([r for r in rows if r["category"] == c]) for c in CATEGORIES}

@@ -5,7 +5,8 @@ hybrid + rerank, on small offline sets with real relevance (issue #5).
     .venv/bin/python bench/retrieval_eval.py --json .run/retrieval_eval.json
 
 One command: starts its own tritonserver (all five models), a Tansu broker and
-`mmsearch serve --target all` on free loopback ports with a fresh store directory;
+`mmsearch serve --target all` on free loopback ports with a fresh store directory
+(mmsearch.dev.harness.running_stack);
 publishes the sets as ContentEvents through Kafka (mmsearch.producer.ContentProducer);
 waits until IndexerAdmin.GetStatus shows lag 0 and the expected item counts; runs every
 query with top_k=10 through Searcher.Search (dev token); prints markdown tables (and
@@ -82,10 +83,7 @@ from fetch_wordnet import fetch as fetch_wordnet  # noqa: E402
 from reranker_eval import build_task, parse_wordnet  # noqa: E402
 
 from mmsearch.cli.common import DEV_TOKEN, auth_metadata  # noqa: E402
-from mmsearch.dev.broker import start_broker  # noqa: E402
-from mmsearch.dev.mmsearch import start_mmsearch  # noqa: E402
-from mmsearch.dev.processes import free_port, stop_pid  # noqa: E402
-from mmsearch.dev.triton import TritonPorts, start_triton  # noqa: E402
+from mmsearch.dev.harness import ALL_MODELS, running_stack  # noqa: E402
 from mmsearch.kit.media import AudioLimits, decode_audio  # noqa: E402
 from mmsearch.producer import ContentProducer, media_event, text_event  # noqa: E402
 from mmsearch.v1 import (  # noqa: E402
@@ -98,13 +96,7 @@ from mmsearch.v1 import (  # noqa: E402
 )
 
 TENANT = "dev"  # the development token's tenant
-TRITON_MODELS = (
-    "minilm_l6_text",
-    "efficientnet_lite0_conse",
-    "aisfx_audio",
-    "ppocr_text",
-    "minilm_maxsim_rerank",
-)
+TRITON_MODELS = ALL_MODELS
 SAMPLES_AUDIO = ROOT / ".cache" / "samples" / "audio"
 PUBLISHED = datetime(2026, 1, 1, tzinfo=UTC)
 K = 10
@@ -305,62 +297,15 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int, rounds: int = 2000
 # ---------------------------------------------------------------- the stack
 
 
-@dataclass
-class Stack:
-    addr: str
-    bootstrap: str
-    pids: dict[str, int]
-    work: Path
-
-
-def start_stack(work: Path) -> Stack:
-    pids: dict[str, int] = {}
-    logs = work / "logs"
-    try:
-        ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-        print(
-            f"starting tritonserver ({len(TRITON_MODELS)} models, gRPC 127.0.0.1:{ports.grpc}) ...",
-            flush=True,
-        )
-        triton = start_triton(
-            ROOT / ".venv-triton", ROOT / "model_repository", ports, logs / "triton.log",
-            models=TRITON_MODELS, timeout_s=300,
-        )  # fmt: skip
-        pids["triton"] = triton.pid
-        broker_port = free_port()
-        broker = start_broker(broker_port, logs / "broker.log")
-        pids["broker"] = broker.pid
-        grpc_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
-        env.update(
-            MMSEARCH_GRPC_PORT=str(grpc_port),
-            MMSEARCH_METRICS_PORT=str(free_port()),
-            MMSEARCH_TRITON_URL=f"127.0.0.1:{ports.grpc}",
-            MMSEARCH_KAFKA_BOOTSTRAP=f"127.0.0.1:{broker_port}",
-            MMSEARCH_STORE_DIR=str(work / "store"),
-            MMSEARCH_LOG_LEVEL="WARNING",
-            # Batches of 500 OCR calls on a shared 2-core machine must not hit the 10 s default
-            # Triton timeout (the indexer would pause and retry); this changes no result.
-            MMSEARCH_TRITON_TIMEOUT_S="60",
-            MMSEARCH_INDEXER_BATCH_SIZE="64",
-            MMSEARCH_RERANK_TIMEOUT_S="60",
-            MMSEARCH_SEARCH_RECALL_SAMPLE_RATE="0",
-        )
-        addr = f"127.0.0.1:{grpc_port}"
-        print(f"starting mmsearch serve --target all (gRPC {addr}) ...", flush=True)
-        service = start_mmsearch("all", env, logs / "mmsearch.log", addr, timeout_s=180)
-        pids["mmsearch"] = service.pid
-    except BaseException:
-        stop_stack(pids)
-        raise
-    return Stack(addr, f"127.0.0.1:{broker_port}", pids, work)
-
-
-def stop_stack(pids: dict[str, int]) -> None:
-    for name in ("mmsearch", "broker", "triton"):
-        if name in pids:
-            stopped = stop_pid(pids[name], timeout_s=20)
-            print(f"stopped {name} (pid {pids[name]}){'' if stopped else ' with SIGKILL'}", flush=True)
+# Batches of 500 OCR calls on a shared 2-core machine must not hit the 10 s default Triton
+# timeout (the indexer would pause and retry); none of these changes a result.
+SERVICE_SETTINGS = {
+    "MMSEARCH_LOG_LEVEL": "WARNING",
+    "MMSEARCH_TRITON_TIMEOUT_S": "60",
+    "MMSEARCH_INDEXER_BATCH_SIZE": "64",
+    "MMSEARCH_RERANK_TIMEOUT_S": "60",
+    "MMSEARCH_SEARCH_RECALL_SAMPLE_RATE": "0",
+}
 
 
 def publish(bootstrap: str, events: list[events_pb2.ContentEvent]) -> None:
@@ -539,11 +484,14 @@ def run_on_stack(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Start the stack, ingest through Kafka, wait for the indexer, run every task, stop the stack."""
-    stack = start_stack(work)
     ok = False
+    options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+    print(f"starting tritonserver ({len(TRITON_MODELS)} models), broker, mmsearch serve ...", flush=True)
     try:
-        options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-        with grpc.insecure_channel(stack.addr, options=options) as channel:
+        with (
+            running_stack(work, models=TRITON_MODELS, env_overrides=SERVICE_SETTINGS) as stack,
+            grpc.insecure_channel(stack.addr, options=options) as channel,
+        ):
             t0 = time.perf_counter()
             publish(stack.bootstrap, events)
             print(f"published {len(events)} events to {stack.bootstrap}; waiting for the indexer", flush=True)
@@ -566,7 +514,6 @@ def run_on_stack(
                 run["tasks"].append(evaluate_task(stub, task, args))
         ok = True
     finally:
-        stop_stack(stack.pids)
         if ok and not args.keep_workdir:
             shutil.rmtree(work, ignore_errors=True)
         else:

@@ -176,52 +176,6 @@ async def build_mmsearch_store(store_dir: Path, data: Vectors, tags: Sequence[st
     return out
 
 
-def start_mmsearch_server(store_dir: Path, run_dir: Path, use_triton: bool) -> tuple[str, list[int]]:
-    sys.path.insert(0, str(ROOT))
-    from mmsearch.cli.common import health_status
-    from mmsearch.dev.processes import free_port, spawn, stop_pid, wait_until
-    from mmsearch.dev.triton import TritonPorts, start_triton
-
-    pids: list[int] = []
-    triton_grpc = free_port()
-    if use_triton:
-        ports = TritonPorts(free_port(), triton_grpc, free_port())
-        models = sorted(p.name for p in (ROOT / "model_repository").iterdir() if p.is_dir())
-        triton = start_triton(
-            ROOT / ".venv-triton", ROOT / "model_repository", ports, run_dir / "triton.log", models=models
-        )
-        pids.append(triton.pid)
-    grpc_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
-    env.update(
-        MMSEARCH_GRPC_HOST="127.0.0.1",
-        MMSEARCH_GRPC_PORT=str(grpc_port),
-        MMSEARCH_METRICS_PORT=str(free_port()),
-        MMSEARCH_TRITON_URL=f"127.0.0.1:{triton_grpc}",
-        MMSEARCH_KAFKA_BOOTSTRAP="",
-        MMSEARCH_STORE_DIR=str(store_dir),
-        MMSEARCH_SEARCH_RECALL_SAMPLE_RATE="0",
-    )
-    addr = f"127.0.0.1:{grpc_port}"
-    log_path = run_dir / "mmsearch.log"
-    process = spawn([sys.executable, "-m", "mmsearch.cli", "serve", "--target", "all"], env, log_path)
-    pids.append(process.pid)
-    try:
-        # Overall health stays NOT_SERVING without Kafka (the indexer); the Searcher's own is what counts.
-        wait_until(
-            lambda: health_status(addr, "mmsearch.v1.Searcher", 0.5) == "SERVING",
-            timeout_s=120,
-            what="mmsearch Searcher",
-            process=process,
-            log_path=log_path,
-        )
-    except BaseException:
-        for pid in reversed(pids):
-            stop_pid(pid)
-        raise
-    return addr, pids
-
-
 async def bench_mmsearch(
     addr: str, queries: Vectors, truths: dict[str, npt.NDArray[np.int64]], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -472,14 +426,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store_dir = work / "store"
         result["mmsearch_build"] = asyncio.run(build_mmsearch_store(store_dir, data, tags))
         print(f"mmsearch store: {result['mmsearch_build']}", file=sys.stderr, flush=True)
-        addr, pids = start_mmsearch_server(store_dir, work, args.triton)
-        try:
-            result["mmsearch"] = asyncio.run(bench_mmsearch(addr, queries, truths, args))
-        finally:
-            from mmsearch.dev.processes import stop_pid
+        sys.path.insert(0, str(ROOT))
+        from mmsearch.dev.harness import running_stack
 
-            for pid in reversed(pids):
-                stop_pid(pid)
+        models = sorted(p.name for p in (ROOT / "model_repository").iterdir() if p.is_dir())
+        with running_stack(
+            work,  # the store was built in work/store, where the service opens it
+            models=models if args.triton else (),
+            with_broker=False,
+            env_overrides={"MMSEARCH_SEARCH_RECALL_SAMPLE_RATE": "0"},
+            # Overall health stays NOT_SERVING without Kafka (the indexer); the Searcher's own counts.
+            health_service="mmsearch.v1.Searcher",
+            startup_timeout_s=120,
+        ) as stack:
+            result["mmsearch"] = asyncio.run(bench_mmsearch(stack.addr, queries, truths, args))
         targets = {name: row["recall_at_10"] for name, row in result["mmsearch"].items()}
         chroma_dir = work / "chroma"
         chroma_dir.mkdir()

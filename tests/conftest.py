@@ -4,10 +4,7 @@ stopped by pid."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,9 +14,14 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from mmsearch.dev.broker import start_broker
-from mmsearch.dev.processes import free_port, stop_pid
-from mmsearch.dev.triton import TritonPorts, start_triton
+from mmsearch.dev.harness import (
+    ALL_MODELS,
+    MODEL_REPOSITORY,
+    BrokerServer,
+    TritonServer,
+    start_broker_server,
+    start_triton_server,
+)
 from mmsearch.kit.component import Deps
 from mmsearch.kit.config import Settings, Target, load_settings
 from mmsearch.kit.server import RunningServer, start_server
@@ -28,7 +30,6 @@ from mmsearch.stores.provider import StoreProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 TRITON_VENV = Path(os.environ.get("MMSEARCH_STACK_TRITON_VENV", ROOT / ".venv-triton"))
-MODEL_REPOSITORY = ROOT / "model_repository"
 DEV_TOKEN = "mmsearch-dev-token"
 TENANT_B_TOKEN = "mmsearch-dev-token-tenant-b"
 READONLY_TOKEN = "mmsearch-dev-token-readonly"
@@ -44,41 +45,12 @@ def sample(path: str) -> bytes:
 
 
 # Models the shared Triton loads: everything the embedder's default spaces use.
-EMBEDDER_MODELS = (
-    "minilm_l6_text",
-    "efficientnet_lite0_conse",
-    "aisfx_audio",
-    "ppocr_text",
-    "minilm_maxsim_rerank",
-)
+EMBEDDER_MODELS = ALL_MODELS
 
-
-@dataclass
-class TritonHandle:
-    ports: TritonPorts
-    process: subprocess.Popen[bytes]
-    log: Path
-    repository: Path
-    models: tuple[str, ...]
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
-
-    def kill(self) -> None:
-        """SIGKILL to the whole process group (spawn starts a session): the Python
-        backend stubs die with the server instead of being orphaned."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def restart(self) -> None:
-        self.process = start_triton(TRITON_VENV, self.repository, self.ports, self.log, models=self.models)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            stop_pid(self.process.pid, timeout_s=20)
-            self.process.wait(timeout=5)
+# The harness's handles: ports, process, log, grpc_url / bootstrap, stop(); Triton's
+# also kill() (SIGKILL to its process group) and restart() (same ports and models).
+TritonHandle = TritonServer
+BrokerHandle = BrokerServer
 
 
 def start_test_triton(
@@ -86,10 +58,7 @@ def start_test_triton(
 ) -> TritonHandle:
     if not (MODEL_REPOSITORY / ".built").exists():
         pytest.fail("model_repository is not built: run `make models` (make test does)")
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    log = log_dir / "triton.log"
-    process = start_triton(TRITON_VENV, repository, ports, log, models=models)
-    return TritonHandle(ports, process, log, repository, models)
+    return start_triton_server(log_dir, models, repository=repository, venv=TRITON_VENV)
 
 
 @pytest.fixture(scope="session")
@@ -107,23 +76,11 @@ def private_triton(tmp_path: Path) -> Iterator[TritonHandle]:
     handle.stop()
 
 
-@dataclass
-class BrokerHandle:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
-    port = free_port()
-    process = start_broker(port, tmp_path_factory.mktemp("broker") / "broker.log")
-    yield BrokerHandle(port, process)
-    stop_pid(process.pid, timeout_s=10)
-    process.wait(timeout=5)
+    handle = start_broker_server(tmp_path_factory.mktemp("broker"))
+    yield handle
+    handle.stop()
 
 
 def make_settings(**overrides: object) -> Settings:

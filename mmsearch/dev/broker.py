@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from mmsearch.dev.processes import StartupError, port_open, spawn, wait_until
+from mmsearch.dev.processes import StartupError, kill_group, port_open, spawn, wait_until
 
 CONTENT_TOPIC = "content.v1"
 DLQ_TOPIC = "content.v1.dlq"
@@ -69,7 +69,6 @@ def start_broker(port: int, log_path: Path, timeout_s: float = 30.0) -> subproce
         )
         create_topics(f"127.0.0.1:{port}", [CONTENT_TOPIC, DLQ_TOPIC])
     except Exception:
-        process.kill()
-        process.wait()
+        kill_group(process)
         raise
     return process

@@ -104,6 +104,44 @@ def stop_pid(pid: int, *, timeout_s: float = 15.0, sig: int = signal.SIGTERM) ->
     return False
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            state, _ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == pgid and state != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process `spawn` started and everything in its process group; reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def stop_group(pid: int, *, timeout_s: float = 15.0) -> bool:
+    """Stop a process that leads its own process group (`spawn` starts it so) and
+    everything left in that group: SIGTERM to the leader, SIGKILL after timeout_s,
+    then SIGKILL to members that outlived it (Triton's Python-backend stubs when
+    tritonserver had to be killed). True if the leader stopped within the timeout."""
+    clean = stop_pid(pid, timeout_s=timeout_s)
+    # While any member lives the kernel does not reuse `pid` as a group id, so this
+    # only reaches processes of the group we started.
+    deadline = time.monotonic() + 5.0
+    while group_members(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return clean
+
+
 def _reap(pid: int) -> None:
     # Only our own children can be reaped; others are reaped by their parent or init.
     with contextlib.suppress(ChildProcessError, OSError):

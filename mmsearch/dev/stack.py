@@ -12,7 +12,7 @@ from pathlib import Path
 from mmsearch.cli.common import HEALTH_SERVICES, health_status
 from mmsearch.dev.broker import start_broker
 from mmsearch.dev.mmsearch import start_mmsearch
-from mmsearch.dev.processes import pid_alive, port_open, stop_pid
+from mmsearch.dev.processes import pid_alive, port_open, stop_group
 from mmsearch.dev.triton import TritonPorts, start_triton
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +148,7 @@ def down(config: StackConfig) -> int:
         entry = state.get(name)
         if entry is None:
             continue
-        stopped = stop_pid(int(str(entry["pid"])), timeout_s=20)
+        stopped = stop_group(int(str(entry["pid"])), timeout_s=20)
         clean &= stopped
         print(f"stopped {name} (pid {entry['pid']}){'' if stopped else ' with SIGKILL'}")
     config.state_file.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmsearch.dev.processes import StartupError, spawn, wait_until
+from mmsearch.dev.processes import StartupError, kill_group, spawn, wait_until
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,6 @@ def start_triton(
             log_path=log_path,
         )
     except StartupError:
-        process.kill()
-        process.wait()
+        kill_group(process)
         raise
     return process
