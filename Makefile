@@ -87,6 +87,7 @@ test-integration: install models samples
 lint: install
 	$(PY) -m ruff check mmsearch tests scripts bench model_repository
 	$(PY) -m ruff format --check mmsearch tests scripts bench model_repository
+	$(PY) scripts/check_imports.py
 
 typecheck: install
 	$(PY) -m mypy

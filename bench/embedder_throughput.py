@@ -38,7 +38,7 @@ import numpy as np
 import soundfile
 from PIL import Image
 
-from mmsearch.cli.common import DEV_TOKEN, auth_metadata
+from mmsearch.clients.connect import DEV_TOKEN, auth_metadata
 from mmsearch.dev.harness import running_stack
 from mmsearch.kit.media import AudioLimits, ImageLimits, classifier_pixels, decode_audio, decode_image
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc

@@ -75,7 +75,7 @@ import numpy as np
 from kafka import KafkaProducer
 from PIL import Image, ImageEnhance
 
-from mmsearch.cli.common import DEV_TOKEN, auth_metadata
+from mmsearch.clients.connect import DEV_TOKEN, auth_metadata
 from mmsearch.dev.harness import ALL_MODELS, Stack, running_stack
 from mmsearch.dev.metrics_scrape import (
     Samples,

@@ -82,7 +82,7 @@ from fetch_wordnet import VERSION as WN_VERSION  # noqa: E402
 from fetch_wordnet import fetch as fetch_wordnet  # noqa: E402
 from reranker_eval import build_task, parse_wordnet  # noqa: E402
 
-from mmsearch.cli.common import DEV_TOKEN, auth_metadata  # noqa: E402
+from mmsearch.clients.connect import DEV_TOKEN, auth_metadata  # noqa: E402
 from mmsearch.dev.harness import ALL_MODELS, running_stack  # noqa: E402
 from mmsearch.kit.media import AudioLimits, decode_audio  # noqa: E402
 from mmsearch.producer import ContentProducer, media_event, text_event  # noqa: E402

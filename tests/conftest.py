@@ -22,10 +22,9 @@ from mmsearch.dev.harness import (
     start_broker_server,
     start_triton_server,
 )
-from mmsearch.kit.component import Deps
 from mmsearch.kit.config import Settings, Target, load_settings
-from mmsearch.kit.server import RunningServer, start_server
-from mmsearch.modules import components_for
+from mmsearch.kit.server import RunningServer
+from mmsearch.modules import start_target
 from mmsearch.stores.provider import StoreProvider
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +99,8 @@ def make_settings(**overrides: object) -> Settings:
 class ServiceHandle:
     running: RunningServer
     registry: CollectorRegistry
-    stores: StoreProvider
+    # The target's store module (None for targets without one).
+    stores: StoreProvider | None
 
     @property
     def addr(self) -> str:
@@ -110,16 +110,12 @@ class ServiceHandle:
 async def start_service(
     settings: Settings, target: Target = "all", tracer_provider: TracerProvider | None = None
 ) -> ServiceHandle:
+    """The target as `mmsearch serve` wires it (mmsearch/modules.py), in this process."""
     registry = CollectorRegistry()
-    stores = StoreProvider(settings)
-    running = await start_server(
-        settings,
-        components_for(target, Deps(settings, registry, tracer_provider, stores)),
-        registry=registry,
-        tracer_provider=tracer_provider,
-        serve_metrics=False,
+    running, assembly = await start_target(
+        settings, target, registry=registry, tracer_provider=tracer_provider, serve_metrics=False
     )
-    return ServiceHandle(running, registry, stores)
+    return ServiceHandle(running, registry, assembly.stores)
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mmsearch.indexer.pipeline import DependencyDown, ItemRejected, SpaceInfo
+from mmsearch.clients.errors import DependencyDown, InputRejected
+from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.stores.base import Collection, ItemRecord, ItemState, Query, StoreHit, StoreUnavailable
 from mmsearch.v1 import common_pb2, embedder_pb2
-
-REASON_CORRUPT = 4  # DeadLetter.REASON_CORRUPT_MEDIA
 
 
 class MemoryStore:
@@ -85,22 +84,24 @@ class FakeEmbedder:
 
     async def resolve_space(self, name: str) -> SpaceInfo | None:
         if self.down:
-            raise DependencyDown("embedder down")
+            raise DependencyDown("embedder", "down")
         return self.spaces.get(name)
 
     async def all_spaces(self) -> list[SpaceInfo]:
         return list({s.id: s for s in self.spaces.values()}.values())
 
-    async def embed(self, space: str, items: Sequence[common_pb2.Content]) -> list[embedder_pb2.Embedding]:
+    async def embed(
+        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+    ) -> embedder_pb2.EmbedResponse:
         self.calls += 1
         if self.down:
-            raise DependencyDown("embedder down")
+            raise DependencyDown("embedder", "down")
         out = []
         for i, item in enumerate(items):
             kind = item.WhichOneof("kind")
             data = item.text.encode() if kind == "text" else getattr(item, str(kind)).data
             if data.startswith(b"BAD"):
-                raise ItemRejected(i, REASON_CORRUPT, f"items[{i}].{kind}: corrupt")
+                raise InputRejected("embedder", f"items[{i}].{kind}: corrupt", index=i, kind="corrupt_media")
             digest = hashlib.sha256(data).digest()
             vector = np.frombuffer(digest[:32], dtype=np.uint8)[:8].astype(np.float32) + 1
             vector /= np.linalg.norm(vector)
@@ -112,7 +113,10 @@ class FakeEmbedder:
                     content_sha256=hashlib.sha256(data).hexdigest(),
                 )
             )
-        return out
+        return embedder_pb2.EmbedResponse(space=space, embeddings=out)
 
-    async def extract_text(self, images: Sequence[common_pb2.Media]) -> list[str]:
-        return ["ocr text"] * len(images)
+    async def extract_text(
+        self, images: Sequence[common_pb2.Media], timeout_s: float | None = None
+    ) -> list[embedder_pb2.ExtractedText]:
+        block = embedder_pb2.TextBlock(text="ocr text", confidence=0.99)
+        return [embedder_pb2.ExtractedText(blocks=[block]) for _ in images]

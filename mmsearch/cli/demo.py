@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from mmsearch.cli.common import HEALTH_SERVICES, auth_metadata, default_bootstrap, health_status
 from mmsearch.cli.embed import embed_texts, print_embeddings
+from mmsearch.clients.connect import HEALTH_SERVICES, auth_metadata, default_bootstrap, health_status
 from mmsearch.producer import ContentProducer, media_event, text_event
 from mmsearch.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc, searcher_pb2, searcher_pb2_grpc
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import grpc
 import numpy as np
 
-from mmsearch.cli.common import auth_metadata
+from mmsearch.clients.connect import auth_metadata
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import grpc
 
-from mmsearch.cli.common import HEALTH_SERVICES, default_addr, default_bootstrap, default_token, health_status
+from mmsearch.clients.connect import (
+    HEALTH_SERVICES,
+    default_addr,
+    default_bootstrap,
+    default_token,
+    health_status,
+)
 from mmsearch.kit.config import TARGETS
 
 

@@ -9,7 +9,7 @@ import sys
 import grpc
 from google.protobuf import json_format
 
-from mmsearch.cli.common import auth_metadata
+from mmsearch.clients.connect import auth_metadata
 from mmsearch.v1 import common_pb2, searcher_pb2, searcher_pb2_grpc
 
 MODALITIES = {

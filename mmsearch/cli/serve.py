@@ -16,12 +16,10 @@ def serve(target: Target) -> int:
     except ConfigError as exc:
         print(f"mmsearch: {exc}", file=sys.stderr)
         return 2
-    from mmsearch.kit.component import Deps
     from mmsearch.kit.logging import configure_logging
-    from mmsearch.kit.server import serve_until_signalled, start_server
+    from mmsearch.kit.server import serve_until_signalled
     from mmsearch.kit.tracing import setup_tracing
-    from mmsearch.modules import components_for
-    from mmsearch.stores.provider import StoreProvider
+    from mmsearch.modules import start_target
 
     service_name = settings.service_name if target == "all" else f"{settings.service_name}-{target}"
     configure_logging(settings.log_level, settings.log_format, service_name)
@@ -29,12 +27,7 @@ def serve(target: Target) -> int:
 
     async def run() -> None:
         registry = CollectorRegistry()
-        running = await start_server(
-            settings,
-            components_for(target, Deps(settings, registry, provider, StoreProvider(settings))),
-            registry=registry,
-            tracer_provider=provider,
-        )
+        running, _ = await start_target(settings, target, registry=registry, tracer_provider=provider)
         await serve_until_signalled(running)
 
     try:

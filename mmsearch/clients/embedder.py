@@ -1,5 +1,12 @@
-"""The indexer's view of the embedder, over gRPC (the embedder may be this
-same process under --target all, or another Deployment)."""
+"""The typed client of the Embedder service, used by the indexer and the
+searcher alike (the embedder may be this same process under --target all, or
+another Deployment).
+
+Every call takes the caller's time budget; failures come back as the
+dependency errors of mmsearch/clients/errors.py: an error naming one input
+(`items[3].image: ...`) rejects that input only; anything else means the
+embedder is down, too slow, or broken.
+"""
 
 from __future__ import annotations
 
@@ -10,35 +17,47 @@ from typing import cast
 
 import grpc
 
-from mmsearch.indexer.pipeline import DependencyDown, ItemRejected, SpaceInfo
-from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc, events_pb2
+from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError, InputRejected
+from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo
+from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
-REASON = events_pb2.DeadLetter
+DEPENDENCY = "embedder"
 ITEM_FIELD = re.compile(r"^(?:items|images)\[(\d+)\]")
-MODALITY_NAMES = {
-    common_pb2.MODALITY_TEXT: "text",
-    common_pb2.MODALITY_IMAGE: "image",
-    common_pb2.MODALITY_AUDIO: "audio",
-}
 SPACES_TTL_S = 30.0
+# Codes that mean "try again later" rather than "this request is wrong".
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+MAX_MESSAGE_BYTES = 256 << 20
 
 
-# OCR lines kept for BM25: confident, and more than a stray character or two (on
-# photos the detector reads texture as "A", "1", "T", which would match every query's "a").
-OCR_MIN_CONFIDENCE = 0.8
-OCR_MIN_ALNUM = 3
+def dependency_error(err: grpc.aio.AioRpcError, dependency: str = DEPENDENCY) -> DependencyError:
+    """A failed call to another mmsearch service, as a dependency error. An error
+    that names one input (`items[3].text: ...`) is that input's rejection."""
+    code, detail = err.code(), err.details() or ""
+    match = ITEM_FIELD.match(detail)
+    if match is not None and code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            kind: str = "over_limit"
+        elif ".image" in detail or ".audio" in detail:
+            kind = "corrupt_media"
+        else:
+            kind = "invalid"
+        return InputRejected(dependency, detail, index=int(match.group(1)), kind=kind)  # type: ignore[arg-type]
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DependencyDeadline(dependency, f"{code.name}: {detail}")
+    if code in TRANSIENT:
+        return DependencyDown(dependency, f"{code.name}: {detail}")
+    return DependencyError(dependency, f"{code.name}: {detail}")
 
 
-def searchable_text(result: embedder_pb2.ExtractedText) -> str:
-    lines = [
-        block.text
-        for block in result.blocks
-        if block.confidence >= OCR_MIN_CONFIDENCE and sum(c.isalnum() for c in block.text) >= OCR_MIN_ALNUM
-    ]
-    return "\n".join(lines)
-
-
-class GrpcEmbedder:
+class EmbedderClient:
     def __init__(
         self, channel: grpc.aio.Channel, token: str, timeout_s: float, *, owns_channel: bool
     ) -> None:
@@ -52,32 +71,34 @@ class GrpcEmbedder:
         self._spaces_at = 0.0
 
     @classmethod
-    def connect(cls, addr: str, token: str, timeout_s: float) -> GrpcEmbedder:
+    def connect(cls, addr: str, token: str, timeout_s: float) -> EmbedderClient:
         options = [
-            ("grpc.max_send_message_length", 256 << 20),
-            ("grpc.max_receive_message_length", 256 << 20),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ]
         return cls(grpc.aio.insecure_channel(addr, options=options), token, timeout_s, owns_channel=True)
-
-    @classmethod
-    def over(cls, channel: grpc.aio.Channel, token: str, timeout_s: float) -> GrpcEmbedder:
-        return cls(channel, token, timeout_s, owns_channel=False)
 
     async def close(self) -> None:
         if self._owns_channel:
             await self._channel.close()
 
-    def _down(self, err: grpc.aio.AioRpcError) -> DependencyDown:
-        return DependencyDown(f"embedder {err.code().name}: {err.details()}")
+    def _timeout(self, timeout_s: float | None) -> float:
+        return self._timeout_s if timeout_s is None else min(self._timeout_s, timeout_s)
 
-    async def resolve_space(self, name: str) -> SpaceInfo | None:
+    async def resolve_space(self, name: str, timeout_s: float | None = None) -> SpaceInfo | None:
         if time.monotonic() - self._spaces_at > SPACES_TTL_S:
             try:
                 listed = await self._stub.ListSpaces(
-                    embedder_pb2.ListSpacesRequest(), metadata=self._metadata, timeout=self._timeout_s
+                    embedder_pb2.ListSpacesRequest(),
+                    metadata=self._metadata,
+                    timeout=self._timeout(timeout_s),
                 )
             except grpc.aio.AioRpcError as err:
-                raise self._down(err) from err
+                error = dependency_error(err)
+                # ListSpaces takes no input: a rejection here is the embedder's fault.
+                raise (
+                    DependencyError(DEPENDENCY, error.detail) if isinstance(error, InputRejected) else error
+                ) from err
             spaces: dict[str, SpaceInfo] = {}
             for space in listed.spaces:
                 info = SpaceInfo(
@@ -97,37 +118,25 @@ class GrpcEmbedder:
         await self.resolve_space("default")  # refreshes the cache when stale
         return list({space.id: space for space in self._spaces.values()}.values())
 
-    def _rejected(self, err: grpc.aio.AioRpcError) -> ItemRejected | None:
-        """An error naming one item (items[3].image: ...) rejects that item only."""
-        detail = err.details() or ""
-        match = ITEM_FIELD.match(detail)
-        if match is None:
-            return None
-        if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            reason = (
-                REASON.REASON_CORRUPT_MEDIA
-                if (".image" in detail or ".audio" in detail)
-                else REASON.REASON_INVALID_EVENT
-            )
-            return ItemRejected(int(match.group(1)), reason, detail)
-        if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return ItemRejected(int(match.group(1)), REASON.REASON_OVER_LIMIT, detail)
-        return None
-
-    async def embed(self, space: str, items: Sequence[common_pb2.Content]) -> list[embedder_pb2.Embedding]:
+    async def embed(
+        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+    ) -> embedder_pb2.EmbedResponse:
+        """Raises InputRejected naming the refused item, DependencyDown /
+        DependencyDeadline when the embedder cannot answer in time."""
         request = embedder_pb2.EmbedRequest(space=common_pb2.SpaceRef(name=space), items=list(items))
         try:
-            response = await self._stub.Embed(request, metadata=self._metadata, timeout=self._timeout_s)
+            return await self._stub.Embed(request, metadata=self._metadata, timeout=self._timeout(timeout_s))
         except grpc.aio.AioRpcError as err:
-            raise (self._rejected(err) or self._down(err)) from err
-        return list(response.embeddings)
+            raise dependency_error(err) from err
 
-    async def extract_text(self, images: Sequence[common_pb2.Media]) -> list[str]:
+    async def extract_text(
+        self, images: Sequence[common_pb2.Media], timeout_s: float | None = None
+    ) -> list[embedder_pb2.ExtractedText]:
         request = embedder_pb2.ExtractTextRequest(images=list(images))
         try:
-            response = await self._stub.ExtractText(request, metadata=self._metadata, timeout=self._timeout_s)
+            response = await self._stub.ExtractText(
+                request, metadata=self._metadata, timeout=self._timeout(timeout_s)
+            )
         except grpc.aio.AioRpcError as err:
-            if self._rejected(err) is not None:
-                return [""] * len(images)  # the image itself was embedded; OCR is best-effort text
-            raise self._down(err) from err
-        return [searchable_text(r) for r in response.results]
+            raise dependency_error(err) from err
+        return list(response.results)

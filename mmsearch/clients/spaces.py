@@ -1,4 +1,5 @@
-"""Which space (and so which collection) a name means right now.
+"""Embedding spaces as the embedder's callers see them, and which space (so
+which collection) a name means right now.
 
 A space id ("minilm@2") means itself. An alias ("default", "image") means what
 the store's alias of that name points at once a re-embed has swapped it (the
@@ -9,31 +10,55 @@ alias swap moves both at once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from mmsearch.indexer.pipeline import SpaceInfo
-from mmsearch.stores.base import VectorStore, collection_name
+from mmsearch.stores.base import collection_name
+from mmsearch.v1 import common_pb2
+
+MODALITY_NAMES = {
+    common_pb2.MODALITY_TEXT: "text",
+    common_pb2.MODALITY_IMAGE: "image",
+    common_pb2.MODALITY_AUDIO: "audio",
+}
+MODALITY_VALUES = {name: value for value, name in MODALITY_NAMES.items()}
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    id: str
+    dimension: int
+    modalities: frozenset[str]
 
 
 class SpaceDirectory(Protocol):
-    async def resolve_space(self, name: str) -> SpaceInfo | None: ...
+    """The embedder's space registry (EmbedderClient, or a fake in tests)."""
+
+    async def resolve_space(self, name: str) -> SpaceInfo | None:
+        """The space a name or alias points at in the registry, or None."""
 
     async def all_spaces(self) -> list[SpaceInfo]: ...
 
 
+class AliasDirectory(Protocol):
+    """The store's aliases (any VectorStore)."""
+
+    async def resolve(self, name_or_alias: str) -> str | None: ...
+
+
 class SpaceResolver:
-    def __init__(self, embedder: SpaceDirectory, store: VectorStore) -> None:
-        self._embedder = embedder
-        self._store = store
+    def __init__(self, registry: SpaceDirectory, aliases: AliasDirectory) -> None:
+        self._registry = registry
+        self._aliases = aliases
 
     async def resolve(self, name: str) -> SpaceInfo | None:
-        space = await self._embedder.resolve_space(name)
+        space = await self._registry.resolve_space(name)
         if "@" in name or space is None:
             return space
-        target = await self._store.resolve(name)
+        target = await self._aliases.resolve(name)
         if target is None or target == collection_name(space.id):
             return space
-        for candidate in await self._embedder.all_spaces():
+        for candidate in await self._registry.all_spaces():
             if collection_name(candidate.id) == target:
                 return candidate
         return space  # an alias to a collection no configured space writes: keep the registry's

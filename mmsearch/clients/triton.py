@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from mmsearch.kit.errors import DeadlineExceeded, ServiceError, Unavailable
+from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError
 from mmsearch.kit.metrics import LATENCY_BUCKETS
 
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to 120 s),
@@ -87,18 +87,21 @@ class ModelInfo:
     parameters: Mapping[str, str] = field(default_factory=dict)
 
 
-def map_triton_error(exc: InferenceServerException, model: str) -> ServiceError:
+DEPENDENCY = "model server"
+
+
+def map_triton_error(exc: InferenceServerException, model: str) -> DependencyError:
     status = str(exc.status() or "")
     message = str(exc.message() or exc)
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
-        return DeadlineExceeded(f"model server {model}: deadline exceeded")
+        return DependencyDeadline(DEPENDENCY, f"{model}: deadline exceeded")
     if (
         "UNAVAILABLE" in status
         or "NOT_FOUND" in status
         or any(marker in message.lower() for marker in TRANSIENT_MARKERS)
     ):
-        return Unavailable(f"model server unavailable for {model}: {message}")
-    return ServiceError(f"model server error for {model}: {message}")
+        return DependencyDown(DEPENDENCY, f"unavailable for {model}: {message}")
+    return DependencyError(DEPENDENCY, f"error for {model}: {message}")
 
 
 class TritonPool:
@@ -139,7 +142,7 @@ class TritonPool:
             remaining_s -= max(DEADLINE_RESERVE_S, 0.02 * remaining_s)
         budget = self._timeout_s if remaining_s is None else min(self._timeout_s, remaining_s)
         if budget <= 0:
-            raise DeadlineExceeded("deadline passed before the model call")
+            raise DependencyDeadline(DEPENDENCY, "deadline passed before the model call")
         return time.monotonic() + budget
 
     async def model_ready(self, model: str) -> str | None:
@@ -172,7 +175,7 @@ class TritonPool:
         if info is None:
             info = await self.model_info(model, timeout_s=max(0.05, deadline - time.monotonic()))
             if not info.ready:
-                raise Unavailable(f"model {model} is not ready on the model server")
+                raise DependencyDown(DEPENDENCY, f"model {model} is not ready")
         return info
 
     async def infer_batch(
@@ -199,16 +202,16 @@ class TritonPool:
         the model server is unavailable: inference is idempotent."""
         self._metrics.batch_items.labels(modality).observe(len(next(iter(inputs.values()))))
         attempt = 0
-        unavailable: Unavailable | None = None
+        unavailable: DependencyDown | None = None
         while True:
             try:
                 return await self._call(model, inputs, outputs, deadline)
-            except DeadlineExceeded:
+            except DependencyDeadline:
                 # Out of time while retrying an unavailable server: report the cause.
                 if unavailable is not None:
                     raise unavailable from None
                 raise
-            except Unavailable as exc:
+            except DependencyDown as exc:
                 unavailable = exc
                 attempt += 1
                 pause = RETRY_BACKOFF_S * 2 ** (attempt - 1)
@@ -220,7 +223,7 @@ class TritonPool:
     async def _call(self, model: str, inputs: Arrays, outputs: Sequence[str], deadline: float) -> InferResult:
         timeout_s = deadline - time.monotonic()
         if timeout_s <= 0:
-            raise DeadlineExceeded(f"model server {model}: deadline exceeded")
+            raise DependencyDeadline(DEPENDENCY, f"{model}: deadline exceeded")
         infer_inputs = []
         for name, array in inputs.items():
             tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))

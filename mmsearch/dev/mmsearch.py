@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from mmsearch.cli.common import health_status
+from mmsearch.clients.connect import health_status
 from mmsearch.dev.processes import kill_group, spawn, wait_until
 
 

@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mmsearch.cli.common import HEALTH_SERVICES, health_status
+from mmsearch.clients.connect import HEALTH_SERVICES, health_status
 from mmsearch.dev.broker import start_broker
 from mmsearch.dev.mmsearch import start_mmsearch
 from mmsearch.dev.processes import pid_alive, port_open, stop_group

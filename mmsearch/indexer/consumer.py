@@ -28,8 +28,10 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from opentelemetry import propagate, trace
 
+from mmsearch.clients.errors import DependencyDown, DependencyError
+from mmsearch.indexer.batch import BatchResult, Record
 from mmsearch.indexer.metrics import IndexerMetrics
-from mmsearch.indexer.pipeline import BatchResult, DependencyDown, Pipeline, Record
+from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.v1 import events_pb2
 
 log = structlog.get_logger(__name__)
@@ -165,7 +167,7 @@ class IndexerConsumer:
                 result = await self._process(records)
                 await self._dead_letter(result)
                 break
-            except DependencyDown as exc:
+            except DependencyError as exc:
                 await self._pause(records, str(exc), backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 if self._stopping.is_set():
@@ -212,7 +214,7 @@ class IndexerConsumer:
         try:
             await asyncio.to_thread(send_all)
         except KafkaError as exc:
-            raise DependencyDown(f"dead-letter topic: {exc}") from exc
+            raise DependencyDown("dead-letter topic", str(exc)) from exc
 
     async def _pause(self, records: list[Record], reason: str, backoff: float) -> None:
         """Rewind to the batch's first offsets and hold the partitions while waiting."""

@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mmsearch.clients.embedder import GrpcEmbedder
+from mmsearch.clients.embedder import EmbedderClient
+from mmsearch.clients.spaces import SpaceInfo, SpaceResolver
 from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
 from mmsearch.indexer.metrics import IndexerMetrics
-from mmsearch.indexer.pipeline import Pipeline, SpaceInfo
+from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from mmsearch.stores.base import Collection, VectorStore, collection_name
 from mmsearch.v1 import indexer_pb2
@@ -77,7 +78,7 @@ def _ts(value: datetime) -> Timestamp:
 
 class ReembedManager:
     def __init__(
-        self, config: ConsumerConfig, embedder: GrpcEmbedder, store: VectorStore, metrics: IndexerMetrics
+        self, config: ConsumerConfig, embedder: EmbedderClient, store: VectorStore, metrics: IndexerMetrics
     ) -> None:
         self._config = config
         self._embedder = embedder
@@ -108,7 +109,13 @@ class ReembedManager:
                 "dead_letter": False,
             }
         )
-        pipeline = Pipeline(self._embedder, self._store, self._metrics, redirect=(source.id, target))
+        pipeline = Pipeline(
+            SpaceResolver(self._embedder, self._store),
+            self._embedder,
+            self._store,
+            self._metrics,
+            redirect=(source.id, target),
+        )
         job = Job(
             job_id, source, target, aliases, auto_swap, IndexerConsumer(config, pipeline, self._metrics)
         )

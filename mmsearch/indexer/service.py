@@ -1,15 +1,20 @@
 """The indexer: a Kafka consumer of ContentEvents writing into the vector
 store (mmsearch/indexer/consumer.py, pipeline.py), and its IndexerAdmin gRPC
-service (status, alias swaps, dropping a space's collection)."""
+service (status, alias swaps, dropping a space's collection).
+
+The store is a module of the server (mmsearch/modules.py): the indexer uses it
+and never closes it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import grpc
 
-from mmsearch.clients.embedder import GrpcEmbedder
+from mmsearch.clients.embedder import EmbedderClient
+from mmsearch.clients.spaces import SpaceResolver
 from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.pipeline import Pipeline
@@ -31,7 +36,7 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         self._settings = settings
         self._stores = stores
         self.consumer: IndexerConsumer | None = None
-        self.embedder: GrpcEmbedder | None = None
+        self.embedder: EmbedderClient | None = None
         self.reembed: ReembedManager | None = None
 
     async def GetStatus(
@@ -118,9 +123,8 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         return job.proto()
 
 
-def build_indexer(deps: Deps) -> Component:
+def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
     settings = deps.settings
-    stores = deps.store_provider()
     metrics = IndexerMetrics(deps.metrics)
     service = IndexerAdminService(settings, stores)
     task: asyncio.Task[None] | None = None
@@ -130,10 +134,11 @@ def build_indexer(deps: Deps) -> Component:
         if not settings.kafka_bootstrap:
             return
         addr = settings.indexer_embedder_addr or f"127.0.0.1:{port}"
-        service.embedder = GrpcEmbedder.connect(
+        service.embedder = EmbedderClient.connect(
             addr, settings.service_token.get_secret_value(), settings.indexer_embed_timeout_s
         )
-        pipeline = Pipeline(service.embedder, await stores.get(), metrics)
+        store = await stores.get()
+        pipeline = Pipeline(SpaceResolver(service.embedder, store), service.embedder, store, metrics)
         config = ConsumerConfig(
             bootstrap=settings.kafka_bootstrap,
             topic=settings.content_topic,
@@ -144,21 +149,28 @@ def build_indexer(deps: Deps) -> Component:
             heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 6),
         )
         service.consumer = IndexerConsumer(config, pipeline, metrics, deps.tracer_provider)
-        service.reembed = ReembedManager(config, service.embedder, await stores.get(), metrics)
+        service.reembed = ReembedManager(config, service.embedder, store, metrics)
         task = asyncio.get_running_loop().create_task(service.consumer.run(), name="indexer-consumer")
 
-    async def stop() -> None:
+    async def drain() -> None:
+        """Stop consuming; the batch in flight finishes (and commits) while the
+        embedder in this process still serves, or is replayed after a restart."""
         if service.reembed is not None:
             await service.reembed.stop()
         if service.consumer is not None:
             await service.consumer.stop()
         if task is not None:
             await task
+
+    async def stop() -> None:
+        if task is not None and not task.done():
+            task.cancel()  # drain was cut short: nothing was committed, the batch is replayed
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if service.consumer is not None:
             await service.consumer.close()
         if service.embedder is not None:
             await service.embedder.close()
-        await stores.close()
 
     async def ready() -> str | None:
         if not settings.kafka_bootstrap:
@@ -178,5 +190,6 @@ def build_indexer(deps: Deps) -> Component:
         method_roles={f"/{SERVICE.full_name}/{m.name}": ROLE_INDEX_ADMIN for m in SERVICE.methods},
         checks=[ready],
         start=start,
+        drain=drain,
         stop=stop,
     )

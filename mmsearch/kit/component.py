@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 from opentelemetry.trace import TracerProvider
@@ -16,23 +17,17 @@ from prometheus_client import CollectorRegistry
 
 from mmsearch.kit.config import Settings
 from mmsearch.kit.health import Check
-from mmsearch.stores.provider import StoreProvider
 
 
 @dataclass(frozen=True)
 class Deps:
-    """What every component builder is given (nothing is reached through globals)."""
+    """What every component builder is given (nothing is reached through globals).
+    Modules a component needs beyond these (the store) are passed to its builder
+    by the module table, mmsearch/modules.py."""
 
     settings: Settings
     metrics: CollectorRegistry
     tracer_provider: TracerProvider | None = None
-    # The process's one vector store (indexer and searcher share it).
-    stores: StoreProvider | None = None
-
-    def store_provider(self) -> StoreProvider:
-        if self.stores is None:
-            raise RuntimeError("this component needs Deps.stores")
-        return self.stores
 
 
 @dataclass
@@ -47,4 +42,16 @@ class Component:
     implemented: bool = True
     # Called once the server is serving, with its bound gRPC port.
     start: Callable[[int], Awaitable[None]] | None = None
+    # Called at shutdown while the server still serves (so work in flight can still
+    # call services in this process): stop taking background work, finish what is in
+    # flight. Bounded by the grace period; cut short, the work is replayed later.
+    drain: Callable[[], Awaitable[None]] | None = None
+    # Called after the server stopped: release channels and clients.
     stop: Callable[[], Awaitable[None]] | None = None
+
+
+class Module(Protocol):
+    """Something components share and that outlives them (the store): opened
+    before the first component that needs it, closed after the last one stopped."""
+
+    async def close(self) -> None: ...

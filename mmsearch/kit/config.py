@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     # Searcher: where its embedder and reranker are (empty: this process).
     searcher_embedder_addr: str = ""
     searcher_reranker_addr: str = ""
+    # Upper bound for the searcher's calls to the embedder (query embedding, space
+    # listing); the caller's remaining deadline is used when shorter.
+    search_embed_timeout_s: float = Field(10.0, gt=0, le=300)
+    # Candidates each ranking (vector, BM25) fetches before fusion when a request
+    # does not set hybrid.candidates_per_ranking; 0: the page's own size.
+    search_candidates_per_ranking: int = Field(0, ge=0, le=10_000)
     search_default_top_k: int = Field(10, ge=1, le=1000)
     search_max_top_k: int = Field(100, ge=1, le=10_000)
     # Reciprocal rank fusion constant when a request does not set hybrid.rrf_k.

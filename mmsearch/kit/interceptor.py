@@ -26,6 +26,10 @@ PUBLIC_SERVICE_PREFIXES = ("grpc.health.v1.", "grpc.reflection.")
 log = get_logger(__name__)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+# Turns an exception from below the handlers (a client's or a store's) into the
+# status it means; None leaves it INTERNAL. The mapping lives above the kit
+# (mmsearch/edge.py): the kit knows neither clients nor stores.
+Translate = Callable[[BaseException], ServiceError | None]
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -37,6 +41,7 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         method_roles: Mapping[str, str],
         metrics: RpcMetrics,
         on_unavailable: Callable[[str, str], None] | None = None,
+        translate: Translate | None = None,
     ) -> None:
         """`method_roles` maps '/pkg.Service/Method' to the role it requires.
 
@@ -48,6 +53,7 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         self._roles = dict(method_roles)
         self._metrics = metrics
         self._on_unavailable = on_unavailable
+        self._translate = translate
 
     async def intercept_service(
         self,
@@ -89,16 +95,7 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
                 return await behavior(request, context)
             except ServiceError as exc:
                 code = exc.code
-                message = exc.message
-                if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
-                    # Details (e.g. a model server's raw error) go to the log, not to the caller.
-                    log.error("rpc_failed", code=code.name, error=exc.message)
-                    message = "internal error"
-                else:
-                    log.info("rpc_error", code=code.name, error=exc.message)
-                if code == grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
-                    self._on_unavailable(service, exc.message)
-                await context.abort(code, message)
+                await self._abort(context, service, exc)
             except asyncio.CancelledError:
                 # The client went away or its deadline passed.
                 code = grpc.StatusCode.CANCELLED
@@ -106,7 +103,11 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 code = _code_of(context)
                 raise
-            except Exception:
+            except Exception as exc:
+                mapped = self._translate(exc) if self._translate is not None else None
+                if mapped is not None:
+                    code = mapped.code
+                    await self._abort(context, service, mapped)
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc_internal_error")
                 await context.abort(code, "internal error")
@@ -119,6 +120,21 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
                 metrics.latency.labels("unary", service, name).observe(time.perf_counter() - start)
 
         return wrapped
+
+    async def _abort(
+        self, context: grpc.aio.ServicerContext[Any, Any], service: str, exc: ServiceError
+    ) -> None:
+        code = exc.code
+        message = exc.message
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+            # Details (e.g. a model server's raw error) go to the log, not to the caller.
+            log.error("rpc_failed", code=code.name, error=exc.message)
+            message = "internal error"
+        else:
+            log.info("rpc_error", code=code.name, error=exc.message)
+        if code == grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
+            self._on_unavailable(service, exc.message)
+        await context.abort(code, message)
 
     @staticmethod
     def _authorize(principal: Principal, role: str | None, method: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -23,10 +23,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from mmsearch.kit.auth import TokenAuthenticator
-from mmsearch.kit.component import Component
+from mmsearch.kit.component import Component, Module
 from mmsearch.kit.config import Settings
 from mmsearch.kit.health import Readiness
-from mmsearch.kit.interceptor import RpcPolicyInterceptor
+from mmsearch.kit.interceptor import RpcPolicyInterceptor, Translate
 from mmsearch.kit.logging import get_logger
 from mmsearch.kit.metrics import DependencyMetrics, MetricsServer, RpcMetrics, start_metrics_server
 
@@ -44,21 +44,34 @@ class RunningServer:
     metrics_server: MetricsServer | None
     grace_s: float
     shutdown_delay_s: float
+    # Closed after every component stopped, last opened first.
+    modules: Sequence[Module] = ()
 
     async def stop(self) -> None:
         await self.readiness.shutdown()
         if self.shutdown_delay_s:
             # Let load balancers see NOT_SERVING before the port stops accepting.
             await asyncio.sleep(self.shutdown_delay_s)
+        for component in reversed(self.components):
+            if component.drain is not None:
+                await self._bounded(component, component.drain, "component_drain_failed")
         await self.server.stop(self.grace_s)
         for component in reversed(self.components):
             if component.stop is not None:
-                try:
-                    await component.stop()
-                except Exception:
-                    log.exception("component_stop_failed", component=component.name)
+                await self._bounded(component, component.stop, "component_stop_failed")
+        for module in reversed(self.modules):
+            try:
+                await module.close()
+            except Exception:
+                log.exception("module_close_failed", module=type(module).__name__)
         if self.metrics_server is not None:
             self.metrics_server.stop()
+
+    async def _bounded(self, component: Component, hook: Callable[[], Awaitable[None]], event: str) -> None:
+        try:
+            await asyncio.wait_for(hook(), self.grace_s)
+        except Exception:
+            log.exception(event, component=component.name)
 
 
 async def start_server(
@@ -68,6 +81,8 @@ async def start_server(
     registry: CollectorRegistry,
     tracer_provider: TracerProvider | None = None,
     serve_metrics: bool = True,
+    modules: Sequence[Module] = (),
+    translate: Translate | None = None,
 ) -> RunningServer:
     authenticator = TokenAuthenticator.from_file(settings.auth_tokens_file)
     if settings.uses_dev_tokens:
@@ -83,7 +98,11 @@ async def start_server(
             tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())
         ),
         RpcPolicyInterceptor(
-            authenticator, method_roles, RpcMetrics(registry), on_unavailable=readiness.report_unavailable
+            authenticator,
+            method_roles,
+            RpcMetrics(registry),
+            on_unavailable=readiness.report_unavailable,
+            translate=translate,
         ),
     ]
     server = grpc.aio.server(
@@ -136,6 +155,7 @@ async def start_server(
         metrics_server=metrics_server,
         grace_s=settings.shutdown_grace_s,
         shutdown_delay_s=settings.shutdown_delay_s,
+        modules=modules,
     )
 
 

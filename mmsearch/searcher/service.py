@@ -4,7 +4,9 @@ a budget (degraded, never failed, when the reranker is down or slow); stable
 cursor pagination; only the caller's tenant's items, ever.
 
 The tenant comes from the caller's identity (mmsearch/kit/auth.py), never
-from the request.
+from the request. The embedder and the reranker are reached through their
+typed clients (mmsearch/clients/); their failures, and the store's, become
+statuses in one place (mmsearch/edge.py).
 """
 
 from __future__ import annotations
@@ -16,29 +18,29 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import numpy as np
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mmsearch.clients.embedder import MODALITY_NAMES, GrpcEmbedder
-from mmsearch.clients.spaces import SpaceResolver
-from mmsearch.indexer.pipeline import SpaceInfo
+from mmsearch.clients.embedder import EmbedderClient
+from mmsearch.clients.errors import DependencyError, InputRejected
+from mmsearch.clients.reranker import RerankerClient
+from mmsearch.clients.spaces import MODALITY_NAMES, MODALITY_VALUES, SpaceInfo, SpaceResolver
 from mmsearch.kit.auth import ROLE_SEARCH, current_principal
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import Settings
 from mmsearch.kit.errors import (
-    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
-    Unavailable,
 )
 from mmsearch.searcher.metrics import SearcherMetrics
 from mmsearch.stores.base import (
+    MAX_CANDIDATES_PER_RANKING,
     AttributeValue,
     ItemRecord,
     Query,
@@ -48,20 +50,11 @@ from mmsearch.stores.base import (
 )
 from mmsearch.stores.filters import parse_filter
 from mmsearch.stores.provider import StoreProvider
-from mmsearch.v1 import (
-    common_pb2,
-    embedder_pb2,
-    embedder_pb2_grpc,
-    reranker_pb2,
-    reranker_pb2_grpc,
-    searcher_pb2,
-    searcher_pb2_grpc,
-)
+from mmsearch.v1 import common_pb2, reranker_pb2, searcher_pb2, searcher_pb2_grpc
 
 log = structlog.get_logger(__name__)
 SERVICE = searcher_pb2.DESCRIPTOR.services_by_name["Searcher"]
 Context = grpc.aio.ServicerContext[Any, Any]
-MODALITY_VALUES = {name: value for value, name in MODALITY_NAMES.items()}
 
 
 def _timestamp(value: Any) -> Timestamp:
@@ -122,6 +115,22 @@ def decode_cursor(token: str) -> Cursor:
         raise InvalidArgument("page_token is not a token this server issued", field="page_token") from exc
 
 
+def page_offset(token: str, space_id: str, print_: str) -> int:
+    """Where a page starts: 0, or the offset of a cursor issued for this very request."""
+    if not token:
+        return 0
+    cursor = decode_cursor(token)
+    if cursor.space != space_id:
+        raise FailedPrecondition(
+            f"page_token belongs to space {cursor.space}, the request resolves to {space_id}"
+        )
+    if cursor.fingerprint != print_:
+        raise InvalidArgument(
+            "page_token belongs to a different query, filter or options", field="page_token"
+        )
+    return cursor.offset
+
+
 @dataclass(frozen=True)
 class Plan:
     space: SpaceInfo
@@ -132,6 +141,7 @@ class Plan:
     modalities: tuple[str, ...]
     hybrid_text: str | None
     rrf_k: int
+    candidates_per_ranking: int
     rerank_n: int
 
 
@@ -140,21 +150,15 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         self._settings = settings
         self._stores = stores
         self._metrics = metrics
-        self.embedder: GrpcEmbedder | None = None
-        self.embed_stub: embedder_pb2_grpc.EmbedderAsyncStub | None = None
-        self.rerank_stub: reranker_pb2_grpc.RerankerAsyncStub | None = None
-        self._metadata: tuple[tuple[str, str], ...] = ()
+        self.embedder: EmbedderClient | None = None
+        self.reranker: RerankerClient | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     def connect(self, embedder: grpc.aio.Channel, reranker: grpc.aio.Channel, token: str) -> None:
-        self.embedder = GrpcEmbedder.over(embedder, token, self._settings.indexer_embed_timeout_s)
-        self.embed_stub = cast(
-            "embedder_pb2_grpc.EmbedderAsyncStub", embedder_pb2_grpc.EmbedderStub(embedder)
+        self.embedder = EmbedderClient(
+            embedder, token, self._settings.search_embed_timeout_s, owns_channel=False
         )
-        self.rerank_stub = cast(
-            "reranker_pb2_grpc.RerankerAsyncStub", reranker_pb2_grpc.RerankerStub(reranker)
-        )
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self.reranker = RerankerClient(reranker, token)
 
     async def Search(
         self, request: searcher_pb2.SearchRequest, context: Context
@@ -180,14 +184,12 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             filter=plan.filter,
             modalities=plan.modalities,
             rrf_k=plan.rrf_k,
+            candidates_per_ranking=plan.candidates_per_ranking,
         )
         store = await self._stores.get()
         collection = collection_name(plan.space.id)
         t0 = time.perf_counter()
-        try:
-            hits = await store.search(collection, query) if await store.resolve(collection) else []
-        except StoreUnavailable as exc:
-            raise Unavailable(f"store: {exc}") from exc
+        hits = await store.search(collection, query) if await store.resolve(collection) else []
         elapsed = time.perf_counter() - t0
         if plan.hybrid_text:
             timings.fusion_ms = elapsed * 1000  # vector + BM25 + RRF run together in the store
@@ -224,8 +226,16 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         """Validate the request (before any work) and settle every option."""
         settings = self._settings
         top_k = request.top_k or settings.search_default_top_k
-        if top_k > settings.search_max_top_k:
-            raise ResourceExhausted(f"top_k {top_k} is over the limit {settings.search_max_top_k}")
+        for name, value, limit in (
+            ("top_k", top_k, settings.search_max_top_k),
+            (
+                "hybrid.candidates_per_ranking",
+                request.hybrid.candidates_per_ranking,
+                MAX_CANDIDATES_PER_RANKING,
+            ),
+        ):
+            if value > limit:
+                raise ResourceExhausted(f"{name} {value} is over the limit {limit}")
         if request.query.WhichOneof("kind") is None:
             raise InvalidArgument("query is required: text, image, audio or vector", field="query")
         assert self.embedder is not None
@@ -234,18 +244,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         if space is None:
             raise NotFound(f"unknown space or alias {space_name!r}")
         print_ = fingerprint(request)
-        offset = 0
-        if request.page_token:
-            cursor = decode_cursor(request.page_token)
-            if cursor.space != space.id:
-                raise FailedPrecondition(
-                    f"page_token belongs to space {cursor.space}, the request resolves to {space.id}"
-                )
-            if cursor.fingerprint != print_:
-                raise InvalidArgument(
-                    "page_token belongs to a different query, filter or options", field="page_token"
-                )
-            offset = cursor.offset
+        offset = page_offset(request.page_token, space.id, print_)
         filter_tree = request.filter if request.filter.WhichOneof("expr") is not None else None
         if filter_tree is not None:
             parse_filter(filter_tree, {})  # INVALID_ARGUMENT naming the path
@@ -273,6 +272,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             modalities=tuple(modalities),
             hybrid_text=hybrid_text,
             rrf_k=request.hybrid.rrf_k or settings.search_rrf_k,
+            candidates_per_ranking=request.hybrid.candidates_per_ranking
+            or settings.search_candidates_per_ranking,
             rerank_n=rerank_n,
         )
 
@@ -289,24 +290,15 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             if not np.all(np.isfinite(values)) or norm == 0:
                 raise InvalidArgument("query vector must be finite and non-zero", field="query.vector")
             return (values / norm).astype(np.float32), False
-        assert self.embed_stub is not None
+        assert self.embedder is not None
         remaining = context.time_remaining()
-        request = embedder_pb2.EmbedRequest(space=common_pb2.SpaceRef(name=space_id), items=[content])
         try:
-            response = await self.embed_stub.Embed(
-                request,
-                metadata=self._metadata,
-                timeout=remaining if remaining else self._settings.triton_timeout_s,
-            )
-        except grpc.aio.AioRpcError as err:
-            detail = (err.details() or "").replace("items[0]", "query")
-            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(detail) from err
-            if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise ResourceExhausted(detail) from err
-            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise DeadlineExceeded(f"embedder: {detail}") from err
-            raise Unavailable(f"embedder: {err.code().name}: {detail}") from err
+            response = await self.embedder.embed(space_id, [content], timeout_s=remaining)
+        except InputRejected as rejected:
+            detail = rejected.detail.replace("items[0]", "query")
+            raise (ResourceExhausted if rejected.kind == "over_limit" else InvalidArgument)(
+                detail
+            ) from rejected
         embedding = response.embeddings[0]
         return np.asarray(embedding.vector.values, dtype=np.float32), embedding.truncated
 
@@ -320,7 +312,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
     ) -> tuple[list[StoreHit], dict[int, float]]:
         """Rerank the window within the budget; on any failure keep the fused
         order and say so (degraded, never failed)."""
-        assert self.rerank_stub is not None
+        assert self.reranker is not None
         if not request.query.HasField("text"):
             response.degraded = True
             response.degraded_reasons.append(
@@ -349,12 +341,10 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             model=request.rerank.model,
         )
         try:
-            reranked = await self.rerank_stub.Rerank(
-                rerank_request, metadata=self._metadata, timeout=budget_s
-            )
-        except grpc.aio.AioRpcError as err:
+            reranked = await self.reranker.rerank(rerank_request, timeout_s=budget_s)
+        except DependencyError as err:
             response.degraded = True
-            response.degraded_reasons.append(f"rerank: {err.code().name}: {err.details()}; fused order kept")
+            response.degraded_reasons.append(f"rerank: {err.detail}; fused order kept")
             self._metrics.degraded.labels("rerank").inc()
             return window + rest, {}
         order = [int(r.id) for r in reranked.results]
@@ -372,8 +362,12 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         scores = searcher_pb2.StageScores()
         if hit.vector_score is not None:
             scores.vector = hit.vector_score
+        if hit.vector_rank is not None:
+            scores.vector_rank = hit.vector_rank
         if hit.bm25_score is not None:
             scores.bm25 = hit.bm25_score
+        if hit.bm25_rank is not None:
+            scores.bm25_rank = hit.bm25_rank
         if hybrid:
             scores.fused = hit.score
         if rerank is not None:
@@ -407,9 +401,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         task.add_done_callback(self._background.discard)
 
 
-def build_searcher(deps: Deps) -> Component:
+def build_searcher(deps: Deps, stores: StoreProvider) -> Component:
     settings = deps.settings
-    stores = deps.store_provider()
     service = SearcherService(settings, stores, SearcherMetrics(deps.metrics))
     channels: list[grpc.aio.Channel] = []
 
@@ -426,7 +419,6 @@ def build_searcher(deps: Deps) -> Component:
     async def stop() -> None:
         for channel in set(channels):
             await channel.close()
-        await stores.close()
 
     async def ready() -> str | None:
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsearch.cli.common import health_status
+from mmsearch.clients.connect import health_status
 from mmsearch.dev.harness import running_stack
 from mmsearch.dev.metrics_scrape import descendants, scrape, total
 from mmsearch.dev.processes import StartupError, pid_alive

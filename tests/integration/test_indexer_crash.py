@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsearch.cli.common import health_status
+from mmsearch.clients.connect import health_status
 from mmsearch.dev.broker import create_topics
 from mmsearch.dev.mmsearch import start_mmsearch
 from mmsearch.dev.processes import free_port, stop_pid
@@ -130,7 +130,7 @@ async def test_kill_minus_nine_five_times_keeps_the_exact_state(
 def _status(addr: str):  # type: ignore[no-untyped-def]
     import grpc
 
-    from mmsearch.cli.common import DEV_TOKEN, auth_metadata
+    from mmsearch.clients.connect import DEV_TOKEN, auth_metadata
     from mmsearch.v1 import indexer_pb2, indexer_pb2_grpc
 
     try:

@@ -107,6 +107,7 @@ async def test_reembed_swaps_without_failing_a_search(
 
         assert not failures, failures[:5]
         assert spaces_seen[0] == "minilm@1" and spaces_seen[-1] == "minilm@2"
+        assert indexing.service.stores is not None
         store = await indexing.service.stores.get()
         assert await store.resolve("default") == collection_name("minilm@2")
         assert await store.count(collection_name("minilm@2"), "dev") == 60

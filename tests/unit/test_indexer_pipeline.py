@@ -14,9 +14,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from mmsearch.clients.errors import DependencyDown
+from mmsearch.clients.spaces import SpaceResolver
+from mmsearch.indexer.batch import Record
 from mmsearch.indexer.events import decode
 from mmsearch.indexer.metrics import IndexerMetrics
-from mmsearch.indexer.pipeline import DependencyDown, Pipeline, Record
+from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.producer import delete_event, media_event, text_event
 from mmsearch.v1 import common_pb2, events_pb2
 from tests.fakes import FakeEmbedder, MemoryStore
@@ -41,7 +44,8 @@ def png() -> bytes:
 
 def make() -> tuple[Pipeline, MemoryStore, FakeEmbedder]:
     store, embedder = MemoryStore(), FakeEmbedder()
-    return Pipeline(embedder, store, IndexerMetrics(CollectorRegistry())), store, embedder
+    pipeline = Pipeline(SpaceResolver(embedder, store), embedder, store, IndexerMetrics(CollectorRegistry()))
+    return pipeline, store, embedder
 
 
 def run(pipeline: Pipeline, *records: Record):  # type: ignore[no-untyped-def]
@@ -156,7 +160,7 @@ def test_any_record_bytes_decode_or_are_rejected(value: bytes, content_type: str
 
 
 def test_only_confident_ocr_lines_of_some_length_are_indexed() -> None:
-    from mmsearch.clients.embedder import searchable_text
+    from mmsearch.indexer.enrich import searchable_text
     from mmsearch.v1 import embedder_pb2
 
     result = embedder_pb2.ExtractedText(

@@ -7,9 +7,9 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 from prometheus_client import CollectorRegistry
 
+from mmsearch.clients.errors import DependencyDown
 from mmsearch.searcher.metrics import SearcherMetrics
 from mmsearch.searcher.service import SearcherService
 from mmsearch.stores.base import ItemRecord, StoreHit
@@ -18,10 +18,8 @@ from tests.conftest import make_settings
 
 
 class DownReranker:
-    async def Rerank(self, request: Any, **kwargs: Any) -> Any:
-        raise grpc.aio.AioRpcError(
-            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "connection refused"
-        )
+    async def rerank(self, request: Any, timeout_s: float) -> Any:
+        raise DependencyDown("reranker", "UNAVAILABLE: connection refused")
 
 
 class Context:
@@ -38,7 +36,7 @@ def hit(item: str, modality: str, score: float) -> StoreHit:
 
 def test_reranker_down_keeps_the_fused_order_and_says_degraded() -> None:
     service = SearcherService(make_settings(), None, SearcherMetrics(CollectorRegistry()))  # type: ignore[arg-type]
-    service.rerank_stub = DownReranker()  # type: ignore[assignment]
+    service.reranker = DownReranker()  # type: ignore[assignment]
     request = searcher_pb2.SearchRequest(
         query=common_pb2.Content(text="cats"), rerank=searcher_pb2.RerankOptions(enabled=True, top_n=3)
     )

@@ -1,4 +1,5 @@
-"""Small client helpers for the CLI, the demo and tests."""
+"""Connecting to a running mmsearch as a user does: the address, token and
+broker the CLI, the demo, the local stack and tests default to, and health."""
 
 from __future__ import annotations
 
