@@ -33,6 +33,13 @@ class BatchResult:
     # (space id, event time) of each applied event, for freshness.
     applied: list[tuple[str, datetime]] = field(default_factory=list)
 
+    def merge(self, other: BatchResult) -> None:
+        self.dead_letters += other.dead_letters
+        self.indexed += other.indexed
+        self.deleted += other.deleted
+        self.duplicates += other.duplicates
+        self.applied += other.applied
+
 
 def dead_letter(
     record: Record, reason: events_pb2.DeadLetter.Reason.ValueType, detail: str

@@ -29,7 +29,7 @@ from kafka.structs import OffsetAndMetadata
 from opentelemetry import propagate, trace
 
 from mmsearch.clients.errors import DependencyDown, DependencyError
-from mmsearch.indexer.batch import BatchResult, Record
+from mmsearch.indexer.batch import REASON, BatchResult, Record, dead_letter
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.v1 import events_pb2
@@ -37,6 +37,8 @@ from mmsearch.v1 import events_pb2
 log = structlog.get_logger(__name__)
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
+# Failures of one batch with a dependency error (not "down") before its records are tried alone.
+ISOLATE_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -162,18 +164,47 @@ class IndexerConsumer:
         ]
         self._metrics.batch_records.observe(len(records))
         backoff = BACKOFF_START_S
+        failures = 0
         while True:
             try:
-                result = await self._process(records)
+                if failures >= ISOLATE_AFTER and len(records) > 1:
+                    result = await self._isolate(records)
+                else:
+                    result = await self._process(records)
                 await self._dead_letter(result)
                 break
             except DependencyError as exc:
+                # A dependency that answers with an error (not "down") on the same batch
+                # again and again may be failing on one record: isolate it next time.
+                failures = failures + 1 if not isinstance(exc, DependencyDown) else 0
                 await self._pause(records, str(exc), backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 if self._stopping.is_set():
                     return
         await self._commit(records)
         self._account(result)
+
+    async def _isolate(self, records: list[Record]) -> BatchResult:
+        """Each record alone: one the dependency fails on while its neighbours
+        succeed is dead-lettered (REASON_UNPROCESSABLE) so it cannot pin the
+        partition. If every record fails alone, the dependency is broken, not the
+        records: raise, and the batch waits (a bad deploy must not empty a topic
+        into the DLQ)."""
+        result = BatchResult()
+        failed: list[tuple[Record, DependencyError]] = []
+        for record in records:
+            try:
+                result.merge(await self._process([record]))
+            except DependencyDown:
+                raise
+            except DependencyError as exc:
+                failed.append((record, exc))
+        if len(failed) == len(records):
+            raise failed[0][1]
+        for record, error in failed:
+            log.warning("indexer_record_isolated", offset=record.offset, error=str(error))
+            result.dead_letters.append(dead_letter(record, REASON.REASON_UNPROCESSABLE, str(error)))
+        return result
 
     async def _process(self, records: list[Record]) -> BatchResult:
         # One span per batch, linked to each producer's span (W3C context in the headers).

@@ -16,10 +16,13 @@ from datetime import UTC
 from typing import Protocol
 
 import numpy as np
+import structlog
 from PIL import Image
 
-from mmsearch.clients.errors import InputRejected, RejectionKind
+from mmsearch.clients.errors import DependencyDeadline, InputRejected, RejectionKind
 from mmsearch.indexer.batch import REASON, dead_letter
+from mmsearch.indexer.embedding import EmbedScheduler, WorkBudget
+from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.plan import Pending
 from mmsearch.kit.errors import ServiceError
 from mmsearch.kit.media import ImageLimits, decode_image
@@ -28,12 +31,15 @@ from mmsearch.v1 import common_pb2, embedder_pb2, events_pb2
 
 SNIPPET_CHARS = 300
 OCR_CHUNK = 8
+OCR_BASE_TIMEOUT_S = 2.0
+OCR_SECONDS_PER_IMAGE = 2.0
 THUMBNAIL_SIDE = 128
 THUMBNAIL_MAX_BYTES = 16 * 1024
 # OCR lines kept for BM25: confident, and more than a stray character or two (on
 # photos the detector reads texture as "A", "1", "T", which would match every query's "a").
 OCR_MIN_CONFIDENCE = 0.8
 OCR_MIN_ALNUM = 3
+log = structlog.get_logger(__name__)
 DLQ_REASON: dict[RejectionKind, events_pb2.DeadLetter.Reason.ValueType] = {
     "invalid": REASON.REASON_INVALID_EVENT,
     "corrupt_media": REASON.REASON_CORRUPT_MEDIA,
@@ -86,45 +92,57 @@ def thumbnail(data: bytes) -> bytes:
 
 
 class Enricher:
-    def __init__(self, embedder: EmbedderPort) -> None:
+    def __init__(
+        self, embedder: EmbedderPort, budget: WorkBudget | None = None, metrics: IndexerMetrics | None = None
+    ) -> None:
         self._embedder = embedder
+        self._scheduler = EmbedScheduler(embedder, budget or WorkBudget())
+        self._metrics = metrics
 
     async def enrich(self, space_id: str, upserts: Sequence[Pending]) -> Enriched:
         out = Enriched()
-        remaining = list(upserts)
-        while remaining:
-            try:
-                response = await self._embedder.embed(space_id, [p.event.event.content for p in remaining])
-            except InputRejected as rejected:
-                bad = remaining.pop(rejected.index)
-                out.dead_letters.append(dead_letter(bad.record, DLQ_REASON[rejected.kind], rejected.detail))
-                continue
-            images = [p for p in remaining if p.event.kind == "image"]
-            texts = await self._ocr(images)
-            # Decoding and resizing are CPU work: off the event loop, which also serves searches.
-            thumbs = await asyncio.gather(
-                *(asyncio.to_thread(thumbnail, p.event.event.content.image.data) for p in images)
-            )
-            by_image = dict(zip((id(p) for p in images), thumbs, strict=True))
-            out.records = [
-                item_record(p, e, texts.get(id(p), ""), by_image.get(id(p), b""))
-                for p, e in zip(remaining, response.embeddings, strict=True)
-            ]
-            break
+        embedded = await self._scheduler.embed(space_id, [p.event.event.content for p in upserts])
+        if self._metrics is not None:
+            self._metrics.embed_calls.inc(embedded.calls)
+            self._metrics.embed_splits.inc(embedded.splits)
+        for index, refusal in sorted(embedded.refused.items()):
+            reason = DLQ_REASON[refusal.kind] if refusal.kind else REASON.REASON_UNPROCESSABLE
+            out.dead_letters.append(dead_letter(upserts[index].record, reason, refusal.detail))
+        kept = [(p, embedded.vectors[i]) for i, p in enumerate(upserts) if i in embedded.vectors]
+        images = [p for p, _ in kept if p.event.kind == "image"]
+        texts = await self._ocr(images)
+        # Decoding and resizing are CPU work: off the event loop, which also serves searches.
+        thumbs = await asyncio.gather(
+            *(asyncio.to_thread(thumbnail, p.event.event.content.image.data) for p in images)
+        )
+        by_image = dict(zip((id(p) for p in images), thumbs, strict=True))
+        out.records = [item_record(p, e, texts.get(id(p), ""), by_image.get(id(p), b"")) for p, e in kept]
         return out
 
     async def _ocr(self, images: list[Pending]) -> dict[int, str]:
-        """OCR in small sequential chunks: OCR costs ~0.2 s per image on CPU, and a
-        whole batch of images in one call would outlast the model-server deadline
-        (each call's images share it), failing the same way on every retry."""
+        """OCR in small sequential chunks, each with a deadline for its images: OCR
+        costs ~0.2 s per image on CPU, and a whole batch in one call would outlast
+        any fixed deadline. OCR text is best effort: an image refused or still too
+        slow alone keeps its vector and gets no text (logged)."""
         texts: dict[int, str] = {}
-        for start in range(0, len(images), OCR_CHUNK):
-            chunk = images[start : start + OCR_CHUNK]
+        chunks = [images[i : i + OCR_CHUNK] for i in range(0, len(images), OCR_CHUNK)]
+        while chunks:
+            chunk = chunks.pop(0)
+            timeout_s = OCR_BASE_TIMEOUT_S + OCR_SECONDS_PER_IMAGE * len(chunk)
             try:
-                found = await self._embedder.extract_text([p.event.event.content.image for p in chunk])
+                found = await self._embedder.extract_text(
+                    [p.event.event.content.image for p in chunk], timeout_s=timeout_s
+                )
             except InputRejected:
-                continue  # the images themselves were embedded; OCR text is best effort
-            texts.update({id(p): searchable_text(r) for p, r in zip(chunk, found, strict=True)})
+                found = None
+            except DependencyDeadline as exc:
+                if len(chunk) > 1:
+                    chunks[:0] = [[p] for p in chunk]  # alone, each with its own deadline
+                    continue
+                log.warning("ocr_skipped", item_id=chunk[0].event.event.item_id, error=exc.detail)
+                found = None
+            if found is not None:
+                texts.update({id(p): searchable_text(r) for p, r in zip(chunk, found, strict=True)})
         return texts
 
 

@@ -54,3 +54,13 @@ class IndexerMetrics:
             "Batches retried after a dependency failure (nothing committed).",
             registry=registry,
         )
+        self.embed_calls = Counter(
+            "mmsearch_indexer_embed_calls_total",
+            "Embed calls made by the indexer (work sized by cost, not item count).",
+            registry=registry,
+        )
+        self.embed_splits = Counter(
+            "mmsearch_indexer_embed_splits_total",
+            "Embed calls past their deadline, split in halves and retried at once.",
+            registry=registry,
+        )

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.batch import BatchResult, Record
+from mmsearch.indexer.embedding import WorkBudget
 from mmsearch.indexer.enrich import EmbedderPort, Enricher
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.plan import Planner, Resolver
@@ -32,12 +33,13 @@ class Pipeline:
         store: VectorStore,
         metrics: IndexerMetrics,
         *,
+        budget: WorkBudget | None = None,
         redirect: tuple[str, SpaceInfo] | None = None,
     ) -> None:
         """`redirect` = (source space id, target space): a re-embed job's pipeline,
         which writes the source space's events into the target space only."""
         self._planner = Planner(resolver, redirect=redirect)
-        self._enricher = Enricher(embedder)
+        self._enricher = Enricher(embedder, budget, metrics)
         self._writer = Writer(store)
         self._metrics = metrics
 

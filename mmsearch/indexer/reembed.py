@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,7 +23,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mmsearch.clients.embedder import EmbedderClient
-from mmsearch.clients.spaces import SpaceInfo, SpaceResolver
+from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.pipeline import Pipeline
@@ -78,12 +79,19 @@ def _ts(value: datetime) -> Timestamp:
 
 class ReembedManager:
     def __init__(
-        self, config: ConsumerConfig, embedder: EmbedderClient, store: VectorStore, metrics: IndexerMetrics
+        self,
+        config: ConsumerConfig,
+        embedder: EmbedderClient,
+        store: VectorStore,
+        metrics: IndexerMetrics,
+        pipeline_for: Callable[[tuple[str, SpaceInfo]], Pipeline],
     ) -> None:
+        """`pipeline_for(redirect)` builds the job's pipeline, configured like the live one."""
         self._config = config
         self._embedder = embedder
         self._store = store
         self._metrics = metrics
+        self._pipeline_for = pipeline_for
         self.jobs: dict[str, Job] = {}
 
     async def start(self, source_name: str, target_name: str, auto_swap: bool) -> Job:
@@ -109,13 +117,7 @@ class ReembedManager:
                 "dead_letter": False,
             }
         )
-        pipeline = Pipeline(
-            SpaceResolver(self._embedder, self._store),
-            self._embedder,
-            self._store,
-            self._metrics,
-            redirect=(source.id, target),
-        )
+        pipeline = self._pipeline_for((source.id, target))
         job = Job(
             job_id, source, target, aliases, auto_swap, IndexerConsumer(config, pipeline, self._metrics)
         )

@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 
 from mmsearch.clients.embedder import EmbedderClient
-from mmsearch.clients.spaces import SpaceResolver
+from mmsearch.clients.spaces import SpaceInfo, SpaceResolver
 from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
+from mmsearch.indexer.embedding import WorkBudget
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
@@ -123,6 +124,18 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         return job.proto()
 
 
+def work_budget(settings: Settings) -> WorkBudget:
+    return WorkBudget(
+        tokens_per_call=settings.indexer_embed_token_budget,
+        media_bytes_per_call=settings.indexer_embed_media_budget_bytes,
+        items_per_call=settings.embed_max_items,
+        base_timeout_s=settings.indexer_embed_base_timeout_s,
+        seconds_per_1k_tokens=settings.indexer_embed_seconds_per_1k_tokens,
+        seconds_per_media_mb=settings.indexer_embed_seconds_per_media_mb,
+        max_timeout_s=settings.indexer_embed_timeout_s,
+    )
+
+
 def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
     settings = deps.settings
     metrics = IndexerMetrics(deps.metrics)
@@ -138,7 +151,13 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             addr, settings.service_token.get_secret_value(), settings.indexer_embed_timeout_s
         )
         store = await stores.get()
-        pipeline = Pipeline(SpaceResolver(service.embedder, store), service.embedder, store, metrics)
+        embedder = service.embedder
+        budget = work_budget(settings)
+
+        def pipeline_for(redirect: tuple[str, SpaceInfo] | None = None) -> Pipeline:
+            resolver = SpaceResolver(embedder, store)
+            return Pipeline(resolver, embedder, store, metrics, budget=budget, redirect=redirect)
+
         config = ConsumerConfig(
             bootstrap=settings.kafka_bootstrap,
             topic=settings.content_topic,
@@ -148,8 +167,8 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 6),
         )
-        service.consumer = IndexerConsumer(config, pipeline, metrics, deps.tracer_provider)
-        service.reembed = ReembedManager(config, service.embedder, store, metrics)
+        service.consumer = IndexerConsumer(config, pipeline_for(), metrics, deps.tracer_provider)
+        service.reembed = ReembedManager(config, embedder, store, metrics, pipeline_for)
         task = asyncio.get_running_loop().create_task(service.consumer.run(), name="indexer-consumer")
 
     async def drain() -> None:

@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     indexer_embedder_addr: str = ""
     # Bearer token the indexer and searcher present to the embedder and reranker.
     service_token: SecretStr = SecretStr("mmsearch-dev-token")
+    # Ingest work is sized by cost, not item count: one Embed call carries at most
+    # this many estimated tokens of text, or this many bytes of images/audio.
+    indexer_embed_token_budget: int = Field(2048, ge=64, le=1_000_000)
+    indexer_embed_media_budget_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # An Embed call's deadline is derived from its work: base + per 1k tokens + per MB of media,
+    # capped by indexer_embed_timeout_s, the generous bound one item gets before it is
+    # dead-lettered (REASON_UNPROCESSABLE). A call past its deadline is split in halves.
+    indexer_embed_base_timeout_s: float = Field(2.0, gt=0, le=600)
+    indexer_embed_seconds_per_1k_tokens: float = Field(2.0, ge=0, le=600)
+    indexer_embed_seconds_per_media_mb: float = Field(2.0, ge=0, le=600)
     indexer_embed_timeout_s: float = Field(60.0, gt=0, le=600)
 
     # Searcher: where its embedder and reranker are (empty: this process).

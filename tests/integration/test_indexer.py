@@ -92,14 +92,16 @@ async def start_indexing(triton: TritonHandle, broker: BrokerHandle, **overrides
     dlq = f"{topic}.dlq"
     await asyncio.to_thread(create_topics, broker.bootstrap, [topic, dlq])
     settings = make_settings(
-        triton_url=triton.grpc_url,
-        kafka_bootstrap=broker.bootstrap,
-        content_topic=topic,
-        dlq_topic=dlq,
-        indexer_group=f"indexer-{topic}",
-        indexer_batch_size=64,
-        kafka_session_timeout_ms=6000,
-        **overrides,
+        **{
+            "triton_url": triton.grpc_url,
+            "kafka_bootstrap": broker.bootstrap,
+            "content_topic": topic,
+            "dlq_topic": dlq,
+            "indexer_group": f"indexer-{topic}",
+            "indexer_batch_size": 64,
+            "kafka_session_timeout_ms": 6000,
+            **overrides,
+        }
     )
     return Indexing(await start_service(settings), topic, dlq, broker.bootstrap)
 

@@ -1,0 +1,171 @@
+"""Embedding work sized by cost, with deadlines derived from the work.
+
+A batch of real documents is not a batch of sentences: 64 texts of 256 tokens
+cost ~20x what 64 short sentences do, and a fixed per-call deadline turned that
+into a livelock (the call overran, the batch was retried whole, forever). So:
+
+- items are grouped into calls by estimated cost (tokens of text, bytes of
+  images and audio), not by count;
+- each call's deadline is base + its cost, capped by the generous bound;
+- a call past its deadline is split in halves and both are retried at once,
+  down to one item; one item past the generous bound is refused for good
+  (the indexer dead-letters it) instead of being retried forever;
+- an item the embedder refuses (corrupt, over a limit) is refused alone and
+  the rest of its call is sent again.
+
+Dependency failures that are not deadlines (embedder or model server down)
+propagate: the consumer pauses and replays the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mmsearch.clients.errors import DependencyDeadline, InputRejected, RejectionKind
+from mmsearch.v1 import common_pb2, embedder_pb2
+
+# The text encoder reads at most this many tokens per input (longer text is
+# split into passages before it gets here); an estimate above it is capped.
+MAX_TOKENS_PER_TEXT = 512
+
+
+@dataclass(frozen=True)
+class WorkBudget:
+    tokens_per_call: int = 2048
+    media_bytes_per_call: int = 8 * 1024 * 1024
+    items_per_call: int = 256
+    base_timeout_s: float = 2.0
+    seconds_per_1k_tokens: float = 2.0
+    seconds_per_media_mb: float = 2.0
+    # The most one call, and so one item, may take.
+    max_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Cost:
+    tokens: int = 0
+    media_bytes: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.tokens + other.tokens, self.media_bytes + other.media_bytes)
+
+
+def estimate(content: common_pb2.Content) -> Cost:
+    """A conservative cost estimate, without the model's tokenizer: WordPiece
+    splits words and punctuation, so count both, plus [CLS]/[SEP]."""
+    kind = content.WhichOneof("kind")
+    if kind == "text":
+        words = len(content.text.split())
+        tokens = 2 + max(math.ceil(words * 1.4), len(content.text) // 4)
+        return Cost(tokens=min(tokens, MAX_TOKENS_PER_TEXT))
+    if kind in ("image", "audio"):
+        return Cost(media_bytes=len(getattr(content, kind).data))
+    return Cost(tokens=2)
+
+
+def deadline_for(cost: Cost, budget: WorkBudget) -> float:
+    seconds = (
+        budget.base_timeout_s
+        + cost.tokens / 1000 * budget.seconds_per_1k_tokens
+        + cost.media_bytes / (1024 * 1024) * budget.seconds_per_media_mb
+    )
+    return min(seconds, budget.max_timeout_s)
+
+
+def plan_calls(costs: Sequence[Cost], budget: WorkBudget) -> list[list[int]]:
+    """Consecutive groups of item indexes, each within the per-call budget
+    (an item over the budget on its own gets a call of its own)."""
+    calls: list[list[int]] = []
+    current: list[int] = []
+    total = Cost()
+    for index, cost in enumerate(costs):
+        grown = total + cost
+        over = (
+            grown.tokens > budget.tokens_per_call
+            or grown.media_bytes > budget.media_bytes_per_call
+            or len(current) >= budget.items_per_call
+        )
+        if current and over:
+            calls.append(current)
+            current, total = [], Cost()
+            grown = cost
+        current.append(index)
+        total = grown
+    if current:
+        calls.append(current)
+    return calls
+
+
+class Embedder(Protocol):
+    async def embed(
+        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+    ) -> embedder_pb2.EmbedResponse: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    kind: RejectionKind | None  # None: past the generous bound (unprocessable)
+    detail: str
+
+
+@dataclass
+class Embedded:
+    vectors: dict[int, embedder_pb2.Embedding]
+    refused: dict[int, Refusal]
+    calls: int = 0
+    splits: int = 0
+
+
+class EmbedScheduler:
+    def __init__(self, embedder: Embedder, budget: WorkBudget) -> None:
+        self._embedder = embedder
+        self._budget = budget
+
+    async def embed(self, space: str, items: Sequence[common_pb2.Content]) -> Embedded:
+        """Every item ends embedded or refused; raises only when the embedder is down."""
+        costs = [estimate(item) for item in items]
+        out = Embedded({}, {})
+        for call in plan_calls(costs, self._budget):
+            await self._call(space, items, costs, call, out)
+        return out
+
+    async def _call(
+        self,
+        space: str,
+        items: Sequence[common_pb2.Content],
+        costs: Sequence[Cost],
+        indexes: list[int],
+        out: Embedded,
+        *,
+        escalated: bool = False,
+    ) -> None:
+        pending = list(indexes)
+        while pending:
+            cost = sum((costs[i] for i in pending), Cost())
+            timeout_s = self._budget.max_timeout_s if escalated else deadline_for(cost, self._budget)
+            out.calls += 1
+            try:
+                response = await self._embedder.embed(space, [items[i] for i in pending], timeout_s=timeout_s)
+            except InputRejected as rejected:
+                bad = pending.pop(rejected.index)
+                out.refused[bad] = Refusal(rejected.kind, rejected.detail)
+                continue
+            except DependencyDeadline as exc:
+                if len(pending) > 1:
+                    out.splits += 1
+                    half = len(pending) // 2
+                    await self._call(space, items, costs, pending[:half], out, escalated=escalated)
+                    await self._call(space, items, costs, pending[half:], out, escalated=escalated)
+                elif not escalated and timeout_s < self._budget.max_timeout_s:
+                    await self._call(space, items, costs, pending, out, escalated=True)
+                else:
+                    out.refused[pending[0]] = Refusal(
+                        None, f"not embedded within {timeout_s:.0f} s on its own: {exc.detail}"
+                    )
+                return
+            for index, embedding in zip(pending, response.embeddings, strict=True):
+                out.vectors[index] = embedding
+            return

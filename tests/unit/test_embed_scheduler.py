@@ -1,0 +1,111 @@
+"""Ingest embedding sized by cost: calls within the budget, deadlines derived
+from the work, split in halves past a deadline, one item past the generous
+bound refused for good (never retried forever)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mmsearch.clients.errors import DependencyDeadline, DependencyDown, InputRejected
+from mmsearch.indexer.embedding import (
+    Cost,
+    EmbedScheduler,
+    WorkBudget,
+    deadline_for,
+    estimate,
+    plan_calls,
+)
+from mmsearch.v1 import common_pb2, embedder_pb2
+
+BUDGET = WorkBudget(tokens_per_call=1000, base_timeout_s=1.0, seconds_per_1k_tokens=1.0, max_timeout_s=30.0)
+
+
+def text(words: int, tag: str = "w") -> common_pb2.Content:
+    return common_pb2.Content(text=" ".join(f"{tag}{i}" for i in range(words)))
+
+
+class SlowEmbedder:
+    """Takes `seconds_per_token` per estimated token; a call whose work does not
+    fit its timeout fails with DEADLINE_EXCEEDED, as a busy model server does."""
+
+    def __init__(self, seconds_per_token: float, poison: str = "") -> None:
+        self.seconds_per_token = seconds_per_token
+        self.poison = poison
+        self.calls: list[tuple[int, float]] = []
+        self.down = False
+
+    async def embed(
+        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+    ) -> embedder_pb2.EmbedResponse:
+        assert timeout_s is not None
+        self.calls.append((len(items), timeout_s))
+        if self.down:
+            raise DependencyDown("embedder", "UNAVAILABLE")
+        for i, item in enumerate(items):
+            if self.poison and item.text.startswith(self.poison):
+                raise InputRejected("embedder", f"items[{i}].text: refused", index=i, kind="invalid")
+        work = sum(estimate(item).tokens for item in items) * self.seconds_per_token
+        if work > timeout_s:
+            raise DependencyDeadline("embedder", "DEADLINE_EXCEEDED")
+        return embedder_pb2.EmbedResponse(
+            embeddings=[embedder_pb2.Embedding(content_sha256=item.text[:8]) for item in items]
+        )
+
+
+def test_calls_stay_within_the_token_budget_and_keep_order() -> None:
+    costs = [estimate(text(n)) for n in (100, 300, 400, 20, 700, 5, 2000)]
+    calls = plan_calls(costs, BUDGET)
+    assert [i for call in calls for i in call] == list(range(len(costs)))
+    for call in calls:
+        assert len(call) == 1 or sum(costs[i].tokens for i in call) <= BUDGET.tokens_per_call
+
+
+@given(st.lists(st.integers(min_value=0, max_value=600), max_size=60))
+def test_every_item_is_planned_once_in_order(words: list[int]) -> None:
+    costs = [estimate(text(n)) for n in words]
+    calls = plan_calls(costs, BUDGET)
+    assert [i for call in calls for i in call] == list(range(len(costs)))
+
+
+def test_deadline_grows_with_the_work_and_is_capped() -> None:
+    assert deadline_for(Cost(tokens=0), BUDGET) == 1.0
+    assert deadline_for(Cost(tokens=1000), BUDGET) == 2.0
+    assert deadline_for(Cost(media_bytes=1 << 40), BUDGET) == BUDGET.max_timeout_s
+
+
+async def test_a_call_past_its_deadline_is_split_until_everything_is_embedded() -> None:
+    # The model is 3x slower than the budget assumes: whole calls time out, halves fit.
+    embedder = SlowEmbedder(seconds_per_token=0.003)
+    items = [text(60, f"d{i}-") for i in range(24)]
+    out = await EmbedScheduler(embedder, BUDGET).embed("s@1", items)
+    assert sorted(out.vectors) == list(range(24)) and not out.refused
+    assert out.splits > 0
+    assert all(timeout <= BUDGET.max_timeout_s for _, timeout in embedder.calls)
+
+
+async def test_one_item_past_the_generous_bound_is_refused_not_retried_forever() -> None:
+    embedder = SlowEmbedder(seconds_per_token=5.0)  # nothing fits, not even alone in 30 s
+    items = [text(10, "a"), text(10, "b")]
+    out = await EmbedScheduler(embedder, BUDGET).embed("s@1", items)
+    assert not out.vectors
+    assert {i: r.kind for i, r in out.refused.items()} == {0: None, 1: None}
+    assert len(embedder.calls) <= 5  # the pair, each alone, each once more with the full bound
+
+
+async def test_a_refused_item_does_not_hold_back_its_call() -> None:
+    embedder = SlowEmbedder(seconds_per_token=0.0, poison="bad")
+    items = [text(5, "ok"), text(5, "bad"), text(5, "ok2")]
+    out = await EmbedScheduler(embedder, BUDGET).embed("s@1", items)
+    assert sorted(out.vectors) == [0, 2]
+    assert out.refused[1].kind == "invalid"
+
+
+async def test_an_embedder_that_is_down_propagates() -> None:
+    embedder = SlowEmbedder(seconds_per_token=0.0)
+    embedder.down = True
+    with pytest.raises(DependencyDown):
+        await EmbedScheduler(embedder, BUDGET).embed("s@1", [text(5)])
