@@ -15,12 +15,21 @@ from __future__ import annotations
 from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError, InputRejected
 from mmsearch.kit.errors import (
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
+    NotFound,
     ResourceExhausted,
     ServiceError,
     Unavailable,
 )
-from mmsearch.stores.errors import InvalidQuery, StoreError, StoreUnavailable
+from mmsearch.stores.errors import (
+    CollectionNotFound,
+    InvalidQuery,
+    ResourceLimit,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+)
 
 
 def translate(exc: BaseException) -> ServiceError | None:
@@ -38,6 +47,12 @@ def translate(exc: BaseException) -> ServiceError | None:
         return Unavailable(f"store: {exc}")
     if isinstance(exc, InvalidQuery):
         return InvalidArgument(str(exc))  # already "field: message"
+    if isinstance(exc, CollectionNotFound):
+        return NotFound(f"store: {exc}")
+    if isinstance(exc, StoreConflict):
+        return FailedPrecondition(f"store: {exc}")
+    if isinstance(exc, ResourceLimit):
+        return ResourceExhausted(f"store: {exc}")
     if isinstance(exc, StoreError):
         return ServiceError(f"store: {exc}")
     return None

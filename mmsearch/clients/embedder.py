@@ -114,6 +114,11 @@ class EmbedderClient:
             self._spaces, self._spaces_at = spaces, time.monotonic()
         return self._spaces.get(name)
 
+    async def aliases(self) -> set[str]:
+        """The aliases the embedder's registry declares."""
+        await self.resolve_space("default")  # refreshes the cache when stale
+        return {name for name, space in self._spaces.items() if name != space.id}
+
     async def all_spaces(self) -> list[SpaceInfo]:
         await self.resolve_space("default")  # refreshes the cache when stale
         return list({space.id: space for space in self._spaces.values()}.values())

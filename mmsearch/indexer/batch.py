@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -55,4 +56,25 @@ def dead_letter(
         original_headers=[events_pb2.RecordHeader(key=k, value=v) for k, v in record.headers],
     )
     letter.dead_lettered_at.FromDatetime(datetime.now(UTC))
+    value = record.value or b""
+    letter.original_value_bytes = len(value)
+    letter.original_value_sha256 = hashlib.sha256(value).hexdigest()
     return letter
+
+
+def fit(letter: events_pb2.DeadLetter, max_bytes: int) -> events_pb2.DeadLetter:
+    """The letter within the DLQ's record size limit: the original value, then
+    the headers, then most of the detail are left out as needed (marked), so an
+    event of any size can always be dead-lettered and never stops a partition."""
+    if letter.ByteSize() <= max_bytes:
+        return letter
+    fitted = events_pb2.DeadLetter()
+    fitted.CopyFrom(letter)
+    fitted.original_omitted = True
+    fitted.ClearField("original_value")
+    if fitted.ByteSize() > max_bytes:
+        fitted.ClearField("original_headers")
+    if fitted.ByteSize() > max_bytes:
+        fitted.detail = fitted.detail[:1024]
+        fitted.original_key = fitted.original_key[:1024]
+    return fitted

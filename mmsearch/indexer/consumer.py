@@ -29,7 +29,7 @@ from kafka.structs import OffsetAndMetadata
 from opentelemetry import propagate, trace
 
 from mmsearch.clients.errors import DependencyDown, DependencyError
-from mmsearch.indexer.batch import REASON, BatchResult, Record, dead_letter
+from mmsearch.indexer.batch import REASON, BatchResult, Record, dead_letter, fit
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.v1 import events_pb2
@@ -39,6 +39,8 @@ BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 # Failures of one batch with a dependency error (not "down") before its records are tried alone.
 ISOLATE_AFTER = 3
+# Room for the DLQ record's key, headers and Kafka's framing within the size limit.
+DLQ_RECORD_OVERHEAD = 4096
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class ConsumerConfig:
     # False for a re-embed replay: the live consumer already dead-lettered those records.
     dead_letter: bool = True
     poll_timeout_ms: int = 500
+    # A dead letter is at most this large (Kafka's default message.max.bytes is 1 MB):
+    # a larger original is left out of it, never allowed to block the partition.
+    dlq_max_record_bytes: int = 1_000_000
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
 
@@ -106,7 +111,12 @@ class IndexerConsumer:
                 client_id=f"mmsearch-indexer-{self.config.group_id}",
             )
             producer = KafkaProducer(
-                bootstrap_servers=self.config.bootstrap, acks="all", linger_ms=5, retries=5
+                bootstrap_servers=self.config.bootstrap,
+                acks="all",
+                linger_ms=5,
+                retries=5,
+                # The letter is fitted to dlq_max_record_bytes; key, headers and framing need room.
+                max_request_size=self.config.dlq_max_record_bytes + DLQ_RECORD_OVERHEAD,
             )
             return consumer, producer
 
@@ -122,10 +132,14 @@ class IndexerConsumer:
                     await self._connect()
                     backoff = BACKOFF_START_S
                 await self._step()
-            except KafkaError as exc:
+            except Exception as exc:
+                # Never let the loop die silently: report, reconnect, retry with backoff.
                 self.state.connected = False
-                self.state.last_error = f"kafka: {exc}"
-                log.warning("indexer_kafka_error", error=str(exc), retry_in_s=backoff)
+                self.state.last_error = f"{'kafka' if isinstance(exc, KafkaError) else 'error'}: {exc}"
+                if isinstance(exc, KafkaError):
+                    log.warning("indexer_kafka_error", error=str(exc), retry_in_s=backoff)
+                else:
+                    log.exception("indexer_loop_error", retry_in_s=backoff)
                 await self._close_clients()
                 await self._wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
@@ -173,11 +187,15 @@ class IndexerConsumer:
                     result = await self._process(records)
                 await self._dead_letter(result)
                 break
-            except DependencyError as exc:
-                # A dependency that answers with an error (not "down") on the same batch
-                # again and again may be failing on one record: isolate it next time.
+            except KafkaError:
+                raise
+            except Exception as exc:
+                # A dependency that answers with an error (not "down"), or a bug, on the same
+                # batch again and again may be failing on one record: isolate it next time.
+                if not isinstance(exc, DependencyError):
+                    log.exception("indexer_batch_failed", records=len(records))
                 failures = failures + 1 if not isinstance(exc, DependencyDown) else 0
-                await self._pause(records, str(exc), backoff)
+                await self._pause(records, f"{type(exc).__name__}: {exc}", backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 if self._stopping.is_set():
                     return
@@ -191,19 +209,20 @@ class IndexerConsumer:
         records: raise, and the batch waits (a bad deploy must not empty a topic
         into the DLQ)."""
         result = BatchResult()
-        failed: list[tuple[Record, DependencyError]] = []
+        failed: list[tuple[Record, Exception]] = []
         for record in records:
             try:
                 result.merge(await self._process([record]))
-            except DependencyDown:
+            except (DependencyDown, KafkaError):
                 raise
-            except DependencyError as exc:
+            except Exception as exc:
                 failed.append((record, exc))
         if len(failed) == len(records):
             raise failed[0][1]
         for record, error in failed:
             log.warning("indexer_record_isolated", offset=record.offset, error=str(error))
-            result.dead_letters.append(dead_letter(record, REASON.REASON_UNPROCESSABLE, str(error)))
+            detail = f"{type(error).__name__}: {error}"
+            result.dead_letters.append(dead_letter(record, REASON.REASON_UNPROCESSABLE, detail))
         return result
 
     async def _process(self, records: list[Record]) -> BatchResult:
@@ -229,8 +248,10 @@ class IndexerConsumer:
             futures = [
                 producer.send(
                     self.config.dlq_topic,
-                    key=letter.original_key or None,
-                    value=letter.SerializeToString(),
+                    key=letter.original_key[:1024] or None,
+                    value=fit(
+                        letter, self.config.dlq_max_record_bytes - DLQ_RECORD_OVERHEAD
+                    ).SerializeToString(),
                     headers=[
                         ("content-type", b"application/x-protobuf"),
                         ("mmsearch-dlq-reason", events_pb2.DeadLetter.Reason.Name(letter.reason).encode()),

@@ -9,12 +9,15 @@ partition keeps moving.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from mmsearch.v1 import common_pb2, events_pb2
 
@@ -23,6 +26,16 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 MAX_ITEM_ID_BYTES = 256
 MAX_TENANT_BYTES = 128
+# Metadata limits: every field is bounded before the store sees it.
+MAX_TAGS = 64
+MAX_TAG_BYTES = 256
+MAX_TITLE_BYTES = 2048
+MAX_SOURCE_BYTES = 256
+MAX_SOURCE_URI_BYTES = 4096
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_NAME_BYTES = 64
+MAX_ATTRIBUTE_STRING_BYTES = 4096
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KIND_FOR_MODALITY: dict[int, str] = {
     common_pb2.MODALITY_TEXT: "text",
     common_pb2.MODALITY_IMAGE: "image",
@@ -99,6 +112,9 @@ def validate(event: events_pb2.ContentEvent) -> IndexEvent | Rejection:
         return invalid("event_time is out of range")
     if event.operation == events_pb2.ContentEvent.OPERATION_DELETE:
         return IndexEvent(event, event_time, "")
+    problem = metadata_problem(event.metadata)
+    if problem is not None:
+        return invalid(problem)
     if event.operation != events_pb2.ContentEvent.OPERATION_UPSERT:
         return invalid("operation must be UPSERT or DELETE")
     kind = KIND_FOR_MODALITY.get(event.modality)
@@ -112,3 +128,56 @@ def validate(event: events_pb2.ContentEvent) -> IndexEvent | Rejection:
     if kind != "text" and not getattr(event.content, kind).data:
         return invalid(f"content.{kind}.data is empty")
     return IndexEvent(event, event_time, kind)
+
+
+def _timestamp_problem(stamp: Timestamp, field: str) -> str | None:
+    try:
+        stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        return f"{field} is out of range (years 1 to 9999)"
+    return None
+
+
+def metadata_problem(metadata: common_pb2.ItemMetadata) -> str | None:
+    """What is wrong with an event's metadata, naming the field; None when valid.
+    Everything the store and the filters will see is checked here, so no value
+    can fail later, after the event was accepted (and stop its partition)."""
+    if len(metadata.tags) > MAX_TAGS:
+        return f"metadata.tags: at most {MAX_TAGS} tags"
+    for i, tag in enumerate(metadata.tags):
+        if not tag or len(tag.encode()) > MAX_TAG_BYTES:
+            return f"metadata.tags[{i}]: 1 to {MAX_TAG_BYTES} bytes"
+    for name, value, limit in (
+        ("title", metadata.title, MAX_TITLE_BYTES),
+        ("source", metadata.source, MAX_SOURCE_BYTES),
+        ("source_uri", metadata.source_uri, MAX_SOURCE_URI_BYTES),
+    ):
+        if len(value.encode()) > limit:
+            return f"metadata.{name}: at most {limit} bytes"
+    if metadata.HasField("created_at"):
+        problem = _timestamp_problem(metadata.created_at, "metadata.created_at")
+        if problem:
+            return problem
+    if len(metadata.attributes) > MAX_ATTRIBUTES:
+        return f"metadata.attributes: at most {MAX_ATTRIBUTES}"
+    for name, attribute in metadata.attributes.items():
+        problem = _attribute_problem(name, attribute)
+        if problem:
+            return problem
+    return None
+
+
+def _attribute_problem(name: str, value: common_pb2.Value) -> str | None:
+    field = f"metadata.attributes[{name[:MAX_ATTRIBUTE_NAME_BYTES]!r}]"
+    if len(name.encode()) > MAX_ATTRIBUTE_NAME_BYTES or not ATTRIBUTE_NAME.match(name):
+        return f"{field}: a name is a letter or '_' then letters, digits or '_', at most 64 bytes"
+    which = value.WhichOneof("kind")
+    if which is None:
+        return f"{field}: no value"
+    if which == "double_value" and not math.isfinite(value.double_value):
+        return f"{field}: must be finite (not NaN or infinity)"
+    if which == "string_value" and len(value.string_value.encode()) > MAX_ATTRIBUTE_STRING_BYTES:
+        return f"{field}: at most {MAX_ATTRIBUTE_STRING_BYTES} bytes"
+    if which == "timestamp_value":
+        return _timestamp_problem(value.timestamp_value, field)
+    return None

@@ -29,6 +29,8 @@ from mmsearch.stores.provider import StoreProvider
 from mmsearch.v1 import indexer_pb2, indexer_pb2_grpc
 
 SERVICE = indexer_pb2.DESCRIPTOR.services_by_name["IndexerAdmin"]
+# Aliases a space can be live under even when no configured space declares them.
+LIVE_ALIASES = ("default", "text", "image", "audio")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -101,8 +103,14 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         target = collection_name(request.space)
         if await store.resolve(target) != target:
             raise NotFound(f"space {request.space} has no collection")
-        for alias in ("default", "text", "image", "audio"):
-            if await store.resolve(alias) == target:
+        if self.embedder is None:
+            raise FailedPrecondition("the indexer does not consume: it cannot tell which spaces are live")
+        # Live: what any alias means now, through the store's aliases or, where the
+        # store has none of that name, the embedder's registry (a fresh install).
+        resolver = SpaceResolver(self.embedder, store)
+        for alias in sorted(set(LIVE_ALIASES) | await self.embedder.aliases()):
+            live = await resolver.resolve(alias)
+            if live is not None and collection_name(live.id) == target:
                 raise FailedPrecondition(f"alias {alias!r} still points at {request.space}; swap it first")
         await store.drop_collection(target)
         return indexer_pb2.DropSpaceResponse()
@@ -162,6 +170,7 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             bootstrap=settings.kafka_bootstrap,
             topic=settings.content_topic,
             dlq_topic=settings.dlq_topic,
+            dlq_max_record_bytes=settings.dlq_max_record_bytes,
             group_id=settings.indexer_group,
             batch_size=settings.indexer_batch_size,
             session_timeout_ms=settings.kafka_session_timeout_ms,

@@ -14,6 +14,7 @@ from mmsearch.clients.errors import DependencyDown
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.plan import Pending
 from mmsearch.stores.base import Collection, ItemRecord, StoreUnavailable, VectorStore, collection_name
+from mmsearch.stores.errors import CollectionNotFound
 
 DEPENDENCY = "store"
 
@@ -65,4 +66,9 @@ class Writer:
         try:
             await self._store.write(collection, records)
         except StoreUnavailable as exc:
+            raise DependencyDown(DEPENDENCY, str(exc)) from exc
+        except CollectionNotFound as exc:
+            # Dropped under us (DropSpace refuses live spaces; a replay of an old space can
+            # still race one): forget it, so the retry creates it again.
+            self._collections.discard(collection)
             raise DependencyDown(DEPENDENCY, str(exc)) from exc

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = ""
     content_topic: str = "content.v1"
     dlq_topic: str = "content.v1.dlq"
+    # Largest dead-letter record (the DLQ topic's max.message.bytes; Kafka's default is
+    # 1 MB): a larger original is left out of the letter (marked), so any event can be
+    # dead-lettered and none can stop its partition.
+    dlq_max_record_bytes: int = Field(1_000_000, ge=16_384, le=1_073_741_824)
     indexer_group: str = "mmsearch-indexer"
     indexer_batch_size: int = Field(256, ge=1, le=10_000)
     # Consumer group session: a dead indexer's partitions move after this long.
