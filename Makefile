@@ -15,8 +15,9 @@ PROTOS := $(wildcard protos/mmsearch/v1/*.proto)
 GEN_STAMP := mmsearch/v1/.generated
 MODEL_STAMP := model_repository/.built
 SAMPLES_STAMP := .cache/samples/.fetched
+KCAT := .cache/kcat/bin/kcat
 
-.PHONY: install proto models samples demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples kcat demo up down status serve test test-unit test-integration lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -58,6 +59,11 @@ $(SAMPLES_STAMP): scripts/fetch_samples.py requirements/samples.txt $(VENV)/.ins
 	$(PY) scripts/fetch_samples.py
 	touch $@
 
+# kcat for producers that are not Python (README; the e2e test publishes with it).
+kcat: $(KCAT)
+$(KCAT): mmsearch/dev/kcat.py requirements/kcat.txt $(VENV)/.installed
+	$(PY) -m mmsearch.dev.kcat
+
 # The main job on the embedded default: bring the local stack up and run the demo.
 demo: install models samples
 	$(PY) -m mmsearch.cli stack up
@@ -75,7 +81,7 @@ status: install
 serve: install models
 	$(PY) -m mmsearch.cli serve --target all
 
-test: install models samples
+test: install models samples kcat
 	$(PY) -m pytest
 
 test-unit: install samples

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from debian_package import fetch_deb
+from mmsearch.dev.debian import fetch_deb
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "datasets" / "fashion-mnist"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from debian_package import fetch_deb
+from mmsearch.dev.debian import fetch_deb
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "datasets" / "wordnet-base"

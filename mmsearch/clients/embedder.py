@@ -13,15 +13,18 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError, InputRejected
 from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 DEPENDENCY = "embedder"
+SERVICE_NAME = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
+HEALTH_TIMEOUT_S = 1.0
 ITEM_FIELD = re.compile(r"^(?:items|images)\[(\d+)\]")
 SPACES_TTL_S = 30.0
 # Codes that mean "try again later" rather than "this request is wrong".
@@ -65,6 +68,8 @@ class EmbedderClient:
         self._owns_channel = owns_channel
         # The generated class serves both channel kinds; the async stub type describes this one.
         self._stub = cast("embedder_pb2_grpc.EmbedderAsyncStub", embedder_pb2_grpc.EmbedderStub(channel))
+        # The typeshed stub declares no methods on HealthStub.
+        self._health: Any = health_pb2_grpc.HealthStub(channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout_s = timeout_s
         self._spaces: dict[str, SpaceInfo] = {}
@@ -81,6 +86,17 @@ class EmbedderClient:
     async def close(self) -> None:
         if self._owns_channel:
             await self._channel.close()
+
+    async def not_ready(self) -> str | None:
+        """Readiness check for callers: None while the embedder reports SERVING."""
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        try:
+            response = await self._health.Check(request, timeout=HEALTH_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            return f"embedder unreachable: {err.code().name}"
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            return "embedder not serving"
+        return None
 
     def _timeout(self, timeout_s: float | None) -> float:
         return self._timeout_s if timeout_s is None else min(self._timeout_s, timeout_s)

@@ -73,7 +73,9 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         self._registry = registry
         self._metrics = metrics
         self._cache = cache
-        self._image_limits = ImageLimits(settings.embed_max_image_bytes, settings.embed_max_image_pixels)
+        self._image_limits = ImageLimits(
+            settings.embed_max_image_bytes, settings.embed_max_image_pixels, settings.embed_max_image_side
+        )
 
     async def Embed(self, request: embedder_pb2.EmbedRequest, context: Context) -> embedder_pb2.EmbedResponse:
         space = self._registry.resolve(request.space.name, field_name="space.name")

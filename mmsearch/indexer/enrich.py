@@ -35,6 +35,10 @@ OCR_BASE_TIMEOUT_S = 2.0
 OCR_SECONDS_PER_IMAGE = 2.0
 THUMBNAIL_SIDE = 128
 THUMBNAIL_MAX_BYTES = 16 * 1024
+# The embedder refuses larger images before a thumbnail is made; these bound the
+# decode here even so. Thumbnails decode two at a time (a photo decodes to ~100 MB).
+THUMBNAIL_LIMITS = ImageLimits(max_bytes=64 << 20, max_pixels=50_000_000)
+THUMBNAIL_CONCURRENCY = 2
 # OCR lines kept for BM25: confident, and more than a stray character or two (on
 # photos the detector reads texture as "A", "1", "T", which would match every query's "a").
 OCR_MIN_CONFIDENCE = 0.8
@@ -79,7 +83,7 @@ def thumbnail(data: bytes) -> bytes:
     """A small JPEG for result pages (at most THUMBNAIL_MAX_BYTES); empty if the
     bytes do not decode here (the embedder, not this, decides what is corrupt)."""
     try:
-        image = decode_image(data, "", ImageLimits(1 << 30, 1 << 30), "thumbnail", min_side=THUMBNAIL_SIDE)
+        image = decode_image(data, "", THUMBNAIL_LIMITS, "thumbnail", min_side=THUMBNAIL_SIDE)
     except ServiceError:
         return b""
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
@@ -98,6 +102,7 @@ class Enricher:
         self._embedder = embedder
         self._scheduler = EmbedScheduler(embedder, budget or WorkBudget())
         self._metrics = metrics
+        self._decoding = asyncio.Semaphore(THUMBNAIL_CONCURRENCY)
 
     async def enrich(self, space_id: str, upserts: Sequence[Pending]) -> Enriched:
         out = Enriched()
@@ -112,12 +117,14 @@ class Enricher:
         images = [p for p, _ in kept if p.event.kind == "image"]
         texts = await self._ocr(images)
         # Decoding and resizing are CPU work: off the event loop, which also serves searches.
-        thumbs = await asyncio.gather(
-            *(asyncio.to_thread(thumbnail, p.event.event.content.image.data) for p in images)
-        )
+        thumbs = await asyncio.gather(*(self._thumbnail(p.event.event.content.image.data) for p in images))
         by_image = dict(zip((id(p) for p in images), thumbs, strict=True))
         out.records = [item_record(p, e, texts.get(id(p), ""), by_image.get(id(p), b"")) for p, e in kept]
         return out
+
+    async def _thumbnail(self, data: bytes) -> bytes:
+        async with self._decoding:
+            return await asyncio.to_thread(thumbnail, data)
 
     async def _ocr(self, images: list[Pending]) -> dict[int, str]:
         """OCR in small sequential chunks, each with a deadline for its images: OCR

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import Settings
 from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from mmsearch.stores.base import collection_name
+from mmsearch.stores.errors import StoreError
 from mmsearch.stores.provider import StoreProvider
 from mmsearch.v1 import indexer_pb2, indexer_pb2_grpc
 
@@ -65,21 +67,40 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
                 response.dead_letters_by_reason[reason] = count
             response.paused = state.paused
             response.pause_reason = state.pause_reason or (state.last_error if not state.connected else "")
+        response.dependencies.extend(await self.dependencies())
+        if all(d.ready for d in response.dependencies if d.name in ("embedder", "store")):
+            await self._space_counts(response)
+        return response
+
+    async def dependencies(self) -> list[indexer_pb2.DependencyStatus]:
+        """Each dependency probed now; a failed probe is a status, never an error."""
+        probes: list[tuple[str, Awaitable[str | None]]] = [
+            ("broker", broker_not_ready(self._settings.kafka_bootstrap)),
+            ("embedder", self.embedder.not_ready() if self.embedder else _fixed("not connected")),
+            ("store", store_not_ready(self._stores)),
+        ]
+        found = await asyncio.gather(*(probe for _, probe in probes))
+        return [
+            indexer_pb2.DependencyStatus(name=name, ready=detail is None, detail=detail or "")
+            for (name, _), detail in zip(probes, found, strict=True)
+        ]
+
+    async def _space_counts(self, response: indexer_pb2.GetStatusResponse) -> None:
         store = await self._stores.get()
         seen: set[str] = set()
-        if self.embedder is not None:
-            for name in ("default", "audio"):
-                space = await self.embedder.resolve_space(name)
-                if space is None or space.id in seen:
-                    continue
-                seen.add(space.id)
-                collection = collection_name(space.id)
-                if await store.resolve(collection) is None:
-                    continue
-                response.spaces.add(
-                    space=space.id, collection=collection, item_count=await store.count(collection)
-                )
-        return response
+        if self.embedder is None:
+            return
+        for name in ("default", "audio"):
+            space = await self.embedder.resolve_space(name)
+            if space is None or space.id in seen:
+                continue
+            seen.add(space.id)
+            collection = collection_name(space.id)
+            if await store.resolve(collection) is None:
+                continue
+            response.spaces.add(
+                space=space.id, collection=collection, item_count=await store.count(collection)
+            )
 
     async def SwapAlias(
         self, request: indexer_pb2.SwapAliasRequest, context: Context
@@ -130,6 +151,36 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         if job is None:
             raise NotFound(f"no re-embed job {request.job_id!r} (jobs live in the indexer process)")
         return job.proto()
+
+
+async def _fixed(detail: str | None) -> str | None:
+    return detail
+
+
+async def broker_not_ready(bootstrap: str, timeout_s: float = 1.0) -> str | None:
+    """None when any bootstrap broker accepts a TCP connection. kafka-python keeps
+    polling quietly through an outage; this makes the outage visible."""
+    if not bootstrap:
+        return "MMSEARCH_KAFKA_BOOTSTRAP is not set"
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+    return f"no broker reachable at {bootstrap}"
+
+
+async def store_not_ready(stores: StoreProvider) -> str | None:
+    try:
+        await (await stores.get()).resolve("default")
+    except StoreError as exc:
+        return f"store unavailable: {exc}"
+    return None
 
 
 def work_budget(settings: Settings) -> WorkBudget:
@@ -201,12 +252,12 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             await service.embedder.close()
 
     async def ready() -> str | None:
+        consumer = service.consumer
         if not settings.kafka_bootstrap:
             return "MMSEARCH_KAFKA_BOOTSTRAP is not set: the indexer does not consume"
-        consumer = service.consumer
         if consumer is None or not consumer.state.connected:
             return f"not connected to Kafka at {settings.kafka_bootstrap}"
-        return None
+        return await broker_not_ready(settings.kafka_bootstrap)
 
     def register(server: grpc.aio.Server) -> None:
         indexer_pb2_grpc.add_IndexerAdminServicer_to_server(service, server)

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     # Candidates each ranking (vector, BM25) fetches before fusion when a request
     # does not set hybrid.candidates_per_ranking; 0: the page's own size.
     search_candidates_per_ranking: int = Field(0, ge=0, le=10_000)
+    # Key of the HMAC that signs page tokens; every searcher replica behind one address
+    # needs the same key. Empty: a random key per process (fine for --target all).
+    search_page_token_key: SecretStr = SecretStr("")
+    # Deepest result offset a page token may reach.
+    search_max_offset: int = Field(10_000, ge=1, le=1_000_000)
     search_default_top_k: int = Field(10, ge=1, le=1000)
     search_max_top_k: int = Field(100, ge=1, le=10_000)
     # Reciprocal rank fusion constant when a request does not set hybrid.rrf_k.
@@ -142,6 +147,8 @@ class Settings(BaseSettings):
     embed_max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
     # Decompression-bomb guard: width x height over this is RESOURCE_EXHAUSTED.
     embed_max_image_pixels: int = Field(50_000_000, ge=1, le=1_000_000_000)
+    # Longest side of an image, checked from its header before decoding.
+    embed_max_image_side: int = Field(16_384, ge=16, le=1_000_000)
     embed_max_audio_bytes: int = Field(50 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
     # Longest side of an image sent to OCR (larger images are downscaled).
     ocr_max_side: int = Field(4096, ge=32, le=16384)

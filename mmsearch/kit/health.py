@@ -1,10 +1,14 @@
 """Readiness that means it: the gRPC health service reports a service SERVING
 only while its dependency checks pass (e.g. Triton has the model loaded).
 
-Each gRPC service registers async checks; a loop probes them every interval,
-and a handler that sees a dependency fail can report it at once so health
-turns NOT_SERVING without waiting for the next probe. The overall status ("")
-is SERVING when every implemented service is.
+Each gRPC service registers async checks; a loop probes them every interval.
+Only probes change health, with hysteresis: a service turns NOT_SERVING after
+FAIL_THRESHOLD failed probes in a row and SERVING again after PASS_THRESHOLD
+passes in a row, so a dependency that flickers does not make health flap. A
+handler that sees a dependency fail only asks for an early probe: what a
+caller sends (a huge image that times out a model, say) can never change
+health by itself. The overall status ("") is SERVING when every implemented
+service is.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ Check = Callable[[], Awaitable[str | None]]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 CHECK_TIMEOUT_S = 2.0
+FAIL_THRESHOLD = 2
+PASS_THRESHOLD = 2
+RECHECK_S = 0.5
 
 log = get_logger(__name__)
 
@@ -36,6 +43,9 @@ class _Entry:
     implemented: bool
     ready: bool = False
     reason: str = "not probed yet"
+    probed: bool = False
+    # Consecutive probes that disagree with `ready` (hysteresis).
+    streak: int = 0
 
 
 class Readiness:
@@ -58,15 +68,9 @@ class Readiness:
         return {name: (e.ready, e.reason) for name, e in self._entries.items()}
 
     def report_unavailable(self, service: str, reason: str) -> None:
-        """A handler saw a dependency fail: mark NOT_SERVING now and re-probe soon."""
-        entry = self._entries.get(service)
-        if entry is None or not entry.ready:
-            return
-        entry.ready = False
-        entry.reason = reason
-        log.warning("service_not_ready", grpc_service=service, reason=reason)
-        self._wake.set()
-        self._publish_nowait()
+        """A handler saw a dependency fail: probe again soon. Only the probe decides."""
+        if service in self._entries:
+            self._wake.set()
 
     async def refresh(self) -> None:
         if self._shutting_down:
@@ -77,7 +81,17 @@ class Readiness:
                 continue
             reason = await self._run_checks(entry.checks)
             was_ready = entry.ready
-            entry.ready, entry.reason = reason is None, reason or "ok"
+            passed = reason is None
+            if passed == entry.ready:
+                entry.streak = 0
+                entry.reason = reason or "ok"
+            else:
+                entry.streak += 1
+                threshold = PASS_THRESHOLD if passed else FAIL_THRESHOLD
+                # The first probe decides at once: start-up should not wait for a streak.
+                if not entry.probed or entry.streak >= threshold:
+                    entry.ready, entry.reason, entry.streak = passed, reason or "ok", 0
+            entry.probed = True
             if was_ready != entry.ready:
                 (log.info if entry.ready else log.warning)(
                     "service_ready" if entry.ready else "service_not_ready",
@@ -111,21 +125,19 @@ class Readiness:
             await self.servicer.set(name, SERVING if entry.ready else NOT_SERVING)
         await self.servicer.set("", SERVING if self._overall() else NOT_SERVING)
 
-    def _publish_nowait(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().create_task(self._publish())
-
     async def _loop(self) -> None:
         # Checked as well as cancelled: on 3.11, asyncio.wait_for can swallow a
         # cancellation that arrives as its inner call completes.
         while not self._shutting_down:
             await self.refresh()
+            # A change in progress (a streak) is confirmed quickly, not an interval later.
+            unsettled = any(e.streak for e in self._entries.values())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                await asyncio.wait_for(self._wake.wait(), RECHECK_S if unsettled else self._interval)
             if self._wake.is_set():
                 self._wake.clear()
                 # A dependency just failed: give it a moment before probing again.
-                await asyncio.sleep(min(0.5, self._interval))
+                await asyncio.sleep(min(RECHECK_S, self._interval))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="readiness")

@@ -57,6 +57,9 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 class ImageLimits:
     max_bytes: int
     max_pixels: int
+    # Longest side: a 1 x 50,000,000 PNG is under any sane pixel limit and still
+    # costs hundreds of MB to decode and resize; checked from the header, before decoding.
+    max_side: int = 16_384
 
 
 def decode_image(
@@ -87,6 +90,10 @@ def decode_image(
         raise InvalidArgument("image has no pixels", field=field)
     if width * height > limits.max_pixels:
         raise ResourceExhausted(f"{field}: {width}x{height} pixels; the limit is {limits.max_pixels}")
+    if max(width, height) > limits.max_side:
+        raise ResourceExhausted(
+            f"{field}: {width}x{height} pixels; the longest side may be {limits.max_side}"
+        )
     try:
         if min_side is not None and isinstance(image, ImageFile.ImageFile):
             image.draft("RGB", (min_side, min_side))

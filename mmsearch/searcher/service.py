@@ -12,10 +12,8 @@ statuses in one place (mmsearch/edge.py).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
 import random
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +36,7 @@ from mmsearch.kit.errors import (
     NotFound,
     ResourceExhausted,
 )
+from mmsearch.searcher.cursor import Cursor, PageTokens, fingerprint
 from mmsearch.searcher.metrics import SearcherMetrics
 from mmsearch.stores.base import (
     MAX_CANDIDATES_PER_RANKING,
@@ -87,51 +86,6 @@ def metadata_of(record: ItemRecord) -> common_pb2.ItemMetadata:
 
 
 @dataclass(frozen=True)
-class Cursor:
-    offset: int
-    space: str
-    fingerprint: str
-
-
-def fingerprint(request: searcher_pb2.SearchRequest) -> str:
-    """What must stay the same between pages (everything but the cursor)."""
-    stable = searcher_pb2.SearchRequest()
-    stable.CopyFrom(request)
-    stable.page_token = ""
-    return hashlib.sha256(stable.SerializeToString(deterministic=True)).hexdigest()[:16]
-
-
-def encode_cursor(cursor: Cursor) -> str:
-    raw = json.dumps({"o": cursor.offset, "s": cursor.space, "f": cursor.fingerprint}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(token: str) -> Cursor:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        return Cursor(int(data["o"]), str(data["s"]), str(data["f"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument("page_token is not a token this server issued", field="page_token") from exc
-
-
-def page_offset(token: str, space_id: str, print_: str) -> int:
-    """Where a page starts: 0, or the offset of a cursor issued for this very request."""
-    if not token:
-        return 0
-    cursor = decode_cursor(token)
-    if cursor.space != space_id:
-        raise FailedPrecondition(
-            f"page_token belongs to space {cursor.space}, the request resolves to {space_id}"
-        )
-    if cursor.fingerprint != print_:
-        raise InvalidArgument(
-            "page_token belongs to a different query, filter or options", field="page_token"
-        )
-    return cursor.offset
-
-
-@dataclass(frozen=True)
 class Plan:
     space: SpaceInfo
     top_k: int
@@ -153,6 +107,9 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         self.embedder: EmbedderClient | None = None
         self.reranker: RerankerClient | None = None
         self._background: set[asyncio.Task[None]] = set()
+        key = settings.search_page_token_key.get_secret_value().encode() or secrets.token_bytes(32)
+        # The deepest page: a cursor's offset past it is refused, not searched.
+        self._tokens = PageTokens(key, max_offset=settings.search_max_offset)
 
     def connect(self, embedder: grpc.aio.Channel, reranker: grpc.aio.Channel, token: str) -> None:
         self.embedder = EmbedderClient(
@@ -214,7 +171,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             if request.include_vectors and hit.record.vector is not None:
                 response.hits[-1].vector.values.extend(hit.record.vector.tolist())
         if len(hits) > end:
-            response.next_page_token = encode_cursor(Cursor(end, plan.space.id, plan.fingerprint))
+            response.next_page_token = self._tokens.encode(Cursor(end, plan.space.id, plan.fingerprint))
         timings.total_ms = (time.perf_counter() - started) * 1000
         self._metrics.stage_seconds.labels("total").observe(timings.total_ms / 1000)
         sampled = random.random() < self._settings.search_recall_sample_rate
@@ -244,7 +201,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         if space is None:
             raise NotFound(f"unknown space or alias {space_name!r}")
         print_ = fingerprint(request)
-        offset = page_offset(request.page_token, space.id, print_)
+        offset = self._tokens.offset(request.page_token, space.id, print_)
         filter_tree = request.filter if request.filter.WhichOneof("expr") is not None else None
         if filter_tree is not None:
             parse_filter(filter_tree, {})  # INVALID_ARGUMENT naming the path
@@ -425,7 +382,8 @@ def build_searcher(deps: Deps, stores: StoreProvider) -> Component:
             await stores.get()
         except StoreUnavailable as exc:
             return f"store unavailable: {exc}"
-        return None
+        # A searcher whose embedder is down can only answer vector queries: not ready.
+        return await service.embedder.not_ready() if service.embedder is not None else None
 
     def register(server: grpc.aio.Server) -> None:
         searcher_pb2_grpc.add_SearcherServicer_to_server(service, server)

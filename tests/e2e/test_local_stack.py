@@ -5,10 +5,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from mmsearch.dev.kcat import install as install_kcat
 from mmsearch.dev.processes import free_port, pid_alive
 from tests.conftest import ROOT
 
@@ -20,6 +22,39 @@ def run(args: list[str], env: dict[str, str], timeout: float = 180) -> subproces
     return subprocess.run(
         args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+# The README's non-Python producer example (kcat, JSON event).
+KCAT_EVENT = (
+    '{"eventId":"e-kcat-1","operation":"OPERATION_UPSERT","tenant":"dev","itemId":"note-kcat",'
+    '"modality":"MODALITY_TEXT","content":{"text":"The rocket lifted off at dawn over the salt flats."},'
+    '"metadata":{"title":"Launch","tags":["space"]},"eventTime":"2026-11-22T10:00:00Z","version":"1"}'
+)
+
+
+def kcat_publish_then_search(cli: list[str], env: dict[str, str]) -> None:
+    """A producer in any language: kcat (librdkafka) publishes, the indexer indexes, search finds."""
+    broker = f"127.0.0.1:{env['MMSEARCH_STACK_BROKER_PORT']}"
+    kcat = [str(install_kcat()), "-P", "-b", broker, "-t", "content.v1", "-k", "dev/note-kcat"]
+    published = subprocess.run(
+        [*kcat, "-H", "content-type=application/json"],
+        input=KCAT_EVENT,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert published.returncode == 0 and "ERROR" not in published.stderr, published.stderr
+    deadline = time.monotonic() + 60
+    while True:
+        found = run([*cli, "search", "rocket at dawn over salt flats", "--top-k", "1", "--json"], env)
+        hits = json.loads(found.stdout).get("hits", []) if found.returncode == 0 else []
+        if hits and hits[0]["itemId"] == "note-kcat":
+            return
+        assert time.monotonic() < deadline, found.stdout + found.stderr
+        time.sleep(1)
 
 
 def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
@@ -90,6 +125,8 @@ def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
         )
         assert embedded.returncode == 0, embedded.stderr
         assert len(json.loads(embedded.stdout)["embeddings"][0]["vector"]["values"]) == 384
+
+        kcat_publish_then_search(cli, env)
 
         status = run([*cli, "stack", "status"], env)
         assert status.returncode == 0 and "DEAD" not in status.stdout

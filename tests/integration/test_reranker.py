@@ -3,6 +3,7 @@ real tritonserver serving minilm_maxsim_rerank."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -166,8 +167,14 @@ async def test_triton_killed_gives_unavailable_fast(tmp_path: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Rerank(request(), metadata=AUTH, timeout=0.5)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
-            status = await health.Check(health_pb2.HealthCheckRequest(service="mmsearch.v1.Reranker"))
-            assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            # Health follows the probes (two failed in a row, re-probed every 0.5 s), not the RPC.
+            deadline = time.monotonic() + 10
+            while True:
+                status = await health.Check(health_pb2.HealthCheckRequest(service="mmsearch.v1.Reranker"))
+                if status.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                assert time.monotonic() < deadline, "Reranker health stayed SERVING with Triton dead"
+                await asyncio.sleep(0.1)
     finally:
         await service.running.stop()
         triton.stop()

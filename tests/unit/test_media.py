@@ -174,3 +174,31 @@ def test_mp3_with_a_damaged_first_frame_and_too_short_audio() -> None:
     one_sample = encode_audio(np.zeros(1, dtype=np.float32), 44100, "WAV")
     with pytest.raises(InvalidArgument, match="shorter than one sample"):
         decode_audio(one_sample, "audio/wav", AUDIO_LIMITS, "audio")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG that declares width x height pixels and holds none (issue #12: 75 bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_tiny_file_declaring_a_huge_strip_is_refused_before_decoding() -> None:
+    import tracemalloc
+
+    data = png_header(1, 50_000_000)
+    assert len(data) < 100
+    limits = ImageLimits(max_bytes=20 << 20, max_pixels=50_000_000)  # the service defaults
+    tracemalloc.start()
+    with pytest.raises(ResourceExhausted, match="longest side"):
+        decode_image(data, "", limits, "query.image")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1 << 20  # refused from the header: nothing was allocated for pixels

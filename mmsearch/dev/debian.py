@@ -1,4 +1,4 @@
-"""Benchmark data from a Debian package, without installing it: `apt-get
+"""Files from a Debian package, without installing it (benchmark data, tools: kcat): `apt-get
 download` at a pinned version (no root), sha256 check, `dpkg-deb -x` into a
 cache folder. Needs the Debian package lists (`apt-get update`, as root, once per
 machine) the first time; afterwards it works from the cache alone."""
