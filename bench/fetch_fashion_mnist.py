@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from mmsearch.dev.debian import fetch_deb
 
 ROOT = Path(__file__).resolve().parent.parent
