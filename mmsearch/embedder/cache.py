@@ -1,6 +1,9 @@
-"""Bounded LRU cache of recent embeddings, keyed by content hash.
+"""Bounded LRU cache of recent embeddings, keyed by tenant and content hash.
 
-The key covers the space (and so its preprocessing) and the content's sha256;
+The key covers the caller's tenant (so one tenant cannot learn, from `cached`
+or from timing, what another embedded), the space (and so its preprocessing),
+the content's sha256 and the declared MIME type (a hit then implies the MIME
+check passed for these very bytes and that declaration);
 an entry also remembers the encoder version that made it, and is a miss once
 the model server reports a newer version (hot reload), so stale vectors are
 never served.
@@ -30,12 +33,14 @@ class CachedEmbedding:
 class EmbeddingCache:
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._entries: OrderedDict[str, CachedEmbedding] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, ...], CachedEmbedding] = OrderedDict()
         self._bytes = 0
 
     @staticmethod
-    def key(space_id: str, modality: int, content_sha256: str) -> str:
-        return f"{space_id}|{modality}|{content_sha256}"
+    def key(
+        tenant: str, space_id: str, modality: int, content_sha256: str, mime_type: str = ""
+    ) -> tuple[str, ...]:
+        return (tenant, space_id, str(modality), content_sha256, mime_type.lower())
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -48,7 +53,7 @@ class EmbeddingCache:
     def _size(entry: CachedEmbedding) -> int:
         return int(entry.vector.nbytes) + ENTRY_OVERHEAD_BYTES
 
-    def get(self, key: str, current_version: str | None) -> CachedEmbedding | None:
+    def get(self, key: tuple[str, ...], current_version: str | None) -> CachedEmbedding | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -58,7 +63,7 @@ class EmbeddingCache:
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, entry: CachedEmbedding) -> None:
+    def put(self, key: tuple[str, ...], entry: CachedEmbedding) -> None:
         if self._max_bytes <= 0:
             return
         if key in self._entries:
@@ -69,6 +74,6 @@ class EmbeddingCache:
             oldest = next(iter(self._entries))
             self._remove(oldest)
 
-    def _remove(self, key: str) -> None:
+    def _remove(self, key: tuple[str, ...]) -> None:
         entry = self._entries.pop(key)
         self._bytes -= self._size(entry)

@@ -18,7 +18,7 @@ from mmsearch.clients.triton import TritonMetrics, TritonPool
 from mmsearch.embedder.cache import CachedEmbedding, EmbeddingCache
 from mmsearch.embedder.metrics import EmbedderMetrics
 from mmsearch.embedder.spaces import Encoder, Space, SpaceRegistry, default_registry, registry_from_file
-from mmsearch.kit.auth import ROLE_EMBED
+from mmsearch.kit.auth import ROLE_EMBED, current_principal
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import Settings
 from mmsearch.kit.errors import InvalidArgument, ResourceExhausted
@@ -49,6 +49,10 @@ def remaining_s(context: Context) -> float | None:
     return None if remaining is None else float(remaining)
 
 
+def _declared_mime(item: common_pb2.Content, kind: str) -> str:
+    return str(getattr(item, kind).mime_type) if kind in ("image", "audio") else ""
+
+
 @dataclass
 class Pending:
     """An item that needs the model: its position, field path and content."""
@@ -57,6 +61,7 @@ class Pending:
     field: str
     content: common_pb2.Content
     sha256: str
+    cache_key: tuple[str, ...]
 
 
 class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
@@ -87,6 +92,8 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
                 f"{len(items)} items in one request; the limit is {self._settings.embed_max_items}"
             )
         deadline = self._pool.deadline(remaining_s(context))
+        principal = current_principal()
+        tenant = principal.tenant if principal is not None else ""
         embeddings: list[embedder_pb2.Embedding | None] = [None] * len(items)
         pending: dict[str, list[Pending]] = {}
         for i, item in enumerate(items):
@@ -103,15 +110,14 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
                 raise InvalidArgument(f"space {space.id} has no encoder for {kind}", field=field)
             data = self._content_bytes(item, kind, field)
             sha = hashlib.sha256(data).hexdigest()
-            hit = self._cache.get(
-                EmbeddingCache.key(space.id, encoder.modality, sha), self._pool.versions.get(encoder.model)
-            )
+            key = EmbeddingCache.key(tenant, space.id, encoder.modality, sha, _declared_mime(item, kind))
+            hit = self._cache.get(key, self._pool.versions.get(encoder.model))
             self._metrics.cache_lookups.labels(kind, "hit" if hit else "miss").inc()
             if hit is not None:
                 embeddings[i] = self._embedding(encoder, hit, sha, cached=True)
                 self._metrics.items.labels(kind, "cache").inc()
             else:
-                pending.setdefault(kind, []).append(Pending(i, field, item, sha))
+                pending.setdefault(kind, []).append(Pending(i, field, item, sha, key))
 
         encode = {"text": self._encode_text, "image": self._encode_images, "audio": self._encode_audio}
         batches = await asyncio.gather(
@@ -121,7 +127,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             group_encoder = space.encoder_for(MODALITY_NAMES[group_kind])
             assert group_encoder is not None
             for done, result in zip(group, results, strict=True):
-                self._cache.put(EmbeddingCache.key(space.id, group_encoder.modality, done.sha256), result)
+                self._cache.put(done.cache_key, result)
                 embeddings[done.index] = self._embedding(group_encoder, result, done.sha256, cached=False)
                 self._metrics.items.labels(group_kind, "model").inc()
                 if result.truncated:

@@ -127,3 +127,48 @@ def test_embed_answers_or_raises_a_typed_error(
         vector = np.asarray(embedding.vector.values)
         assert vector.shape == (384,) and np.all(np.isfinite(vector))
         assert abs(np.linalg.norm(vector) - 1.0) < 1e-3
+
+
+def cache_service() -> EmbedderService:
+    return EmbedderService(
+        make_settings(),
+        FakePool(),  # type: ignore[arg-type]
+        default_registry("minilm_l6_text", "image_model", "audio_model"),
+        EmbedderMetrics(CollectorRegistry()),
+        EmbeddingCache(1 << 20),
+    )
+
+
+async def embed_as(
+    service: EmbedderService, tenant: str, item: common_pb2.Content
+) -> embedder_pb2.EmbedResponse:
+    from mmsearch.kit.auth import Principal, bind_principal, unbind_principal
+
+    token = bind_principal(Principal(f"caller-{tenant}", tenant, frozenset({"embed"})))
+    try:
+        return await service.Embed(embedder_pb2.EmbedRequest(items=[item]), FakeContext())  # type: ignore[arg-type]
+    finally:
+        unbind_principal(token)
+
+
+async def test_the_cache_is_per_tenant_no_side_channel() -> None:
+    service = cache_service()
+    secret = common_pb2.Content(text="tenant A's confidential merger memo")
+    assert not (await embed_as(service, "a", secret)).embeddings[0].cached
+    assert (await embed_as(service, "a", secret)).embeddings[0].cached
+    # Tenant B sending A's exact text learns nothing: a miss, as for any new text.
+    assert not (await embed_as(service, "b", secret)).embeddings[0].cached
+
+
+async def test_a_cached_image_still_has_its_declared_mime_checked() -> None:
+    import pytest
+
+    from mmsearch.kit.errors import InvalidArgument
+
+    service = cache_service()
+    data = png(16, 16)
+    await embed_as(service, "a", common_pb2.Content(image=common_pb2.Media(data=data, mime_type="image/png")))
+    with pytest.raises(InvalidArgument, match="mime_type"):
+        await embed_as(
+            service, "a", common_pb2.Content(image=common_pb2.Media(data=data, mime_type="image/jpeg"))
+        )
