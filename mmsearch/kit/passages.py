@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 # Sentence ends: terminal punctuation (optionally closing quotes / brackets) followed by whitespace,
 # or a blank line; CJK full stops need no whitespace. A unit ends after the whitespace that follows.
-_SENTENCE_END = re.compile(r"(?:[.!?…]+[\"'”’)\]]*\s+|[。！？]+\s*|\n\s*\n\s*)")
+_SENTENCE_END = re.compile(r"(?:[.!?\u2026]+[\"'\u201d\u2019)\]]*\s+|[\u3002\uff01\uff1f]+\s*|\n\s*\n\s*)")
 _WORD_END = re.compile(r"\S+\s*")
 _TOKEN = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
 SPECIAL_TOKENS = 2  # [CLS] and [SEP]
@@ -137,7 +137,8 @@ def split_text(text: str, policy: ChunkingPolicy = DEFAULT_CHUNKING) -> list[Tex
     # Merge whitespace-only units into their neighbour so no passage is only whitespace.
     merged: list[tuple[int, int, int]] = []
     for unit in units:
-        if merged and (not text[unit[0] : unit[1]].strip() or not text[merged[-1][0] : merged[-1][1]].strip()):
+        blank = not text[unit[0] : unit[1]].strip()
+        if merged and (blank or not text[merged[-1][0] : merged[-1][1]].strip()):
             prev = merged.pop()
             merged.append((prev[0], unit[1], prev[2] + unit[2]))
         else:
