@@ -160,10 +160,10 @@ class EncoderSpec(_Strict):
 
 
 class ChunkingSpec(_Strict):
-    passage_tokens: int = Field(DEFAULT_CHUNKING.passage_tokens, ge=3, le=65536)
-    overlap_tokens: int = Field(DEFAULT_CHUNKING.overlap_tokens, ge=0)
-    max_passages: int = Field(DEFAULT_CHUNKING.max_passages, ge=1, le=100_000)
-    max_text_bytes: int = Field(DEFAULT_CHUNKING.max_text_bytes, ge=1, le=256 * 1024 * 1024)
+    passage_tokens: int = Field(default=DEFAULT_CHUNKING.passage_tokens, ge=3, le=65536)
+    overlap_tokens: int = Field(default=DEFAULT_CHUNKING.overlap_tokens, ge=0)
+    max_passages: int = Field(default=DEFAULT_CHUNKING.max_passages, ge=1, le=100_000)
+    max_text_bytes: int = Field(default=DEFAULT_CHUNKING.max_text_bytes, ge=1, le=256 * 1024 * 1024)
 
 
 class SpaceSpec(_Strict):

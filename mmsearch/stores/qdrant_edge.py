@@ -776,7 +776,8 @@ class QdrantEdgeStore:
                 await self._run(upsert)
             except Exception as exc:
                 raise StoreUnavailable(
-                    f"write of {len(heads)} records ({len(heads) + len(further)} points) to {collection} failed: {exc}"
+                    f"write of {len(heads)} records ({len(heads) + len(further)} points) "
+                    f"to {collection} failed: {exc}"
                 ) from exc
             if self._auto_optimize is not None:
                 await self._maybe_optimize(handle)
