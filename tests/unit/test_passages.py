@@ -3,6 +3,8 @@ limits, and the cover property (the non-overlapping parts concatenate to the tex
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,9 +65,9 @@ def test_passages_end_at_sentence_boundaries_and_overlap() -> None:
         # Cut after a sentence's terminal punctuation (and its whitespace), never inside a word.
         assert p.text.rstrip()[-1] in ".!?。", p.text
         assert estimate_tokens(p.text) + SPECIAL_TOKENS <= MEDIUM.passage_tokens
-    overlapping = [b for a, b in zip(passages, passages[1:], strict=False) if b.start < a.end]
+    overlapping = [b for a, b in itertools.pairwise(passages) if b.start < a.end]
     assert overlapping, "consecutive passages share whole sentences"
-    for a, b in zip(passages, passages[1:], strict=False):
+    for a, b in itertools.pairwise(passages):
         assert text[b.start : a.end] in a.text
 
 
