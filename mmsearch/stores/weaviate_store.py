@@ -1140,7 +1140,15 @@ class WeaviateStore:
     async def count(self, collection: str, tenant: str | None = None) -> int:
         real, _ = await self._existing(collection)
         client = await self._conn()
-        live = Filter.by_property("deleted").equal(False)
+        # Heads only (an item's further passages are objects too; a head from before passages
+        # has no "head" property).
+        head = Filter.by_property("head")
+        live = Filter.all_of(
+            [
+                Filter.by_property("deleted").equal(False),
+                Filter.any_of([head.equal(True), head.is_none(True)]),
+            ]
+        )
 
         async def one(handle: Any, filters: _Filters) -> int:
             result = await self._call(

@@ -762,6 +762,13 @@ async def open_store(**options: Any) -> tuple[WeaviateStore, FakeClient]:
     return store, client
 
 
+# count(): live heads (a head from before passages has no "head" property).
+LIVE_HEADS = (
+    "And",
+    [("Equal", "deleted", False), ("Or", [("Equal", "head", True), ("IsNull", "head", True)])],
+)
+
+
 def calls(client: FakeClient, name: str) -> list[tuple[Any, ...]]:
     return [c for c in client.calls if c[0] == name]
 
@@ -1020,7 +1027,7 @@ async def test_single_tenant_mode_filters_on_the_tenant_property() -> None:
     assert await store.count("minilm_1", "acme") == 5
     assert shape(calls(client, "over_all")[0][3]["filters"]) == (
         "And",
-        [("Equal", "deleted", False), ("Equal", "tenant", "acme")],
+        [LIVE_HEADS, ("Equal", "tenant", "acme")],
     )
 
 
@@ -1032,7 +1039,7 @@ async def test_count_per_tenant_and_over_all_tenants() -> None:
     assert await store.count("minilm_1", "nobody") == 0
     assert await store.count("minilm_1") == 7
     for call in calls(client, "over_all"):
-        assert shape(call[3]["filters"]) == ("Equal", "deleted", False)
+        assert shape(call[3]["filters"]) == LIVE_HEADS
     with pytest.raises(CollectionNotFound):
         await store.count("missing_1")
 
