@@ -62,6 +62,12 @@ class MemoryStore:
             if not r.deleted and (tenant is None or t == tenant)
         )
 
+    async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
+        record = self.collections.get(collection, {}).get((tenant, item_id))
+        if record is None or record.deleted:
+            return 0
+        return max(1, len(record.passages))
+
     async def close(self) -> None:
         return None
 
@@ -72,9 +78,12 @@ class MemoryStore:
 class FakeEmbedder:
     """Deterministic vectors; an image whose bytes start with b"BAD" is corrupt."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_words: int | None = None) -> None:
         self.down = False
         self.calls = 0
+        # Like the model's token limit: a text of more words comes back truncated.
+        self.max_words = max_words
+        self.embedded: list[str] = []
         self.spaces = {
             "default": SpaceInfo("minilm@1", 8, frozenset({"text", "image"})),
             "minilm@1": SpaceInfo("minilm@1", 8, frozenset({"text", "image"})),
@@ -99,6 +108,8 @@ class FakeEmbedder:
         out = []
         for i, item in enumerate(items):
             kind = item.WhichOneof("kind")
+            if kind == "text":
+                self.embedded.append(item.text)
             data = item.text.encode() if kind == "text" else getattr(item, str(kind)).data
             if data.startswith(b"BAD"):
                 raise InputRejected("embedder", f"items[{i}].{kind}: corrupt", index=i, kind="corrupt_media")
@@ -111,6 +122,9 @@ class FakeEmbedder:
                     model="fake",
                     model_version="1",
                     content_sha256=hashlib.sha256(data).hexdigest(),
+                    truncated=kind == "text"
+                    and self.max_words is not None
+                    and len(item.text.split()) > self.max_words,
                 )
             )
         return embedder_pb2.EmbedResponse(space=space, embeddings=out)

@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError, InputRejected
-from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo
+from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo, chunking_from_message
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 DEPENDENCY = "embedder"
@@ -123,6 +123,7 @@ class EmbedderClient:
                     frozenset(
                         MODALITY_NAMES[e.modality] for e in space.encoders if e.modality in MODALITY_NAMES
                     ),
+                    chunking_from_message(space),
                 )
                 spaces[space.id] = info
                 for alias in space.aliases:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from mmsearch.kit.passages import DEFAULT_CHUNKING, ChunkingPolicy
 from mmsearch.stores.base import collection_name
-from mmsearch.v1 import common_pb2
+from mmsearch.v1 import common_pb2, embedder_pb2
 
 MODALITY_NAMES = {
     common_pb2.MODALITY_TEXT: "text",
@@ -29,6 +30,23 @@ class SpaceInfo:
     id: str
     dimension: int
     modalities: frozenset[str]
+    # How the indexer splits long text for this space (ListSpaces' Space.chunking).
+    chunking: ChunkingPolicy = DEFAULT_CHUNKING
+
+
+def chunking_from_message(space: embedder_pb2.Space) -> ChunkingPolicy:
+    """A space's chunking policy as ListSpaces published it; the defaults when the embedder
+    publishes none (one older than passages); unset fields take their defaults."""
+    if not space.HasField("chunking"):
+        return DEFAULT_CHUNKING
+    message = space.chunking
+    return ChunkingPolicy(
+        passage_tokens=message.passage_tokens or DEFAULT_CHUNKING.passage_tokens,
+        overlap_tokens=message.overlap_tokens,
+        max_passages=message.max_passages or DEFAULT_CHUNKING.max_passages,
+        max_text_bytes=message.max_text_bytes or DEFAULT_CHUNKING.max_text_bytes,
+        estimator=message.estimator or DEFAULT_CHUNKING.estimator,
+    )
 
 
 class SpaceDirectory(Protocol):

@@ -285,6 +285,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
                     for e in s.encoders
                 ],
                 preprocessing_sha256=s.preprocessing_sha256,
+                chunking=s.chunking_message(),
                 aliases=self._registry.aliases_of(s.id),
             )
             for s in self._registry.spaces.values()

@@ -1,5 +1,6 @@
-"""Embedding spaces: name@version, dimension, metric, the encoder per modality
-and a hash of the preprocessing. Vectors of different spaces are never mixed."""
+"""Embedding spaces: name@version, dimension, metric, the encoder per modality,
+the chunking policy of long text (mmsearch/kit/passages.py) and a hash of the
+preprocessing, chunking included. Vectors of different spaces are never mixed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mmsearch.kit.config import ConfigError
 from mmsearch.kit.errors import InvalidArgument, NotFound
+from mmsearch.kit.passages import DEFAULT_CHUNKING, ChunkingPolicy
 from mmsearch.v1 import common_pb2, embedder_pb2
 
 DEFAULT_ALIAS = "default"
@@ -37,6 +39,8 @@ class Space:
     metric: embedder_pb2.DistanceMetric.ValueType
     encoders: tuple[Encoder, ...]
     aliases: tuple[str, ...] = ()
+    # How the indexer splits long text into passages; part of the space (hashed below).
+    chunking: ChunkingPolicy = DEFAULT_CHUNKING
 
     @property
     def id(self) -> str:
@@ -44,11 +48,28 @@ class Space:
 
     @property
     def preprocessing_sha256(self) -> str:
-        text = "\n".join(f"{e.modality}:{e.model}:{e.preprocessing}" for e in self.encoders)
-        return hashlib.sha256(text.encode()).hexdigest()
+        lines = [f"{e.modality}:{e.model}:{e.preprocessing}" for e in self.encoders]
+        if self.encoder_for(common_pb2.MODALITY_TEXT) is not None:
+            # Passages are what gets embedded: another split is other vectors (a new space version).
+            lines.append(f"chunking:{self.chunking.describe()}")
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+    def chunking_message(self) -> embedder_pb2.ChunkingPolicy:
+        """The chunking policy as ListSpaces publishes it (`Space.chunking`)."""
+        return chunking_message(self.chunking)
 
     def encoder_for(self, modality: common_pb2.Modality.ValueType) -> Encoder | None:
         return next((e for e in self.encoders if e.modality == modality), None)
+
+
+def chunking_message(policy: ChunkingPolicy) -> embedder_pb2.ChunkingPolicy:
+    return embedder_pb2.ChunkingPolicy(
+        passage_tokens=policy.passage_tokens,
+        overlap_tokens=policy.overlap_tokens,
+        max_passages=policy.max_passages,
+        max_text_bytes=policy.max_text_bytes,
+        estimator=policy.estimator,
+    )
 
 
 @dataclass
@@ -138,6 +159,13 @@ class EncoderSpec(_Strict):
     output: str = "EMBEDDING"
 
 
+class ChunkingSpec(_Strict):
+    passage_tokens: int = Field(default=DEFAULT_CHUNKING.passage_tokens, ge=3, le=65536)
+    overlap_tokens: int = Field(default=DEFAULT_CHUNKING.overlap_tokens, ge=0)
+    max_passages: int = Field(default=DEFAULT_CHUNKING.max_passages, ge=1, le=100_000)
+    max_text_bytes: int = Field(default=DEFAULT_CHUNKING.max_text_bytes, ge=1, le=256 * 1024 * 1024)
+
+
 class SpaceSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     version: int = Field(ge=1)
@@ -145,6 +173,7 @@ class SpaceSpec(_Strict):
     metric: Literal["cosine", "dot", "euclidean"] = "cosine"
     encoders: list[EncoderSpec] = Field(min_length=1)
     aliases: list[str] = []
+    chunking: ChunkingSpec = ChunkingSpec()
 
 
 class SpacesFile(_Strict):
@@ -165,6 +194,10 @@ def registry_from_file(path: Path) -> SpaceRegistry:
         modalities = [e.modality for e in space.encoders]
         if space_id in registry.spaces or len(set(modalities)) != len(modalities):
             raise ConfigError(f"spaces file {path}: {space_id} is defined twice or repeats a modality")
+        try:
+            chunking = ChunkingPolicy(**space.chunking.model_dump())
+        except ValueError as exc:
+            raise ConfigError(f"spaces file {path}: {space_id} chunking: {exc}") from exc
         clash = [a for a in space.aliases if a in registry.aliases]
         if clash:
             raise ConfigError(f"spaces file {path}: alias {clash[0]!r} is used by two spaces")
@@ -179,6 +212,7 @@ def registry_from_file(path: Path) -> SpaceRegistry:
                     for e in space.encoders
                 ),
                 aliases=tuple(space.aliases),
+                chunking=chunking,
             )
         )
     if DEFAULT_ALIAS not in registry.aliases:

@@ -1,6 +1,9 @@
-"""Stage 2, enrich: turn the upserts of one space into stored records: embed
-them (an item the embedder refuses is dead-lettered and the rest are sent
-again), read the text in images (OCR, best effort), make thumbnails.
+"""Stage 2, enrich: turn the upserts of one space into stored records: split
+texts into passages with the space's chunking policy (mmsearch/kit/passages.py;
+an item over the policy's limits is dead-lettered, never truncated), embed
+every passage (an item the embedder refuses is dead-lettered and the rest are
+sent again; a passage the model truncated is split further and embedded again,
+so no text is cut), read the text in images (OCR, best effort), make thumbnails.
 
 Dependency failures (mmsearch/clients/errors.py) propagate: the consumer
 pauses and replays the whole batch, so nothing is lost.
@@ -9,6 +12,7 @@ pauses and replays the whole batch, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,15 +25,19 @@ from PIL import Image
 
 from mmsearch.clients.errors import DependencyDeadline, InputRejected, RejectionKind
 from mmsearch.indexer.batch import REASON, dead_letter
-from mmsearch.indexer.embedding import EmbedScheduler, WorkBudget
+from mmsearch.indexer.embedding import EmbedScheduler, Refusal, WorkBudget
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.plan import Pending
 from mmsearch.kit.errors import ServiceError
 from mmsearch.kit.media import ImageLimits, decode_image
-from mmsearch.stores.base import ItemRecord
+from mmsearch.kit.passages import ChunkingPolicy, TextPassage, over_limit, split_text, too_many_passages
+from mmsearch.stores.base import ItemRecord, Passage
 from mmsearch.v1 import common_pb2, embedder_pb2, events_pb2
 
 SNIPPET_CHARS = 300
+# How often a passage the model truncated is split again before the item is dead-lettered
+# (each split halves the token budget; 6 halvings take 200 estimated tokens to 3).
+MAX_RESPLITS = 6
 OCR_CHUNK = 8
 OCR_BASE_TIMEOUT_S = 2.0
 OCR_SECONDS_PER_IMAGE = 2.0
@@ -95,6 +103,37 @@ def thumbnail(data: bytes) -> bytes:
     return b""
 
 
+@dataclass
+class _Parts:
+    """What one upsert sends to the embedder: its passages (text) or its content (else)."""
+
+    pending: Pending
+    passages: list[TextPassage] | None  # None: the content itself, one embedding
+    policy: ChunkingPolicy | None = None
+    resplits: int = 0
+
+    def contents(self) -> list[common_pb2.Content]:
+        if self.passages is None:
+            return [self.pending.event.event.content]
+        return [common_pb2.Content(text=p.text) for p in self.passages]
+
+
+def resplit(passages: list[TextPassage], truncated: set[int], policy: ChunkingPolicy) -> list[TextPassage]:
+    """Replace each truncated passage by its own split under `policy`, offsets kept in the text."""
+    out: list[TextPassage] = []
+    for i, passage in enumerate(passages):
+        parts = split_text(passage.text, policy) if i in truncated else [passage]
+        if i in truncated and len(parts) == 1:  # cannot be split by sentences or words: halve it
+            half = max(1, len(passage.text) // 2)
+            parts = [
+                TextPassage(0, 0, half, passage.text[:half]),
+                TextPassage(1, half, len(passage.text), passage.text[half:]),
+            ]
+        offset = passage.start if i in truncated else 0
+        out += [TextPassage(0, offset + p.start, offset + p.end, p.text) for p in parts]
+    return [TextPassage(i, p.start, p.end, p.text) for i, p in enumerate(out)]
+
+
 class Enricher:
     def __init__(
         self, embedder: EmbedderPort, budget: WorkBudget | None = None, metrics: IndexerMetrics | None = None
@@ -106,25 +145,97 @@ class Enricher:
 
     async def enrich(self, space_id: str, upserts: Sequence[Pending]) -> Enriched:
         out = Enriched()
-        embedded = await self._scheduler.embed(space_id, [p.event.event.content for p in upserts])
-        if self._metrics is not None:
-            self._metrics.embed_calls.inc(embedded.calls)
-            self._metrics.embed_splits.inc(embedded.splits)
-        for index, refusal in sorted(embedded.refused.items()):
-            reason = DLQ_REASON[refusal.kind] if refusal.kind else REASON.REASON_UNPROCESSABLE
-            out.dead_letters.append(dead_letter(upserts[index].record, reason, refusal.detail))
-        kept = [(p, embedded.vectors[i]) for i, p in enumerate(upserts) if i in embedded.vectors]
-        images = [p for p, _ in kept if p.event.kind == "image"]
-        texts = await self._ocr(images)
-        # Decoding and resizing are CPU work: off the event loop, which also serves searches.
-        thumbs = await asyncio.gather(*(self._thumbnail(p.event.event.content.image.data) for p in images))
-        by_image = dict(zip((id(p) for p in images), thumbs, strict=True))
-        out.records = [item_record(p, e, texts.get(id(p), ""), by_image.get(id(p), b"")) for p, e in kept]
+        remaining: list[_Parts] = []
+        for pending in upserts:
+            parts = self._split(pending)
+            if isinstance(parts, str):
+                out.dead_letters.append(dead_letter(pending.record, REASON.REASON_OVER_LIMIT, parts))
+            else:
+                remaining.append(parts)
+        while remaining:
+            contents = [content for parts in remaining for content in parts.contents()]
+            owner = [i for i, parts in enumerate(remaining) for _ in parts.contents()]
+            embedded = await self._scheduler.embed(space_id, contents)
+            if self._metrics is not None:
+                self._metrics.embed_calls.inc(embedded.calls)
+                self._metrics.embed_splits.inc(embedded.splits)
+            # An item any of whose passages was refused is dead-lettered whole.
+            refused: dict[int, Refusal] = {}
+            for index, refusal in sorted(embedded.refused.items()):
+                refused.setdefault(owner[index], refusal)
+            for i, refusal in refused.items():
+                reason = DLQ_REASON[refusal.kind] if refusal.kind else REASON.REASON_UNPROCESSABLE
+                out.dead_letters.append(dead_letter(remaining[i].pending.record, reason, refusal.detail))
+            per_item: list[list[embedder_pb2.Embedding]] = [[] for _ in remaining]
+            for index, i in enumerate(owner):
+                if i not in refused:
+                    per_item[i].append(embedded.vectors[index])
+            kept = [i for i in range(len(remaining)) if i not in refused]
+            remaining, per_item = [remaining[i] for i in kept], [per_item[i] for i in kept]
+            if self._resplit_truncated(remaining, per_item, out):
+                continue  # the embedder's cache answers the unchanged passages again
+            images = [parts.pending for parts in remaining if parts.pending.event.kind == "image"]
+            texts = await self._ocr(images)
+            # Decoding and resizing are CPU work: off the event loop, which also serves searches.
+            thumbs = await asyncio.gather(*(self._thumbnail(p.event.event.content.image) for p in images))
+            by_image = dict(zip((id(p) for p in images), thumbs, strict=True))
+            out.records = [
+                item_record(
+                    parts.pending,
+                    embeddings,
+                    texts.get(id(parts.pending), ""),
+                    by_image.get(id(parts.pending), b""),
+                    parts.passages,
+                )
+                for parts, embeddings in zip(remaining, per_item, strict=True)
+            ]
+            break
         return out
 
-    async def _thumbnail(self, data: bytes) -> bytes:
+    async def _thumbnail(self, image: common_pb2.Media) -> bytes:
         async with self._decoding:
-            return await asyncio.to_thread(thumbnail, data)
+            return await asyncio.to_thread(thumbnail, image.data)
+
+    @staticmethod
+    def _split(pending: Pending) -> _Parts | str:
+        """A text's passages under its space's policy, or why the item is over a limit."""
+        if pending.event.kind != "text":
+            return _Parts(pending, None)
+        policy = pending.space.chunking
+        text = pending.event.event.content.text
+        reason = over_limit(text, policy)
+        if reason is not None:
+            return reason
+        passages = split_text(text, policy)
+        if not passages:  # empty text: the embedder refuses it (dead-lettered as invalid)
+            return _Parts(pending, None)
+        reason = too_many_passages(len(passages), policy)
+        return reason if reason is not None else _Parts(pending, passages, policy)
+
+    @staticmethod
+    def _resplit_truncated(
+        remaining: list[_Parts], per_item: list[list[embedder_pb2.Embedding]], out: Enriched
+    ) -> bool:
+        """Split every passage the model truncated further (in place); True when any was. An item
+        that cannot be split within its limits is dead-lettered (removed from `remaining`)."""
+        changed = False
+        for i in reversed(range(len(remaining))):
+            parts = remaining[i]
+            truncated = {j for j, e in enumerate(per_item[i]) if e.truncated}
+            if not truncated or parts.passages is None or parts.policy is None:
+                continue
+            changed = True
+            parts.resplits += 1
+            parts.policy = parts.policy.halved()
+            parts.passages = resplit(parts.passages, truncated, parts.policy)
+            space_policy = parts.pending.space.chunking
+            reason = too_many_passages(len(parts.passages), space_policy)
+            if reason is None and parts.resplits > MAX_RESPLITS:
+                reason = f"a passage is still truncated by the model after {MAX_RESPLITS} splits"
+            if reason is not None:
+                remaining.pop(i)
+                out.dead_letters.append(dead_letter(parts.pending.record, REASON.REASON_OVER_LIMIT, reason))
+        return changed
 
     async def _ocr(self, images: list[Pending]) -> dict[int, str]:
         """OCR in small sequential chunks, each with a deadline for its images: OCR
@@ -154,12 +265,25 @@ class Enricher:
 
 
 def item_record(
-    pending: Pending, embedding: embedder_pb2.Embedding, ocr_text: str, thumb: bytes
+    pending: Pending,
+    embeddings: Sequence[embedder_pb2.Embedding],
+    ocr_text: str,
+    thumb: bytes,
+    passages: Sequence[TextPassage] | None = None,
 ) -> ItemRecord:
     event = pending.event.event
     metadata = event.metadata
+    embedding = embeddings[0]
     content_text = event.content.text if pending.event.kind == "text" else ocr_text
     body = "\n".join(part for part in (metadata.title, content_text) if part)
+    stored: tuple[Passage, ...] = ()
+    content_sha256 = embedding.content_sha256
+    if passages is not None:
+        stored = tuple(
+            Passage(p.start, p.end, p.text, np.asarray(e.vector.values, dtype=np.float32))
+            for p, e in zip(passages, embeddings, strict=True)
+        )
+        content_sha256 = hashlib.sha256(event.content.text.encode("utf-8")).hexdigest()
     attributes = {}
     for name, value in metadata.attributes.items():
         which = value.WhichOneof("kind")
@@ -174,7 +298,7 @@ def item_record(
         vector=np.asarray(embedding.vector.values, dtype=np.float32),
         version=event.version,
         event_time=pending.event.event_time,
-        content_sha256=embedding.content_sha256,
+        content_sha256=content_sha256,
         model_version=f"{embedding.model}/{embedding.model_version}",
         text=body,
         title=metadata.title,
@@ -185,4 +309,5 @@ def item_record(
         attributes=attributes,
         snippet=content_text[:SNIPPET_CHARS],
         thumbnail_jpeg=thumb,
+        passages=stored,
     )

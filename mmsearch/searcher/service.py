@@ -54,6 +54,8 @@ from mmsearch.v1 import common_pb2, reranker_pb2, searcher_pb2, searcher_pb2_grp
 log = structlog.get_logger(__name__)
 SERVICE = searcher_pb2.DESCRIPTOR.services_by_name["Searcher"]
 Context = grpc.aio.ServicerContext[Any, Any]
+# Longest snippet of a passage returned in a hit (the passage itself is up to ~1,500 characters).
+SNIPPET_CHARS = 300
 
 
 def _timestamp(value: Any) -> Timestamp:
@@ -72,6 +74,13 @@ def _value(value: AttributeValue) -> common_pb2.Value:
     if isinstance(value, str):
         return common_pb2.Value(string_value=value)
     return common_pb2.Value(timestamp_value=_timestamp(value))
+
+
+def passage_text(hit: StoreHit) -> str:
+    """What the reranker reads of a hit: its best passage, else the item's text or snippet."""
+    if hit.passage is not None:
+        return hit.passage.text
+    return hit.record.text or hit.record.snippet
 
 
 def metadata_of(record: ItemRecord) -> common_pb2.ItemMetadata:
@@ -279,9 +288,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         # The reranker reads text: only text items are rescored (an image's title or OCR
         # text says little about what it shows); other items keep their places.
         scorable = [
-            (i, h)
-            for i, h in enumerate(window)
-            if h.record.modality == "text" and (h.record.text or h.record.snippet).strip()
+            (i, h) for i, h in enumerate(window) if h.record.modality == "text" and passage_text(h).strip()
         ]
         if not scorable:
             return window + rest, {}
@@ -292,8 +299,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         rerank_request = reranker_pb2.RerankRequest(
             query=request.query,
             candidates=[
-                reranker_pb2.RerankCandidate(id=str(i), text=(h.record.text or h.record.snippet)[:4000])
-                for i, h in scorable
+                reranker_pb2.RerankCandidate(id=str(i), text=passage_text(h)[:4000]) for i, h in scorable
             ],
             model=request.rerank.model,
         )
@@ -329,16 +335,28 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             scores.fused = hit.score
         if rerank is not None:
             scores.rerank = rerank
-        return searcher_pb2.Hit(
+        preview = common_pb2.Preview(snippet=record.snippet, thumbnail_jpeg=record.thumbnail_jpeg)
+        out = searcher_pb2.Hit(
             item_id=record.item_id,
             modality=MODALITY_VALUES.get(record.modality, common_pb2.MODALITY_UNSPECIFIED),
             space=space,
             score=rerank if rerank is not None else hit.score,
             scores=scores,
             metadata=metadata_of(record),
-            preview=common_pb2.Preview(snippet=record.snippet, thumbnail_jpeg=record.thumbnail_jpeg),
+            preview=preview,
             item_version=record.version,
         )
+        if hit.passage is not None:
+            # The snippet is the matching passage's start, with its offsets in the item's text.
+            passage = hit.passage
+            snippet = passage.text[:SNIPPET_CHARS]
+            out.preview.snippet = snippet
+            out.preview.snippet_start = passage.start
+            out.preview.snippet_end = passage.start + len(snippet)
+            out.passage.CopyFrom(
+                searcher_pb2.PassageRef(index=passage.index, start=passage.start, end=passage.end)
+            )
+        return out
 
     def _sample_recall(self, store: Any, collection: str, query: Query, approximate: list[str]) -> None:
         """Re-run a sampled live query as exact search; export recall@k."""

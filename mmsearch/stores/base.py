@@ -7,6 +7,17 @@ keyed by (tenant, item id) -> a deterministic UUID; a delete is a tombstone
 record (deleted=True) so that a late, older upsert cannot bring the item back.
 Searches only ever see one tenant's live items.
 
+Passages: a text item is stored as its passages (mmsearch/kit/passages.py), one point per passage.
+The item's *head* point (id item_uuid) holds the item's fields, its first passage and the
+item's current *generation* (`generation()`: a hash of version, event time, content and passage
+count); every further passage is a point of its own (id `passage_uuid`) carrying its generation.
+A write of an item (1) writes the new generation's further passages, (2) replaces the head (one
+point: the atomic switch), (3) deletes the item's passages of any other generation. A search
+ranks passages, then reads the heads of the candidate items and keeps only the passages of each
+head's current generation: it sees an item's old passages or its new ones, never a mix, and
+nothing of a deleted item (its head is a tombstone). Hits are items, ranked by their best passage
+(`StoreHit.passage`); ranks count distinct items (mmsearch.stores.fusion's convention).
+
 Errors are the store's own (mmsearch.stores.errors); `StoreUnavailable` is
 re-exported here for existing imports. Queries are checked by
 mmsearch.stores.query.validate_query and hybrid rankings fused by
@@ -15,6 +26,7 @@ mmsearch.stores.fusion, the same code in every adapter.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +84,31 @@ class Collection:
     attributes: Mapping[str, FieldKind] = field(default_factory=dict)
 
 
+def passage_uuid(tenant: str, item_id: str, generation: str, index: int) -> uuid.UUID:
+    """Id of the index-th passage (index >= 1; passage 0 lives in the head) of one generation."""
+    return uuid.uuid5(ITEM_NAMESPACE, f"{tenant}\x1f{item_id}\x1f{generation}\x1f{index}")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One passage of an item's text: text == item_text[start:end] (code point offsets)."""
+
+    start: int
+    end: int
+    text: str
+    vector: npt.NDArray[np.float32] | None
+
+
+@dataclass(frozen=True)
+class PassageHit:
+    """The passage an item hit with (its best one), as stored."""
+
+    index: int
+    start: int
+    end: int
+    text: str
+
+
 @dataclass(frozen=True)
 class ItemRecord:
     """One item as stored. A tombstone has deleted=True and no vector."""
@@ -96,6 +133,20 @@ class ItemRecord:
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     snippet: str = ""
     thumbnail_jpeg: bytes = b""
+    # A text item's passages, in order (mmsearch/kit/passages.py). Empty: the item is one
+    # passage, `vector` and BM25 `text` (images, audio, records from before passages). Set:
+    # `vector` and `text` are not used; the first passage goes into the head with the title as
+    # BM25 text, the others are points of their own. In hits: empty (see StoreHit.passage).
+    passages: tuple[Passage, ...] = ()
+
+
+def generation(record: ItemRecord) -> str:
+    """The generation of an item's stored passages: the same write always gives the same one
+    (so replays overwrite, not duplicate), any other write another."""
+    key = "\x1f".join(
+        (str(record.version), record.event_time.isoformat(), record.content_sha256, str(len(record.passages)))
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -139,6 +190,9 @@ class StoreHit:
     # single-ranking search); None when the ranking did not run or its candidates missed the hit.
     vector_rank: int | None = None
     bm25_rank: int | None = None
+    # The item's best passage (for a hybrid hit: from the ranking where the item ranks better,
+    # the vector ranking on a tie); None for items without passages.
+    passage: PassageHit | None = None
 
 
 class VectorStore(Protocol):
@@ -157,14 +211,20 @@ class VectorStore(Protocol):
         """Stored state (including tombstones) of the given items; missing ones are absent."""
 
     async def write(self, collection: str, records: Sequence[ItemRecord]) -> None:
-        """Upsert records (tombstones included) by item_uuid; durable when it returns.
-        Raises StoreUnavailable when nothing or not everything was written."""
+        """Upsert records (tombstones included) by item_uuid; durable when it returns. A record
+        replaces all of its item's passages and a tombstone removes them, atomically for
+        searches (see the module docstring). Raises StoreUnavailable when nothing or not
+        everything was written (a retry of the same records completes it)."""
 
     async def search(self, collection: str, query: Query) -> list[StoreHit]:
-        """The tenant's live (non-deleted) items, best first. Raises InvalidQuery (see
-        mmsearch.stores.query.validate_query) and CollectionNotFound."""
+        """The tenant's live (non-deleted) items, best first, each once (ranked by its best
+        passage). Raises InvalidQuery (see mmsearch.stores.query.validate_query) and
+        CollectionNotFound."""
 
     async def count(self, collection: str, tenant: str | None = None) -> int:
         """Live items, for one tenant or all."""
+
+    async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
+        """Stored passage points of one item, every generation (0 once it is deleted)."""
 
     async def close(self) -> None: ...

@@ -71,9 +71,13 @@ from mmsearch.stores.base import (
     ItemRecord,
     ItemState,
     Metric,
+    Passage,
+    PassageHit,
     Query,
     StoreHit,
+    generation,
     item_uuid,
+    passage_uuid,
 )
 from mmsearch.stores.errors import CollectionNotFound, InvalidQuery, StoreConflict, StoreUnavailable
 from mmsearch.stores.filters import AllOf, AnyOf, Condition, FilterNode, Not
@@ -184,6 +188,45 @@ def record_payload(record: ItemRecord, attributes: Mapping[str, FieldKind]) -> d
         "snippet": record.snippet,
         "thumbnail_jpeg": base64.b64encode(record.thumbnail_jpeg).decode("ascii"),
     }
+
+
+def head_payload(record: ItemRecord, attributes: Mapping[str, FieldKind]) -> dict[str, Any]:
+    """The head point's payload: the item, its generation and (with passages) its first passage."""
+    payload = record_payload(record, attributes)
+    payload.update({"head": True, "generation": generation(record), "passages": len(record.passages)})
+    if record.passages and not record.deleted:
+        first = record.passages[0]
+        payload["text"] = "\n".join(part for part in (record.title, first.text) if part)
+        payload.update({"passage": 0, "start": first.start, "end": first.end, "passage_text": first.text})
+    return payload
+
+
+def passage_payload(
+    record: ItemRecord, index: int, passage: Passage, attributes: Mapping[str, FieldKind]
+) -> dict[str, Any]:
+    """A further passage's payload: what filters read (so filtered search needs no join), its
+    generation, offsets and BM25 text. Item fields for display stay in the head."""
+    full = record_payload(record, attributes)
+    payload = {name: full[name] for name in (*CORE_FIELDS, "attributes", DATETIME_ATTRS) if name in full}
+    payload.update(
+        {
+            "head": False,
+            "generation": generation(record),
+            "passage": index,
+            "start": passage.start,
+            "end": passage.end,
+            "text": passage.text,
+        }
+    )
+    return payload
+
+
+def passage_hit(payload: Mapping[str, Any]) -> PassageHit | None:
+    """The passage a ranked point is (None for an item stored without passages)."""
+    if "start" not in payload:
+        return None
+    text = payload.get("passage_text", "") if payload.get("head", True) else payload.get("text", "")
+    return PassageHit(int(payload.get("passage", 0)), int(payload["start"]), int(payload["end"]), str(text))
 
 
 def _parse_dt(value: str) -> datetime:
@@ -330,25 +373,86 @@ def _item_id(point: qe.ScoredPoint) -> str:
     return str((point.payload or {})["item_id"])
 
 
-def _ranked(
-    shard: qe.EdgeShard, request: Callable[[int], qe.QueryRequest], n: int, ascending: bool
-) -> list[tuple[str, float]]:
-    """The best `n` points as (item id, score) in a deterministic order: score, then item id.
+# What a ranking reads of each point: enough to validate it against its head and show it.
+_RANK_PAYLOAD = ["item_id", "generation", "head", "passage", "start", "end", "text", "passage_text"]
 
-    The engine orders equal scores arbitrarily, and differently for different limits (BM25 ties are
-    common), which made pages overlap. So fetch past the n-th point until the tie group that straddles
-    the cut is complete, then order by (score, item id) and cut. Requests return the item_id payload."""
+
+class _Heads:
+    """The heads of the items a search has seen, read once per search: the snapshot every passage
+    is checked against (same generation as its head, head live), so one search sees one
+    generation of each item."""
+
+    def __init__(self, shard: qe.EdgeShard, tenant: str) -> None:
+        self._shard = shard
+        self._tenant = tenant
+        self.payloads: dict[str, Mapping[str, Any] | None] = {}
+
+    def load(self, item_ids: set[str]) -> None:
+        missing = [i for i in item_ids if i not in self.payloads]
+        if not missing:
+            return
+        records = self._shard.retrieve(
+            [item_uuid(self._tenant, i) for i in missing], with_payload=True, with_vector=False
+        )
+        found = {str((r.payload or {}).get("item_id")): r.payload or {} for r in records}
+        for item_id in missing:
+            self.payloads[item_id] = found.get(item_id)
+
+    def current(self, payload: Mapping[str, Any]) -> bool:
+        """A ranked point belongs to its item's live head and that head's generation."""
+        head = self.payloads.get(str(payload["item_id"]))
+        if head is None or head.get("deleted"):
+            return False
+        return bool(head.get("generation", "") == payload.get("generation", ""))
+
+
+@dataclass(frozen=True)
+class _RankedItem:
+    item_id: str
+    score: float
+    passage: Mapping[str, Any]  # the best passage's payload (_RANK_PAYLOAD)
+
+
+def _ranked(
+    shard: qe.EdgeShard,
+    request: Callable[[int], qe.QueryRequest],
+    n: int,
+    ascending: bool,
+    heads: _Heads,
+) -> list[_RankedItem]:
+    """The best `n` items by their best current passage, in a deterministic order: score, then
+    item id (a passage of the same score: the lower index).
+
+    The engine ranks passages, orders equal scores arbitrarily and differently per limit, and one
+    long item may fill many places. So passages are fetched (doubling) until `n` items are
+    *settled*, i.e. their best passage scores strictly better than the last passage fetched (no
+    unseen passage can overtake them or tie with them), or until the ranking is exhausted; at
+    the cap the best found are returned."""
     fetch = n + 1
-    cap = max(4 * n, n + 4096)
+    cap = max(8 * n, n + 4096)
+    sign = 1.0 if ascending else -1.0
     while True:
         points = shard.query(request(fetch))
-        if len(points) < fetch or _tie_key(points[-1].score) != _tie_key(points[n - 1].score) or fetch >= cap:
-            break
-        fetch = min(fetch * 2, cap)
-    sign = 1.0 if ascending else -1.0
-    ranked = [(_item_id(p), p.score) for p in points]
-    ranked.sort(key=lambda entry: (sign * _tie_key(entry[1]), entry[0]))
-    return ranked[:n]
+        exhausted = len(points) < fetch
+        heads.load({_item_id(p) for p in points})
+        best: dict[str, tuple[tuple[float, int], float, Mapping[str, Any]]] = {}
+        for point in points:
+            payload = point.payload or {}
+            if not heads.current(payload):
+                continue
+            key = (sign * _tie_key(point.score), int(payload.get("passage", 0)))
+            item_id = str(payload["item_id"])
+            if item_id not in best or key < best[item_id][0]:
+                best[item_id] = (key, point.score, payload)
+        items = sorted(best.items(), key=lambda entry: (entry[1][0][0], entry[0]))
+        if not exhausted and fetch < cap:
+            last = sign * _tie_key(points[-1].score)
+            settled = [entry for entry in items if entry[1][0][0] < last]
+            if len(settled) < n:
+                fetch = min(fetch * 2, cap)
+                continue
+            items = settled
+        return [_RankedItem(item_id, score, payload) for item_id, (_, score, payload) in items[:n]]
 
 
 class QdrantEdgeStore:
@@ -482,6 +586,8 @@ class QdrantEdgeStore:
         ]
         fields += self._attribute_indexes(collection.attributes)
         fields.append(("text", TEXT_INDEX))
+        fields.append(("head", qe.BoolIndexParams()))
+        fields.append(("generation", qe.KeywordIndexParams()))
         return fields
 
     # -- VectorStore --------------------------------------------------------------------------------
@@ -612,27 +718,57 @@ class QdrantEdgeStore:
             return
         handle = await self._get(collection)
         spec = handle.collection
-        points = []
-        for record in records:
-            vector: dict[str, Any] = {}
-            if record.vector is not None:
-                array = np.asarray(record.vector, dtype=np.float32).reshape(-1)
-                if array.shape[0] != spec.dimension:
-                    raise InvalidQuery(
-                        f"item {record.item_id}: vector has {array.shape[0]} dimensions, "
-                        f"collection {collection} has {spec.dimension}"
+        latest = {(r.tenant, r.item_id): r for r in records}  # the last record of an item wins
+        heads: list[qe.Point] = []
+        further: list[qe.Point] = []
+        for record in latest.values():
+            if record.deleted:
+                heads.append(
+                    qe.Point(
+                        item_uuid(record.tenant, record.item_id), {}, head_payload(record, spec.attributes)
                     )
-                if not np.isfinite(array).all():
-                    raise InvalidQuery(f"item {record.item_id}: vector has NaN or infinite values")
-                vector[VECTOR] = array.tolist()
-            points.append(
+                )
+                continue
+            first = record.passages[0].vector if record.passages else record.vector
+            heads.append(
                 qe.Point(
-                    item_uuid(record.tenant, record.item_id), vector, record_payload(record, spec.attributes)
+                    item_uuid(record.tenant, record.item_id),
+                    self._vector(record, first, spec),
+                    head_payload(record, spec.attributes),
                 )
             )
+            gen = generation(record)
+            for index, passage in enumerate(record.passages[1:], start=1):
+                further.append(
+                    qe.Point(
+                        passage_uuid(record.tenant, record.item_id, gen, index),
+                        self._vector(record, passage.vector, spec),
+                        passage_payload(record, index, passage, spec.attributes),
+                    )
+                )
+        # Every further passage of these items that is not of the generation just written.
+        stale = qe.Filter(
+            should=[
+                qe.Filter(
+                    must=[
+                        qe.FieldCondition("tenant", match=qe.MatchValue(r.tenant)),
+                        qe.FieldCondition("item_id", match=qe.MatchValue(r.item_id)),
+                        qe.FieldCondition("head", match=_match_value(False)),
+                    ],
+                    must_not=[qe.FieldCondition("generation", match=qe.MatchValue(generation(r)))],
+                )
+                for r in latest.values()
+            ]
+        )
 
         def upsert() -> None:
-            handle.shard.update(qe.UpdateOperation.upsert_points(points))
+            # New passages first, then the heads (each head one point: the switch a search sees),
+            # then the old passages go. A failure in between leaves every item searchable as its
+            # old or its new generation; the retry of the batch completes the write.
+            if further:
+                handle.shard.update(qe.UpdateOperation.upsert_points(further))
+            handle.shard.update(qe.UpdateOperation.upsert_points(heads))
+            handle.shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
             handle.shard.flush()
 
         async with handle.write_lock:
@@ -640,10 +776,27 @@ class QdrantEdgeStore:
                 await self._run(upsert)
             except Exception as exc:
                 raise StoreUnavailable(
-                    f"write of {len(points)} records to {collection} failed: {exc}"
+                    f"write of {len(heads)} records ({len(heads) + len(further)} points) "
+                    f"to {collection} failed: {exc}"
                 ) from exc
             if self._auto_optimize is not None:
                 await self._maybe_optimize(handle)
+
+    @staticmethod
+    def _vector(record: ItemRecord, vector: Any, spec: Collection) -> dict[str, Any]:
+        if vector is None:
+            if record.passages:
+                raise InvalidQuery(f"item {record.item_id}: a passage has no vector")
+            return {}
+        array = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if array.shape[0] != spec.dimension:
+            raise InvalidQuery(
+                f"item {record.item_id}: vector has {array.shape[0]} dimensions, "
+                f"collection {spec.name} has {spec.dimension}"
+            )
+        if not np.isfinite(array).all():
+            raise InvalidQuery(f"item {record.item_id}: vector has NaN or infinite values")
+        return {VECTOR: array.tolist()}
 
     async def _maybe_optimize(self, handle: _Open) -> None:
         assert self._auto_optimize is not None
@@ -678,21 +831,30 @@ class QdrantEdgeStore:
                 query=qe.Query.Nearest(vector, using=VECTOR),
                 params=params,
                 filter=flt,
-                with_payload=["item_id"],
+                with_payload=_RANK_PAYLOAD,
             )
 
         def text_request(limit: int) -> qe.QueryRequest:
             return qe.QueryRequest(
-                limit=limit, query=qe.TextQuery("text", text), filter=flt, with_payload=["item_id"]
+                limit=limit, query=qe.TextQuery("text", text), filter=flt, with_payload=_RANK_PAYLOAD
             )
 
         def run() -> list[StoreHit]:
-            vec = _ranked(handle.shard, vector_request, n, vector_ascending) if vector is not None else []
-            txt = _ranked(handle.shard, text_request, n, False) if text else []
+            heads = _Heads(handle.shard, query.tenant)
+            vec = (
+                _ranked(handle.shard, vector_request, n, vector_ascending, heads)
+                if vector is not None
+                else []
+            )
+            txt = _ranked(handle.shard, text_request, n, False, heads) if text else []
+            best_vec = {r.item_id: r for r in vec}
+            best_txt = {r.item_id: r for r in txt}
             # (item id, score, (vector rank, vector score), (bm25 rank, bm25 score)) per hit of the page
             page: list[tuple[str, float, tuple[int | None, float | None], tuple[int | None, float | None]]]
             if checked.hybrid:
-                fused = reciprocal_rank_fusion([vec, txt], query.rrf_k)[query.offset : depth]
+                fused = reciprocal_rank_fusion(
+                    [[(r.item_id, r.score) for r in vec], [(r.item_id, r.score) for r in txt]], query.rrf_k
+                )[query.offset : depth]
                 page = [
                     (f.id, f.score, (f.ranks[0], f.raw_scores[0]), (f.ranks[1], f.raw_scores[1]))
                     for f in fused
@@ -700,20 +862,21 @@ class QdrantEdgeStore:
             else:
                 ranking = vec or txt
                 page = []
-                for rank, (key, score) in enumerate(ranking[query.offset : depth], start=query.offset + 1):
-                    mine, other = (rank, score), (None, None)
-                    page.append((key, score, mine, other) if vec else (key, score, other, mine))
-            if not page:
-                return []
-            records = handle.shard.retrieve(
-                [item_uuid(query.tenant, key) for key, *_ in page], with_payload=True, with_vector=False
-            )
-            payloads = {str(r.id): r.payload or {} for r in records}
+                for rank, item in enumerate(ranking[query.offset : depth], start=query.offset + 1):
+                    mine, other = (rank, item.score), (None, None)
+                    page.append(
+                        (item.item_id, item.score, mine, other)
+                        if vec
+                        else (item.item_id, item.score, other, mine)
+                    )
             hits = []
             for key, score, (vector_rank, vector_score), (bm25_rank, bm25_score) in page:
-                payload = payloads.get(str(item_uuid(query.tenant, key)))
-                if payload is None or payload.get("deleted"):  # deleted between query and retrieve
+                payload = heads.payloads.get(key)
+                if payload is None:
                     continue
+                # The passage shown: from the ranking where the item ranks better (vector on a tie).
+                from_vector = bm25_rank is None or (vector_rank is not None and vector_rank <= bm25_rank)
+                best = best_vec.get(key) if from_vector else best_txt.get(key)
                 hits.append(
                     StoreHit(
                         record_from_payload(payload),
@@ -722,6 +885,7 @@ class QdrantEdgeStore:
                         bm25_score=bm25_score,
                         vector_rank=vector_rank,
                         bm25_rank=bm25_rank,
+                        passage=None if best is None else passage_hit(best.passage),
                     )
                 )
             return hits
@@ -733,7 +897,20 @@ class QdrantEdgeStore:
 
     async def count(self, collection: str, tenant: str | None = None) -> int:
         handle = await self._get(collection)
-        request = qe.CountRequest(exact=True, filter=_live_filter(tenant))
+        # Heads only (a head from before passages has no "head" field).
+        heads = qe.Filter(
+            must=[_live_filter(tenant)], must_not=[qe.FieldCondition("head", match=_match_value(False))]
+        )
+        request = qe.CountRequest(exact=True, filter=heads)
+        try:
+            return await self._run(lambda: handle.shard.count(request))
+        except Exception as exc:
+            raise StoreUnavailable(f"count on {collection} failed: {exc}") from exc
+
+    async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
+        handle = await self._get(collection)
+        flt = _live_filter(tenant, [qe.FieldCondition("item_id", match=qe.MatchValue(item_id))])
+        request = qe.CountRequest(exact=True, filter=flt)
         try:
             return await self._run(lambda: handle.shard.count(request))
         except Exception as exc:

@@ -56,6 +56,15 @@ dimension or metric or attribute-kind change StoreConflict; Weaviate
 unreachable or refusing is StoreUnavailable. Needs Weaviate >= 1.32
 (collection aliases).
 
+Passages (see mmsearch.stores.base): the head object (item_uuid) holds the
+item and its first passage, each further passage is an object of its own
+(passage_uuid) with the filterable fields, its generation, offsets and BM25
+text. A write inserts the new further passages, then the heads (the switch),
+then delete_many's the item's passages of other generations. A search fetches
+passages (doubling the limit until enough items are settled, as the embedded
+store does), reads the heads of the items it saw further passages of, and keeps
+only the passages of each head's generation, so no search mixes generations.
+
 Writes go through insert_many per tenant (gRPC batch; an existing UUID is
 replaced). Any failed object raises StoreUnavailable listing the errors, so
 the caller retries the whole batch (upserts are idempotent) and commits
@@ -74,7 +83,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -105,9 +114,13 @@ from mmsearch.stores.base import (
     ItemRecord,
     ItemState,
     Metric,
+    Passage,
+    PassageHit,
     Query,
     StoreHit,
+    generation,
     item_uuid,
+    passage_uuid,
 )
 from mmsearch.stores.errors import (
     CollectionNotFound,
@@ -119,7 +132,7 @@ from mmsearch.stores.errors import (
 )
 from mmsearch.stores.filters import ATTRIBUTE_PREFIX, AllOf, AnyOf, Condition, FilterNode, Not
 from mmsearch.stores.fusion import reciprocal_rank_fusion
-from mmsearch.stores.query import CheckedQuery, validate_query
+from mmsearch.stores.query import validate_query
 
 VECTOR_NAME = "default"
 # A collection's description holds what Weaviate does not keep: space id and dimension.
@@ -195,13 +208,26 @@ _METRICS: Mapping[VectorDistances, Metric] = {v: k for k, v in _DISTANCES.items(
 # Stored, not indexed.
 # version_exact: gRPC batches carry numbers as doubles, so the INT property (for filters) loses
 # precision above 2**53; the exact version for ordering is kept as text.
-_PLAIN_TEXT = ("content_sha256", "model_version", "source_uri", "snippet", "attributes_json", "version_exact")
+_PLAIN_TEXT = (
+    "content_sha256",
+    "model_version",
+    "source_uri",
+    "snippet",
+    "attributes_json",
+    "version_exact",
+    "passage_text",
+)
 _SEARCHABLE_TEXT = ("text", "title")
+# Passage bookkeeping: head (bool) and generation are filtered on by writes; the rest is stored.
+_PASSAGE_FIELDS: Mapping[str, FieldKind] = {"head": "bool", "generation": "keyword"}
+_PASSAGE_INTS = ("passage", "start", "end", "passages")
 RETURN_PROPERTIES: tuple[str, ...] = (
     *CORE_FIELDS,
     *_PLAIN_TEXT,
     *_SEARCHABLE_TEXT,
     "thumbnail_jpeg",
+    *_PASSAGE_FIELDS,
+    *_PASSAGE_INTS,
 )
 STATE_PROPERTIES = (
     "version",
@@ -249,6 +275,11 @@ def property_configs(collection: Collection) -> list[Property]:
         for name in _PLAIN_TEXT
     ]
     props.append(Property(name="thumbnail_jpeg", data_type=DataType.BLOB))
+    props += [_indexed_property(name, kind) for name, kind in _PASSAGE_FIELDS.items()]
+    props += [
+        Property(name=name, data_type=DataType.INT, index_filterable=False, index_searchable=False)
+        for name in _PASSAGE_INTS
+    ]
     for name, kind in sorted(collection.attributes.items()):
         if not _ATTRIBUTE_NAME.match(name):
             raise ValueError(f"attribute name {name!r} must match [A-Za-z0-9_]+ for the Weaviate store")
@@ -472,6 +503,45 @@ def record_to_properties(record: ItemRecord, attributes: Mapping[str, FieldKind]
         if name in record.attributes:
             props[attribute_property(name)] = _typed_attribute(name, record.attributes[name], kind)
     return props
+
+
+def head_properties(record: ItemRecord, attributes: Mapping[str, FieldKind]) -> dict[str, Any]:
+    """The head object: the item, its generation and (with passages) its first passage."""
+    props = record_to_properties(record, attributes)
+    props.update({"head": True, "generation": generation(record), "passages": len(record.passages)})
+    if record.passages and not record.deleted:
+        first = record.passages[0]
+        props["text"] = first.text
+        props.update({"passage": 0, "start": first.start, "end": first.end, "passage_text": first.text})
+    return props
+
+
+def passage_properties(
+    record: ItemRecord, index: int, passage: Passage, attributes: Mapping[str, FieldKind]
+) -> dict[str, Any]:
+    """A further passage: the filterable fields, its generation, offsets and BM25 text."""
+    full = record_to_properties(record, attributes)
+    keep = {*CORE_FIELDS, "version_exact", *(attribute_property(a) for a in attributes)}
+    props = {name: value for name, value in full.items() if name in keep}
+    props.update(
+        {
+            "head": False,
+            "generation": generation(record),
+            "passage": index,
+            "start": passage.start,
+            "end": passage.end,
+            "text": passage.text,
+        }
+    )
+    return props
+
+
+def passage_hit(props: Mapping[str, Any]) -> PassageHit | None:
+    """The passage an object is (None for an item stored without passages)."""
+    if props.get("start") is None:
+        return None
+    text = props.get("passage_text") if props.get("head", True) is not False else props.get("text")
+    return PassageHit(int(props.get("passage") or 0), int(props["start"]), int(props["end"]), str(text or ""))
 
 
 def _datetime(value: Any) -> datetime:
@@ -877,22 +947,40 @@ class WeaviateStore:
         by_tenant: dict[str, dict[uuid.UUID, ItemRecord]] = {}
         for record in records:  # the last record of an item wins, as sequential upserts would
             check_vector(record, schema.dimension)
+            for passage in record.passages:
+                check_vector(replace(record, vector=passage.vector, passages=()), schema.dimension)
             by_tenant.setdefault(record.tenant, {})[item_uuid(record.tenant, record.item_id)] = record
-        batches = {
-            tenant: [build_object(uid, rec, schema.attributes) for uid, rec in items.items()]
-            for tenant, items in by_tenant.items()
-        }
         client = await self._conn()
         errors: list[str] = []
-        for tenant, objects in batches.items():
+        for tenant, items in by_tenant.items():
             if self.settings.multi_tenancy:
                 await self._ensure_tenant(client, real, tenant)
             handle = self._handle(client, real, tenant)
+            further = [
+                (record, build_passage_object(record, index, passage, schema.attributes))
+                for record in items.values()
+                if not record.deleted
+                for index, passage in enumerate(record.passages[1:], start=1)
+            ]
+            heads = [(rec, build_object(uid, rec, schema.attributes)) for uid, rec in items.items()]
+            # New passages, then the heads (the switch), then the other generations' passages.
+            for batch in (further, heads):
+                if not batch:
+                    continue
+                try:
+                    result = await handle.data.insert_many([o for _, o in batch])
+                except (WeaviateBaseError, OSError, TimeoutError) as exc:
+                    raise StoreUnavailable(f"Weaviate batch write to {real} failed: {exc}") from exc
+                errors += batch_errors(tenant, [r for r, _ in batch], result)
+                if errors:
+                    break
+            if errors:
+                break
+            stale = stale_filter(list(items.values()), None if self.settings.multi_tenancy else tenant)
             try:
-                result = await handle.data.insert_many(objects)
+                await handle.data.delete_many(where=stale)
             except (WeaviateBaseError, OSError, TimeoutError) as exc:
-                raise StoreUnavailable(f"Weaviate batch write to {real} failed: {exc}") from exc
-            errors += batch_errors(tenant, list(by_tenant[tenant].values()), result)
+                raise StoreUnavailable(f"Weaviate delete of old passages in {real} failed: {exc}") from exc
         if errors:
             shown = "; ".join(errors[:10])
             more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
@@ -909,84 +997,108 @@ class WeaviateStore:
         if self.settings.multi_tenancy and not await self._tenant_exists(client, real, query.tenant):
             return []
         handle = self._handle(client, real, query.tenant)
-        fused = checked.hybrid
-        page = self._page(checked, exact=query.exact and vector is not None)
-        if page is None:
+        n = min(checked.candidates(self._window) if checked.hybrid else checked.depth, self._query_max)
+        if not checked.hybrid and query.offset >= self._query_max:
             return []
-        offset, limit = page
-        jobs: list[Awaitable[list[tuple[ItemRecord, float]]]] = []
+        heads = _Heads(self, handle, query.tenant)
+        jobs: list[Awaitable[list[_Best]]] = []
         if vector is not None:
-            ranker = self._exact if query.exact else self._near_vector
-            jobs.append(ranker(handle, schema.metric, vector, filters, offset=offset, limit=limit))
+            if query.exact:
+                jobs.append(self._exact(handle, schema.metric, vector, filters, n=n, heads=heads))
+            else:
+                jobs.append(
+                    self._items(
+                        lambda limit: self._near_vector(handle, schema.metric, vector, filters, limit),
+                        n,
+                        heads,
+                    )
+                )
         if text:
-            jobs.append(self._bm25(handle, text, filters, offset=offset, limit=limit))
+            jobs.append(self._items(lambda limit: self._bm25(handle, text, filters, limit), n, heads))
         results = await asyncio.gather(*jobs)
         vector_hits = results[0] if vector is not None else []
         text_hits = results[-1] if text else []
         return assemble_hits(
-            vector_hits, text_hits, rrf_k=query.rrf_k, offset=query.offset, limit=query.limit, fused=fused
+            vector_hits,
+            text_hits,
+            rrf_k=query.rrf_k,
+            offset=query.offset,
+            limit=query.limit,
+            fused=checked.hybrid,
         )
 
-    def _page(self, checked: CheckedQuery, *, exact: bool) -> tuple[int, int] | None:
-        """(offset, limit) to ask each ranking for; None when the page lies beyond what Weaviate serves.
+    async def _items(
+        self,
+        fetch_passages: Callable[[int], Awaitable[list[tuple[dict[str, Any], float]]]],
+        n: int,
+        heads: _Heads,
+    ) -> list[_Best]:
+        """The best `n` items by their best current passage (see mmsearch.stores.qdrant_edge._ranked:
+        the same rule): fetch passages, doubling, until n items are settled or the ranking ends."""
+        fetch = n + 1
+        cap = self._query_max
+        while True:
+            fetch = min(fetch, cap)
+            ranked = await fetch_passages(fetch)
+            exhausted = len(ranked) < fetch or fetch >= cap
+            items = await heads.best(ranked)
+            if not exhausted:
+                last = -round(ranked[-1][1], 5)
+                settled = [item for item in items if -round(item.score, 5) < last]
+                if len(settled) < n:
+                    fetch *= 2
+                    continue
+                items = settled
+            return items[:n]
 
-        One ranking: Weaviate pages it. Two: each gives its best max(candidates_per_ranking or window,
-        offset + limit), fused here. Weaviate refuses offset + limit beyond QUERY_MAXIMUM_RESULTS: such
-        pages are empty.
-        """
-        query = checked.query
-        if checked.hybrid:
-            return 0, min(checked.candidates(self._window), self._query_max)
-        if exact:  # brute force in the client pages itself
-            return query.offset, query.limit
-        limit = min(query.limit, self._query_max - query.offset)
-        return (query.offset, limit) if limit > 0 else None
+    async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
+        real, _ = await self._existing(collection)
+        client = await self._conn()
+        if self.settings.multi_tenancy and not await self._tenant_exists(client, real, tenant):
+            return 0
+        handle = self._handle(client, real, tenant)
+        parts = [Filter.by_property("deleted").equal(False), Filter.by_property("item_id").equal(item_id)]
+        if not self.settings.multi_tenancy:
+            parts.append(Filter.by_property("tenant").equal(tenant))
+        result = await self._call(
+            "aggregate", lambda: handle.aggregate.over_all(filters=Filter.all_of(parts), total_count=True)
+        )
+        return int(result.total_count or 0)
 
     async def _near_vector(
-        self,
-        handle: Any,
-        metric: Metric,
-        vector: npt.NDArray[np.float32],
-        filters: _Filters,
-        *,
-        offset: int,
-        limit: int,
-    ) -> list[tuple[ItemRecord, float]]:
+        self, handle: Any, metric: Metric, vector: npt.NDArray[np.float32], filters: _Filters, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
         result = await self._call(
             "near_vector",
             lambda: handle.query.near_vector(
                 near_vector=[float(x) for x in vector],
                 target_vector=VECTOR_NAME,
                 limit=limit,
-                offset=offset or None,
                 filters=filters,
                 return_metadata=MetadataQuery(distance=True),
                 return_properties=list(RETURN_PROPERTIES),
             ),
         )
         return [
-            (properties_to_record(obj.properties), distance_to_score(metric, float(obj.metadata.distance)))
+            (dict(obj.properties), distance_to_score(metric, float(obj.metadata.distance)))
             for obj in result.objects
         ]
 
     async def _bm25(
-        self, handle: Any, text: str, filters: _Filters, *, offset: int, limit: int
-    ) -> list[tuple[ItemRecord, float]]:
+        self, handle: Any, text: str, filters: _Filters, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
         result = await self._call(
             "bm25",
             lambda: handle.query.bm25(
                 query=text,
                 query_properties=list(_SEARCHABLE_TEXT),
                 limit=limit,
-                offset=offset or None,
                 filters=filters,
                 return_metadata=MetadataQuery(score=True),
                 return_properties=list(RETURN_PROPERTIES),
             ),
         )
-        return [
-            (properties_to_record(obj.properties), float(obj.metadata.score or 0.0)) for obj in result.objects
-        ]
+        return [(dict(obj.properties), float(obj.metadata.score or 0.0)) for obj in result.objects]
 
     async def _exact(
         self,
@@ -995,10 +1107,9 @@ class WeaviateStore:
         vector: npt.NDArray[np.float32],
         filters: _Filters,
         *,
-        offset: int,
-        limit: int,
-    ) -> list[tuple[ItemRecord, float]]:
-        limit = max(limit, 0)
+        n: int,
+        heads: _Heads,
+    ) -> list[_Best]:
         result = await self._call(
             "fetch_objects",
             lambda: handle.query.fetch_objects(
@@ -1022,13 +1133,22 @@ class WeaviateStore:
             return []
         matrix = np.asarray([obj.vector[VECTOR_NAME] for obj in objects], dtype=np.float32)
         scores = exact_scores(metric, vector, matrix)
-        order = sorted(range(len(objects)), key=lambda i: (-scores[i], i))[offset : offset + limit]
-        return [(properties_to_record(objects[i].properties), float(scores[i])) for i in order]
+        order = sorted(range(len(objects)), key=lambda i: (-scores[i], i))
+        items = await heads.best([(dict(objects[i].properties), float(scores[i])) for i in order])
+        return items[:n]
 
     async def count(self, collection: str, tenant: str | None = None) -> int:
         real, _ = await self._existing(collection)
         client = await self._conn()
-        live = Filter.by_property("deleted").equal(False)
+        # Heads only (an item's further passages are objects too; a head from before passages
+        # has no "head" property).
+        head = Filter.by_property("head")
+        live = Filter.all_of(
+            [
+                Filter.by_property("deleted").equal(False),
+                Filter.any_of([head.equal(True), head.is_none(True)]),
+            ]
+        )
 
         async def one(handle: Any, filters: _Filters) -> int:
             result = await self._call(
@@ -1088,48 +1208,147 @@ def batch_errors(tenant: str, records: Sequence[ItemRecord], result: Any) -> lis
 
 
 def build_object(uid: uuid.UUID, record: ItemRecord, attributes: Mapping[str, FieldKind]) -> Any:
-    """One weaviate DataObject (a tombstone carries no vector)."""
-    vector = (
-        None if record.vector is None or record.deleted else {VECTOR_NAME: [float(x) for x in record.vector]}
+    """One item's head DataObject (a tombstone carries no vector)."""
+    first = record.passages[0].vector if record.passages else record.vector
+    vector = None if first is None or record.deleted else {VECTOR_NAME: [float(x) for x in first]}
+    return DataObject(properties=head_properties(record, attributes), uuid=uid, vector=vector)
+
+
+def build_passage_object(
+    record: ItemRecord, index: int, passage: Passage, attributes: Mapping[str, FieldKind]
+) -> Any:
+    """A further passage's DataObject."""
+    assert passage.vector is not None
+    return DataObject(
+        properties=passage_properties(record, index, passage, attributes),
+        uuid=passage_uuid(record.tenant, record.item_id, generation(record), index),
+        vector={VECTOR_NAME: [float(x) for x in passage.vector]},
     )
-    return DataObject(properties=record_to_properties(record, attributes), uuid=uid, vector=vector)
+
+
+def stale_filter(records: Sequence[ItemRecord], tenant: str | None) -> _Filters:
+    """The further passages of these items that are not of the generation just written."""
+    parts = [
+        Filter.by_property("item_id").contains_any([r.item_id for r in records]),
+        Filter.by_property("head").equal(False),
+        Filter.by_property("generation").contains_none([generation(r) for r in records]),
+    ]
+    if tenant is not None:
+        parts.append(Filter.by_property("tenant").equal(tenant))
+    return Filter.all_of(parts)
+
+
+@dataclass(frozen=True)
+class _Best:
+    """An item of one ranking: its head's properties, best passage score and passage."""
+
+    item_id: str
+    score: float
+    head: Mapping[str, Any]
+    passage: PassageHit | None
+
+
+class _Heads:
+    """The heads a search checks passages against: read once per search, only for items it saw
+    further passages of (a head object ranked by itself is a consistent snapshot of its item)."""
+
+    def __init__(self, store: WeaviateStore, handle: Any, tenant: str) -> None:
+        self._store, self._handle, self._tenant = store, handle, tenant
+        self.fetched: dict[str, Mapping[str, Any] | None] = {}
+
+    async def _load(self, item_ids: set[str]) -> None:
+        missing = sorted(i for i in item_ids if i not in self.fetched)
+        if not missing:
+            return
+        result = await self._store._call(
+            "fetch_objects_by_ids",
+            lambda: self._handle.query.fetch_objects_by_ids(
+                [item_uuid(self._tenant, i) for i in missing],
+                limit=len(missing),
+                return_properties=list(RETURN_PROPERTIES),
+            ),
+        )
+        found = {
+            str(o.properties.get("item_id")): dict(o.properties)
+            for o in result.objects
+            if o.properties.get("tenant") == self._tenant
+        }
+        for item_id in missing:
+            self.fetched[item_id] = found.get(item_id)
+
+    async def best(self, ranked: Sequence[tuple[dict[str, Any], float]]) -> list[_Best]:
+        """Each item once, by its best current passage; ordered by score then item id."""
+        await self._load({str(p["item_id"]) for p, _ in ranked if p.get("head") is False})
+        best: dict[str, tuple[tuple[float, int], _Best]] = {}
+        for props, score in ranked:
+            item_id = str(props["item_id"])
+            head: Mapping[str, Any] | None = props
+            if item_id in self.fetched:
+                head = self.fetched[item_id]
+                if head is None or head.get("deleted") or head.get("generation") != props.get("generation"):
+                    continue
+            elif props.get("head") is False:
+                continue
+            assert head is not None
+            key = (-round(score, 5), int(props.get("passage") or 0))
+            if item_id not in best or key < best[item_id][0]:
+                best[item_id] = (key, _Best(item_id, score, head, passage_hit(props)))
+        ordered = sorted(best.values(), key=lambda entry: (entry[0][0], entry[1].item_id))
+        return [entry[1] for entry in ordered]
 
 
 def assemble_hits(
-    vector_hits: Sequence[tuple[ItemRecord, float]],
-    text_hits: Sequence[tuple[ItemRecord, float]],
+    vector_hits: Sequence[_Best],
+    text_hits: Sequence[_Best],
     *,
     rrf_k: int,
     offset: int,
     limit: int,
     fused: bool,
 ) -> list[StoreHit]:
-    """The final hit list. Not fused: the one ranking's page as Weaviate served it from `offset`
-    (ranks offset + 1, ...). Fused: both rankings from rank 1, fused by mmsearch.stores.fusion and
-    paged here."""
+    """The final page of items. One ranking: its items from `offset` (ranks offset + 1, ...).
+    Both: fused by mmsearch.stores.fusion and paged here; the passage shown is the one of the
+    ranking where the item ranks better (vector on a tie)."""
     if not fused:
         first = offset + 1
         if vector_hits:
             return [
-                StoreHit(record=r, score=s, vector_score=s, vector_rank=rank)
-                for rank, (r, s) in enumerate(vector_hits, start=first)
+                StoreHit(
+                    record=properties_to_record(b.head),
+                    score=b.score,
+                    vector_score=b.score,
+                    vector_rank=rank,
+                    passage=b.passage,
+                )
+                for rank, b in enumerate(vector_hits[offset : offset + limit], start=first)
             ]
         return [
-            StoreHit(record=r, score=s, bm25_score=s, bm25_rank=rank)
-            for rank, (r, s) in enumerate(text_hits, start=first)
+            StoreHit(
+                record=properties_to_record(b.head),
+                score=b.score,
+                bm25_score=b.score,
+                bm25_rank=rank,
+                passage=b.passage,
+            )
+            for rank, b in enumerate(text_hits[offset : offset + limit], start=first)
         ]
-    records: dict[str, ItemRecord] = {}
-    for record, _ in (*vector_hits, *text_hits):
-        records.setdefault(record.item_id, record)
-    rankings = [[(r.item_id, s) for r, s in vector_hits], [(r.item_id, s) for r, s in text_hits]]
-    return [
-        StoreHit(
-            record=records[item.id],
-            score=item.score,
-            vector_score=item.raw_scores[0],
-            bm25_score=item.raw_scores[1],
-            vector_rank=item.ranks[0],
-            bm25_rank=item.ranks[1],
+    by_vector = {b.item_id: b for b in vector_hits}
+    by_text = {b.item_id: b for b in text_hits}
+    rankings = [[(b.item_id, b.score) for b in vector_hits], [(b.item_id, b.score) for b in text_hits]]
+    hits = []
+    for item in reciprocal_rank_fusion(rankings, rrf_k)[offset : offset + limit]:
+        vrank, brank = item.ranks
+        from_vector = brank is None or (vrank is not None and vrank <= brank)
+        shown = by_vector[item.id] if from_vector else by_text[item.id]
+        hits.append(
+            StoreHit(
+                record=properties_to_record(shown.head),
+                score=item.score,
+                vector_score=item.raw_scores[0],
+                bm25_score=item.raw_scores[1],
+                vector_rank=vrank,
+                bm25_rank=brank,
+                passage=shown.passage,
+            )
         )
-        for item in reciprocal_rank_fusion(rankings, rrf_k)[offset : offset + limit]
-    ]
+    return hits

@@ -15,13 +15,17 @@ count but visible to states; tenant isolation; every filter operator on every fi
 attribute fields) against a brute-force Python evaluation of the same parsed filter tree; modality
 restriction; stable pagination; BM25 on a rare identifier; hybrid fusion; aliases; drop; persistence
 across close/reopen; exact search against brute-force cosine; query validation (InvalidQuery naming the
-field). Fusion is pinned exactly on a hand-built case (`FUSION_ITEMS`): fused scores, order (including
+field). Passages: an update replaces all of an item's passages and a delete removes them all; hits are
+items (no duplicates) with their best passage and its offsets; pages and ranks count items; tenant
+isolation; searches running during replaces never show a passage of another generation than the head.
+Fusion is pinned exactly on a hand-built case (`FUSION_ITEMS`): fused scores, order (including
 ties broken by best rank and by item id, the rule of mmsearch.stores.fusion), per-ranking ranks, and the
 effect of candidates_per_ranking.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -41,6 +45,7 @@ from mmsearch.stores.base import (
     Collection,
     FieldKind,
     ItemRecord,
+    Passage,
     Query,
     StoreHit,
     VectorStore,
@@ -113,7 +118,43 @@ def make_record(tenant: str, item_id: str, rng: np.random.Generator, **overrides
 
 
 def tombstone(record: ItemRecord) -> ItemRecord:
-    return replace(record, vector=None, deleted=True, version=record.version + 1, text="")
+    return replace(record, vector=None, deleted=True, version=record.version + 1, text="", passages=())
+
+
+def make_doc(
+    tenant: str,
+    item_id: str,
+    version: int,
+    sentences: Sequence[str],
+    vectors: Sequence[npt.NDArray[np.float32]],
+    **overrides: Any,
+) -> ItemRecord:
+    """A text item stored as passages: passage i is sentences[i] (with its offsets in the text)."""
+    text = " ".join(sentences)
+    passages = []
+    start = 0
+    for sentence, vector in zip(sentences, vectors, strict=True):
+        passages.append(Passage(start, start + len(sentence), sentence, vector))
+        start += len(sentence) + 1
+    fields: dict[str, Any] = {
+        "tenant": tenant,
+        "item_id": item_id,
+        "modality": "text",
+        "vector": None,
+        "version": version,
+        "event_time": T0 + timedelta(minutes=version),
+        "content_sha256": uuid.uuid5(uuid.NAMESPACE_URL, text).hex,
+        "title": f"doc {item_id}",
+        "snippet": text[:50],
+        "passages": tuple(passages),
+        **overrides,
+    }
+    return ItemRecord(**fields)
+
+
+def near(base: npt.NDArray[np.float32], rng: np.random.Generator, noise: float) -> npt.NDArray[np.float32]:
+    v = base + noise * unit(rng, base.shape[0])
+    return (v / np.linalg.norm(v)).astype(np.float32)
 
 
 def dataset(seed: int = 7) -> list[ItemRecord]:
@@ -786,3 +827,185 @@ class VectorStoreContract:
             await reopened.drop_collection(name)
         finally:
             await reopened.close()
+
+    # -- passages --------------------------------------------------------------------------------------
+
+    async def test_passages_update_replaces_all_and_delete_removes_all(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = new_name("passages")
+        await self._collection(store, name)
+        rng = np.random.default_rng(41)
+        old_vectors = [unit(rng) for _ in range(5)]
+        old = make_doc(
+            TENANT,
+            "doc",
+            1,
+            [f"old sentence number {i} mentions alphaword{i}." for i in range(5)],
+            old_vectors,
+        )
+        await store.write(name, [old, make_record(TENANT, "other", rng)])
+        assert await store.count(name, TENANT) == 2
+        assert await store.count_passages(name, TENANT, "doc") == 5
+        for i, vector in enumerate(old_vectors):
+            hit = (await store.search(name, Query(TENANT, limit=1, vector=vector)))[0]
+            assert hit.record.item_id == "doc"
+            assert hit.passage is not None
+            assert (hit.passage.index, hit.passage.text) == (i, old.passages[i].text)
+            assert (hit.passage.start, hit.passage.end) == (old.passages[i].start, old.passages[i].end)
+            assert hit.vector_rank == 1
+        # A phrase of the last passage matches by BM25 (and the hit says which passage).
+        hits = await store.search(name, Query(TENANT, limit=5, text="alphaword4"))
+        assert ids(hits) == ["doc"]
+        assert hits[0].passage is not None and hits[0].passage.index == 4
+
+        new_vectors = [unit(rng) for _ in range(3)]
+        new = make_doc(TENANT, "doc", 2, [f"new text {i} says betaword{i}." for i in range(3)], new_vectors)
+        await store.write(name, [new])
+        assert await store.count_passages(name, TENANT, "doc") == 3
+        assert (await store.states(name, TENANT, ["doc"]))["doc"].version == 2
+        for i in range(5):
+            assert await store.search(name, Query(TENANT, limit=5, text=f"alphaword{i}")) == []
+        for vector in old_vectors:  # the item is still found (by its new passages only)
+            for hit in await store.search(name, Query(TENANT, limit=5, vector=vector)):
+                if hit.record.item_id == "doc":
+                    assert hit.passage is not None and hit.passage.text in {p.text for p in new.passages}
+        hit = (await store.search(name, Query(TENANT, limit=1, vector=new_vectors[2], text="betaword2")))[0]
+        assert hit.record.item_id == "doc" and hit.passage is not None and hit.passage.index == 2
+
+        await store.write(name, [tombstone(new)])
+        assert await store.count_passages(name, TENANT, "doc") == 0
+        assert await store.count(name, TENANT) == 1
+        assert (await store.states(name, TENANT, ["doc"]))["doc"].deleted
+        assert "doc" not in ids(await store.search(name, Query(TENANT, limit=10, vector=new_vectors[0])))
+        assert await store.search(name, Query(TENANT, limit=10, text="betaword0 newtext")) == []
+
+    async def test_passages_hits_are_items_with_their_best_passage(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = new_name("dedupe")
+        await self._collection(store, name)
+        rng = np.random.default_rng(43)
+        query = unit(rng)
+        # "long": 8 passages all near the query, the 6th nearest; 10 one-passage items farther away.
+        long_vectors = [near(query, rng, 0.3) for _ in range(8)]
+        long_vectors[5] = near(query, rng, 0.01)
+        long = make_doc(TENANT, "long", 1, [f"part {i} of the zeta report." for i in range(8)], long_vectors)
+        others = [
+            make_doc(TENANT, f"s{i}", 1, [f"short zeta note {i}."], [near(query, rng, 0.6)])
+            for i in range(10)
+        ]
+        await store.write(name, [long, *others])
+        for q in (
+            Query(TENANT, limit=11, vector=query),
+            Query(TENANT, limit=11, text="zeta"),
+            Query(TENANT, limit=11, vector=query, text="zeta report"),
+        ):
+            hits = await store.search(name, q)
+            assert sorted(ids(hits)) == sorted(["long", *(f"s{i}" for i in range(10))])
+            for hit in hits:
+                assert hit.passage is not None
+                item = (
+                    long
+                    if hit.record.item_id == "long"
+                    else next(o for o in others if o.item_id == hit.record.item_id)
+                )
+                passage = item.passages[hit.passage.index]
+                assert (hit.passage.start, hit.passage.end, hit.passage.text) == (
+                    passage.start,
+                    passage.end,
+                    passage.text,
+                )
+            if q.vector is not None:
+                assert hits[0].record.item_id == "long"
+                assert hits[0].passage is not None and hits[0].passage.index == 5
+        # Pages over items: stable, no duplicates, ranks count items.
+        for base in (
+            Query(TENANT, limit=11, vector=query),
+            Query(TENANT, limit=11, vector=query, text="zeta"),
+        ):
+            full = ids(await store.search(name, base))
+            pages: list[str] = []
+            for offset in range(0, 11, 3):
+                pages += ids(await store.search(name, replace(base, offset=offset, limit=3)))
+            assert pages == full
+        vector_only = await store.search(name, Query(TENANT, limit=11, vector=query))
+        assert [h.vector_rank for h in vector_only] == list(range(1, 12))
+
+    async def test_passages_tenant_isolation(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        name = new_name("ptenants")
+        await self._collection(store, name)
+        rng = np.random.default_rng(47)
+        vectors = [unit(rng) for _ in range(4)]
+        mine = make_doc(TENANT, "same", 1, [f"acme private {i} omegaword." for i in range(4)], vectors)
+        theirs = make_doc(
+            OTHER_TENANT, "same", 1, [f"globex secret {i} omegaword." for i in range(4)], vectors
+        )
+        await store.write(name, [mine, theirs])
+        await store.write(name, [tombstone(theirs)])
+        assert await store.count_passages(name, TENANT, "same") == 4
+        assert await store.count_passages(name, OTHER_TENANT, "same") == 0
+        for q in (
+            Query(TENANT, limit=5, vector=vectors[1]),
+            Query(TENANT, limit=5, vector=vectors[1], text="omegaword"),
+        ):
+            hits = await store.search(name, q)
+            assert ids(hits) == ["same"]
+            assert hits[0].passage is not None and "acme" in hits[0].passage.text
+        assert await store.search(name, Query(OTHER_TENANT, limit=5, text="omegaword")) == []
+
+    async def test_search_during_replace_never_mixes_generations(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        """A writer replaces one item's passages over and over (even versions: 12 passages, the
+        query's nearest in the middle; odd: 3 passages) and finally deletes it; concurrent searches
+        must only ever show a passage of the generation of the head they show."""
+        name = new_name("race")
+        await self._collection(store, name)
+        rng = np.random.default_rng(53)
+        query = unit(rng)
+        await store.write(
+            name, [make_doc(TENANT, f"f{i}", 1, [f"filler {i}."], [unit(rng)]) for i in range(20)]
+        )
+
+        def version(v: int) -> ItemRecord:
+            n = 12 if v % 2 == 0 else 3
+            vectors = [near(query, rng, 0.5) for _ in range(n)]
+            vectors[n // 2] = near(query, rng, 0.05 if v % 2 == 0 else 0.2)
+            return make_doc(TENANT, "hot", v, [f"gen{v} passage {i} kappaword." for i in range(n)], vectors)
+
+        done = False
+        seen: list[tuple[int, str]] = []
+
+        async def writer() -> None:
+            nonlocal done
+            try:
+                for v in range(1, 25):
+                    await store.write(name, [version(v)])
+                    await asyncio.sleep(0)
+                await store.write(name, [tombstone(version(25))])
+            finally:
+                done = True
+
+        async def searcher(q: Query) -> None:
+            while not done:
+                for hit in await store.search(name, q):
+                    if hit.record.item_id == "hot":
+                        assert hit.passage is not None
+                        seen.append((hit.record.version, hit.passage.text))
+                await asyncio.sleep(0)
+
+        await asyncio.gather(
+            writer(),
+            searcher(Query(TENANT, limit=5, vector=query)),
+            searcher(Query(TENANT, limit=5, vector=query, text="kappaword")),
+        )
+        assert seen, "the searches saw the item"
+        for v, text in seen:
+            assert text.startswith(f"gen{v} "), (v, text)
+        assert "hot" not in ids(
+            await store.search(name, Query(TENANT, limit=30, vector=query, text="kappaword"))
+        )
+        assert await store.count_passages(name, TENANT, "hot") == 0

@@ -14,6 +14,7 @@ from mmsearch.indexer.batch import Record
 from mmsearch.indexer.enrich import Enricher
 from mmsearch.indexer.plan import Planner
 from mmsearch.indexer.write import Writer, tombstone
+from mmsearch.kit.passages import ChunkingPolicy
 from mmsearch.producer import delete_event, media_event, text_event
 from mmsearch.v1 import common_pb2, embedder_pb2, events_pb2
 from tests.fakes import FakeEmbedder, MemoryStore
@@ -106,3 +107,69 @@ async def test_write_skips_what_the_store_already_has_and_reports_a_down_store()
     store.down = True
     with pytest.raises(DependencyDown):
         await writer.write(collection, [tombstone(newer[0])])
+
+
+LONG = " ".join(
+    f"Sentence {i} of the manual explains step {i} in plain words." for i in range(60)
+)  # 60 sentences of 10 words
+
+
+def chunked_space(**policy: int) -> SpaceInfo:
+    return SpaceInfo("minilm@1", 8, frozenset({"text", "image"}), ChunkingPolicy(**policy))
+
+
+async def plan_text(text: str, space: SpaceInfo) -> list:  # type: ignore[type-arg]
+    class Resolver:
+        async def resolve(self, name: str) -> SpaceInfo | None:
+            return space
+
+    plan = await Planner(Resolver()).plan([record(text_event("a", "doc", text, version=1, event_time=T0), 0)])
+    (group,) = plan.groups.values()
+    return group
+
+
+def assert_covers(text: str, passages: Sequence[object]) -> None:
+    end = 0
+    rebuilt = ""
+    for p in passages:
+        assert text[p.start : p.end] == p.text  # type: ignore[attr-defined]
+        rebuilt += text[end : p.end]  # type: ignore[attr-defined]
+        end = p.end  # type: ignore[attr-defined]
+    assert rebuilt == text
+
+
+async def test_enrich_splits_long_text_into_passages_with_offsets() -> None:
+    space = chunked_space(passage_tokens=60, overlap_tokens=14)
+    enriched = await Enricher(FakeEmbedder()).enrich("minilm@1", await plan_text(LONG, space))
+    (stored,) = enriched.records
+    assert len(stored.passages) > 5
+    assert_covers(LONG, stored.passages)
+    assert all(p.vector is not None and p.vector.shape == (8,) for p in stored.passages)
+    assert stored.passages[-1].text.endswith("step 59 in plain words.")
+
+
+async def test_enrich_splits_a_truncated_passage_again_so_nothing_is_cut() -> None:
+    # The estimate allows ~50 tokens, the "model" reads only 12 words: every passage comes back
+    # truncated at first and is split until none is.
+    embedder = FakeEmbedder(max_words=12)
+    space = chunked_space(passage_tokens=60, overlap_tokens=0)
+    enriched = await Enricher(embedder).enrich("minilm@1", await plan_text(LONG, space))
+    (stored,) = enriched.records
+    assert enriched.dead_letters == []
+    assert all(len(p.text.split()) <= 12 for p in stored.passages)
+    assert_covers(LONG, stored.passages)
+
+
+async def test_enrich_dead_letters_text_over_the_spaces_limits() -> None:
+    for policy in ({"max_text_bytes": 100}, {"passage_tokens": 30, "overlap_tokens": 0, "max_passages": 3}):
+        enriched = await Enricher(FakeEmbedder()).enrich(
+            "minilm@1", await plan_text(LONG, chunked_space(**policy))
+        )
+        assert enriched.records == []
+        (letter,) = enriched.dead_letters
+        assert letter.reason == REASON.REASON_OVER_LIMIT
+        assert "limit" in letter.detail
+    # A model that truncates even single words: dead-lettered after a bounded number of splits.
+    embedder = FakeEmbedder(max_words=0)
+    enriched = await Enricher(embedder).enrich("minilm@1", await plan_text("Tiny text.", chunked_space()))
+    assert [d.reason for d in enriched.dead_letters] == [REASON.REASON_OVER_LIMIT]

@@ -79,3 +79,30 @@ def test_spaces_file_defines_the_registry(tmp_path: Path) -> None:
 def test_bad_spaces_files_are_config_errors(tmp_path: Path, spec: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         registry_from_file(write(tmp_path, spec))
+
+
+def test_chunking_is_part_of_the_space_and_its_hash(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mmsearch.clients.spaces import chunking_from_message
+    from mmsearch.kit.passages import DEFAULT_CHUNKING, ChunkingPolicy
+    from mmsearch.v1 import embedder_pb2
+
+    space = default_registry("minilm_l6_text", "image", "audio").resolve("")
+    assert space.chunking == DEFAULT_CHUNKING
+    rechunked = replace(space, chunking=ChunkingPolicy(passage_tokens=120))
+    assert rechunked.preprocessing_sha256 != space.preprocessing_sha256  # a new space version
+    audio = default_registry("minilm_l6_text", "image", "audio").resolve("audio")
+    assert replace(audio, chunking=ChunkingPolicy(passage_tokens=120)).preprocessing_sha256 == (
+        audio.preprocessing_sha256
+    )  # no text encoder: chunking does not apply
+    # What ListSpaces publishes reads back as the same policy; an older embedder's: the defaults.
+    message = embedder_pb2.Space(id=rechunked.id, chunking=rechunked.chunking_message())
+    assert chunking_from_message(message) == rechunked.chunking
+    assert chunking_from_message(embedder_pb2.Space(id="x@1")) == DEFAULT_CHUNKING
+    # A spaces file may set it; invalid values are a configuration error.
+    spec = {"spaces": [{**CLIP, "chunking": {"passage_tokens": 60, "overlap_tokens": 10, "max_passages": 9}}]}
+    loaded = registry_from_file(write(tmp_path, spec)).resolve("clip@1")
+    assert (loaded.chunking.passage_tokens, loaded.chunking.max_passages) == (60, 9)
+    with pytest.raises(ConfigError, match="chunking"):
+        registry_from_file(write(tmp_path, {"spaces": [{**CLIP, "chunking": {"overlap_tokens": 150}}]}))

@@ -30,8 +30,12 @@ from mmsearch.stores.base import (
     Collection,
     FieldKind,
     ItemRecord,
+    Passage,
+    PassageHit,
     Query,
+    generation,
     item_uuid,
+    passage_uuid,
 )
 from mmsearch.stores.errors import (
     CollectionNotFound,
@@ -47,6 +51,7 @@ from mmsearch.stores.weaviate_store import (
     VECTOR_NAME,
     WeaviateSettings,
     WeaviateStore,
+    _Best,
     assemble_hits,
     base_filter,
     build_object,
@@ -55,7 +60,9 @@ from mmsearch.stores.weaviate_store import (
     distance_to_score,
     encode_attributes,
     exact_scores,
+    head_properties,
     mmsearch_collection_name,
+    passage_properties,
     properties_to_record,
     record_to_properties,
     schema_from_config,
@@ -202,7 +209,7 @@ def test_metric_maps_to_weaviate_distance(metric: Any, distance: str) -> None:
 
 def test_properties_cover_every_record_field_with_the_right_indexes() -> None:
     props = {p["name"]: p for p in schema_json(COLLECTION, WeaviateSettings())["properties"]}
-    record_fields = set(ItemRecord.__dataclass_fields__) - {"vector", "attributes"}
+    record_fields = set(ItemRecord.__dataclass_fields__) - {"vector", "attributes", "passages"}
     assert record_fields <= set(props)
     types = {
         "tenant": "text",
@@ -544,20 +551,25 @@ def test_exact_scores_match_weaviate_distances() -> None:
     )
 
 
+def best(rec: ItemRecord, score: float) -> _Best:
+    return _Best(rec.item_id, score, record_to_properties(rec, ATTRS), None)
+
+
 def test_assemble_hits_single_and_fused() -> None:
     a, b, c = record("a"), record("b"), record("c")
-    vector_only = assemble_hits([(a, 0.9), (b, 0.8)], [], rrf_k=60, offset=0, limit=2, fused=False)
+    vector_only = assemble_hits([best(a, 0.9), best(b, 0.8)], [], rrf_k=60, offset=0, limit=2, fused=False)
     assert [(h.score, h.vector_score, h.bm25_score, h.vector_rank, h.bm25_rank) for h in vector_only] == [
         (0.9, 0.9, None, 1, None),
         (0.8, 0.8, None, 2, None),
     ]
-    # One ranking arrives paged by Weaviate: its ranks continue from the offset.
-    text_only = assemble_hits([], [(c, 3.0)], rrf_k=60, offset=7, limit=2, fused=False)
+    # One ranking of items from rank 1: the page starts at the offset and its ranks continue from it.
+    ranking = [best(record(f"x{i}"), 10.0 - i) for i in range(7)] + [best(c, 3.0)]
+    text_only = assemble_hits([], ranking, rrf_k=60, offset=7, limit=2, fused=False)
     assert [(h.score, h.vector_score, h.bm25_score, h.vector_rank, h.bm25_rank) for h in text_only] == [
         (3.0, None, 3.0, None, 8)
     ]
     fused = assemble_hits(
-        [(a, 0.9), (b, 0.8)], [(c, 5.0), (b, 4.0)], rrf_k=10, offset=0, limit=10, fused=True
+        [best(a, 0.9), best(b, 0.8)], [best(c, 5.0), best(b, 4.0)], rrf_k=10, offset=0, limit=10, fused=True
     )
     # b: 1/12 + 1/12; a (vector #1) and c (BM25 #1) tie at 1/11 with best rank 1 each -> item id.
     assert [h.record.item_id for h in fused] == ["b", "a", "c"]
@@ -568,10 +580,12 @@ def test_assemble_hits_single_and_fused() -> None:
         (0.9, None, 1, None),
         (None, 5.0, None, 1),
     ]
-    page = assemble_hits([(a, 0.9), (b, 0.8)], [(b, 5.0), (c, 4.0)], rrf_k=10, offset=1, limit=1, fused=True)
+    page = assemble_hits(
+        [best(a, 0.9), best(b, 0.8)], [best(b, 5.0), best(c, 4.0)], rrf_k=10, offset=1, limit=1, fused=True
+    )
     assert [h.record.item_id for h in page] == ["a"]
     with pytest.raises(InvalidQuery) as raised:
-        assemble_hits([(a, 0.9)], [(a, 1.0)], rrf_k=0, offset=0, limit=1, fused=True)
+        assemble_hits([best(a, 0.9)], [best(a, 1.0)], rrf_k=0, offset=0, limit=1, fused=True)
     assert raised.value.field == "hybrid.rrf_k"
 
 
@@ -671,7 +685,7 @@ class FakeHandle:
         self.c, self.name, self.tenant, self.level = client, name, tenant, level
         self.tenants = SimpleNamespace(exists=self._t_exists, create=self._t_create, get=self._t_get)
         self.config = SimpleNamespace(get=self._config, add_property=self._add_property)
-        self.data = SimpleNamespace(insert_many=self._insert_many)
+        self.data = SimpleNamespace(insert_many=self._insert_many, delete_many=self._delete_many)
         self.query = SimpleNamespace(
             near_vector=self._q("near_vector"),
             bm25=self._q("bm25"),
@@ -717,6 +731,12 @@ class FakeHandle:
                 result.uuids[i] = o.uuid
         return result
 
+    async def _delete_many(self, *, where: Any) -> Any:
+        self.c.calls.append(("delete_many", self.name, self.tenant, where))
+        if self.c.fail is not None:
+            raise self.c.fail
+        return SimpleNamespace(matches=0, successful=0, failed=0)
+
     def _q(self, method: str) -> Any:
         async def run(*args: Any, **kwargs: Any) -> Any:
             self.c.calls.append((method, self.name, self.tenant, args, kwargs))
@@ -740,6 +760,13 @@ async def open_store(**options: Any) -> tuple[WeaviateStore, FakeClient]:
     store = WeaviateStore("http://weaviate:8080", client=client, **options)
     await store.ensure_collection(COLLECTION)
     return store, client
+
+
+# count(): live heads (a head from before passages has no "head" property).
+LIVE_HEADS = (
+    "And",
+    [("Equal", "deleted", False), ("Or", [("Equal", "head", True), ("IsNull", "head", True)])],
+)
 
 
 def calls(client: FakeClient, name: str) -> list[tuple[Any, ...]]:
@@ -836,7 +863,7 @@ async def test_vector_search_request() -> None:
         condition=common_pb2.FieldCondition(field="tags", eq=common_pb2.Value(string_value="red"))
     )
     q = Query(
-        "acme", limit=5, offset=10, vector=np.ones(4, dtype=np.float32), filter=flt, modalities=("image",)
+        "acme", limit=5, offset=0, vector=np.ones(4, dtype=np.float32), filter=flt, modalities=("image",)
     )
     hits = await store.search("minilm_1", q)
     assert [h.record.item_id for h in hits] == ["a1"]
@@ -848,7 +875,8 @@ async def test_vector_search_request() -> None:
     assert (name, tenant) == ("Minilm_1", "acme")
     assert kwargs["near_vector"] == [1.0, 1.0, 1.0, 1.0]
     assert kwargs["target_vector"] == VECTOR_NAME
-    assert (kwargs["offset"], kwargs["limit"]) == (10, 5)  # one list: Weaviate pages
+    assert "offset" not in kwargs  # passages are grouped into items here: ranked from the top
+    assert kwargs["limit"] == 6  # offset + limit items, + 1 to see the next score
     assert set(kwargs["return_properties"]) == set(RETURN_PROPERTIES)
     assert shape(kwargs["filters"]) == (
         "And",
@@ -873,15 +901,15 @@ async def test_hybrid_search_fuses_client_side_with_the_querys_k() -> None:
     assert [(h.vector_rank, h.bm25_rank) for h in hits] == [(1, None), (None, 2)]
     for method in ("near_vector", "bm25"):
         kwargs = calls(client, method)[0][4]
-        assert (kwargs["offset"], kwargs["limit"]) == (None, 50)
+        assert kwargs["limit"] == 51
     bm25 = calls(client, "bm25")[0][4]
     assert bm25["query"] == "invoice"
     assert bm25["query_properties"] == ["text", "title"]
     # candidates_per_ranking replaces the window (never below offset + limit).
     await store.search("minilm_1", replace(q, candidates_per_ranking=7))
     await store.search("minilm_1", replace(q, candidates_per_ranking=2))
-    assert [c[4]["limit"] for c in calls(client, "near_vector")] == [50, 7, 3]
-    assert [c[4]["limit"] for c in calls(client, "bm25")] == [50, 7, 3]
+    assert [c[4]["limit"] for c in calls(client, "near_vector")] == [51, 8, 4]
+    assert [c[4]["limit"] for c in calls(client, "bm25")] == [51, 8, 4]
 
 
 def fusion_case_results(client: FakeClient) -> None:
@@ -920,10 +948,10 @@ async def test_hybrid_fusion_matches_the_contract_case(k: int) -> None:
 async def test_text_search_and_pages_beyond_the_servers_maximum() -> None:
     store, client = await open_store(query_max_results=100)
     await store.write("minilm_1", [record("a1")])
-    client.results["bm25"] = [obj(record("a1"), score=2.5)]
+    client.results["bm25"] = [obj(record(f"x{i:03d}"), score=200.0 - i) for i in range(100)]
     hits = await store.search("minilm_1", Query("acme", limit=10, offset=95, text="invoice"))
-    assert [(h.score, h.bm25_score, h.vector_score) for h in hits] == [(2.5, 2.5, None)]
-    assert calls(client, "bm25")[0][4]["limit"] == 5
+    assert [(h.record.item_id, h.bm25_rank) for h in hits] == [(f"x{i:03d}", i + 1) for i in range(95, 100)]
+    assert calls(client, "bm25")[0][4]["limit"] == 100  # never past the server's maximum
     assert await store.search("minilm_1", Query("acme", limit=10, offset=100, text="invoice")) == []
     assert len(calls(client, "bm25")) == 1
 
@@ -999,7 +1027,7 @@ async def test_single_tenant_mode_filters_on_the_tenant_property() -> None:
     assert await store.count("minilm_1", "acme") == 5
     assert shape(calls(client, "over_all")[0][3]["filters"]) == (
         "And",
-        [("Equal", "deleted", False), ("Equal", "tenant", "acme")],
+        [LIVE_HEADS, ("Equal", "tenant", "acme")],
     )
 
 
@@ -1011,7 +1039,7 @@ async def test_count_per_tenant_and_over_all_tenants() -> None:
     assert await store.count("minilm_1", "nobody") == 0
     assert await store.count("minilm_1") == 7
     for call in calls(client, "over_all"):
-        assert shape(call[3]["filters"]) == ("Equal", "deleted", False)
+        assert shape(call[3]["filters"]) == LIVE_HEADS
     with pytest.raises(CollectionNotFound):
         await store.count("missing_1")
 
@@ -1099,3 +1127,104 @@ async def test_store_errors_pass_through_client_errors_become_unavailable() -> N
         assert raised.value is own
     with pytest.raises(StoreUnavailable, match=r"Weaviate op failed: .*refused"):
         await store._call("op", lambda: raises(WeaviateConnectionError("refused")))
+
+
+# ---------------------------------------------------------------------- passages
+
+
+def doc(version: int, texts: Sequence[str], item_id: str = "doc") -> ItemRecord:
+    passages, start = [], 0
+    for i, text in enumerate(texts):
+        passages.append(Passage(start, start + len(text), text, np.full(4, i + 1.0, dtype=np.float32)))
+        start += len(text) + 1
+    return record(item_id, version=version, vector=None, passages=tuple(passages))
+
+
+def passage_obj(
+    rec: ItemRecord, index: int, distance: float | None = None, score: float | None = None
+) -> Any:
+    props = passage_properties(rec, index, rec.passages[index], ATTRS)
+    return SimpleNamespace(
+        uuid=None, properties=props, metadata=SimpleNamespace(distance=distance, score=score), vector={}
+    )
+
+
+def head_obj(rec: ItemRecord, distance: float | None = None, score: float | None = None) -> Any:
+    return SimpleNamespace(
+        uuid=item_uuid(rec.tenant, rec.item_id),
+        properties=head_properties(rec, ATTRS),
+        metadata=SimpleNamespace(distance=distance, score=score),
+        vector={},
+    )
+
+
+async def test_write_of_passages_inserts_new_then_switches_heads_then_deletes_the_old() -> None:
+    store, client = await open_store()
+    new = doc(2, ["first part.", "second part.", "third part."])
+    await store.write("minilm_1", [new])
+    inserts = calls(client, "insert_many")
+    further, heads = inserts[0][4], inserts[1][4]
+    gen = generation(new)
+    assert [o.uuid for o in further] == [passage_uuid("acme", "doc", gen, i) for i in (1, 2)]
+    assert [o.properties["text"] for o in further] == ["second part.", "third part."]
+    assert [(o.properties["start"], o.properties["end"]) for o in further] == [(12, 24), (25, 36)]
+    assert all(o.properties["head"] is False and o.properties["generation"] == gen for o in further)
+    (head,) = heads
+    assert head.uuid == item_uuid("acme", "doc")
+    assert head.properties["head"] is True and head.properties["passage_text"] == "first part."
+    assert head.vector == {VECTOR_NAME: [1.0, 1.0, 1.0, 1.0]}
+    (_, _, tenant, where) = calls(client, "delete_many")[0]
+    assert tenant == "acme"
+    assert shape(where) == (
+        "And",
+        [
+            ("ContainsAny", "item_id", ["doc"]),
+            ("Equal", "head", False),
+            ("ContainsNone", "generation", [gen]),
+        ],
+    )
+    # A tombstone: no further passages, the head, then every old passage goes.
+    await store.write("minilm_1", [record("doc", version=3, vector=None, deleted=True)])
+    assert len(calls(client, "insert_many")) == 3
+    assert len(calls(client, "delete_many")) == 2
+
+
+async def test_search_groups_passages_into_items_and_drops_other_generations() -> None:
+    store, client = await open_store()
+    await store.write("minilm_1", [record("a1")])
+    old, new = doc(1, ["old a.", "old b.", "old c."]), doc(2, ["new a.", "new b."])
+    other = record("other")
+    client.results["near_vector"] = [
+        passage_obj(old, 2, distance=0.01),  # a passage of the replaced generation: dropped
+        passage_obj(new, 1, distance=0.05),
+        head_obj(other, distance=0.1),
+        head_obj(new, distance=0.2),  # the same item again: counted once, by its best passage
+    ]
+    client.results["fetch_objects_by_ids"] = [head_obj(new)]
+    hits = await store.search("minilm_1", Query("acme", limit=5, vector=np.ones(4, dtype=np.float32)))
+    assert [(h.record.item_id, h.vector_rank) for h in hits] == [("doc", 1), ("other", 2)]
+    assert hits[0].passage == PassageHit(1, 7, 13, "new b.")
+    assert hits[0].score == pytest.approx(0.95)
+    assert hits[0].record.version == 2
+    assert hits[1].passage is None
+    # Heads are read only for items seen through further passages.
+    (_, _, _, args, _) = calls(client, "fetch_objects_by_ids")[0]
+    assert list(args[0]) == [item_uuid("acme", "doc")]
+    # The item was deleted meanwhile: none of its passages count.
+    client.results["fetch_objects_by_ids"] = [head_obj(record("doc", version=3, vector=None, deleted=True))]
+    await store.close()
+    store = WeaviateStore("http://weaviate:8080", client=client)
+    hits = await store.search("minilm_1", Query("acme", limit=5, vector=np.ones(4, dtype=np.float32)))
+    assert [h.record.item_id for h in hits] == ["other"]
+
+
+async def test_count_passages_counts_the_items_live_objects() -> None:
+    store, client = await open_store()
+    assert await store.count_passages("minilm_1", "acme", "doc") == 0  # no tenant yet
+    await store.write("minilm_1", [record("a1")])
+    client.counts["acme"] = 3
+    assert await store.count_passages("minilm_1", "acme", "doc") == 3
+    assert shape(calls(client, "over_all")[0][3]["filters"]) == (
+        "And",
+        [("Equal", "deleted", False), ("Equal", "item_id", "doc")],
+    )
