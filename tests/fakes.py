@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -54,6 +55,17 @@ class MemoryStore:
 
     async def search(self, collection: str, query: Query) -> list[StoreHit]:
         raise NotImplementedError
+
+    async def set_text(
+        self, collection: str, tenant: str, item_id: str, state: ItemState, *, text: str, snippet: str
+    ) -> bool:
+        record = self.collections.get(collection, {}).get((tenant, item_id))
+        if record is None or record.deleted:
+            return False
+        if ItemState(record.version, record.event_time, record.content_sha256, record.deleted) != state:
+            return False
+        self.collections[collection][(tenant, item_id)] = replace(record, text=text, snippet=snippet)
+        return True
 
     async def count(self, collection: str, tenant: str | None = None) -> int:
         return sum(

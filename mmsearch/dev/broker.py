@@ -13,6 +13,7 @@ from mmsearch.dev.processes import StartupError, kill_group, port_open, spawn, w
 
 CONTENT_TOPIC = "content.v1"
 DLQ_TOPIC = "content.v1.dlq"
+ENRICH_TOPIC = "content.v1.enrich"
 PARTITIONS = 4
 
 
@@ -67,7 +68,7 @@ def start_broker(port: int, log_path: Path, timeout_s: float = 30.0) -> subproce
             process=process,
             log_path=log_path,
         )
-        create_topics(f"127.0.0.1:{port}", [CONTENT_TOPIC, DLQ_TOPIC])
+        create_topics(f"127.0.0.1:{port}", [CONTENT_TOPIC, DLQ_TOPIC, ENRICH_TOPIC])
     except Exception:
         kill_group(process)
         raise

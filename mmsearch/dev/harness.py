@@ -276,7 +276,7 @@ def running_stack(
     service: ServiceProcess | None = None
     try:
         if with_broker:
-            extra = [topic, f"{topic}.dlq"] if topic != CONTENT_TOPIC else []
+            extra = [topic, f"{topic}.dlq", f"{topic}.enrich"] if topic != CONTENT_TOPIC else []
             broker = start_broker_server(work_dir, topics=extra, timeout_s=min(startup_timeout_s, 60.0))
         if models:
             triton = start_triton_server(

@@ -33,6 +33,8 @@ class BatchResult:
     duplicates: int = 0
     # (space id, event time) of each applied event, for freshness.
     applied: list[tuple[str, datetime]] = field(default_factory=list)
+    # (record, space id) of each written image whose OCR text the enrichment stage adds.
+    followups: list[tuple[Record, str]] = field(default_factory=list)
 
     def merge(self, other: BatchResult) -> None:
         self.dead_letters += other.dead_letters
@@ -40,6 +42,7 @@ class BatchResult:
         self.deleted += other.deleted
         self.duplicates += other.duplicates
         self.applied += other.applied
+        self.followups += other.followups
 
 
 def dead_letter(

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -31,7 +31,7 @@ from opentelemetry import propagate, trace
 from mmsearch.clients.errors import DependencyDown, DependencyError
 from mmsearch.indexer.batch import REASON, BatchResult, Record, dead_letter, fit
 from mmsearch.indexer.metrics import IndexerMetrics
-from mmsearch.indexer.pipeline import Pipeline
+from mmsearch.indexer.ocr import task_headers
 from mmsearch.v1 import events_pb2
 
 log = structlog.get_logger(__name__)
@@ -43,6 +43,12 @@ ISOLATE_AFTER = 3
 DLQ_RECORD_OVERHEAD = 4096
 
 
+class Processor(Protocol):
+    """What the consumer runs on each batch: the pipeline, or the enrichment stage."""
+
+    async def process(self, records: Sequence[Record]) -> BatchResult: ...
+
+
 @dataclass(frozen=True)
 class ConsumerConfig:
     bootstrap: str
@@ -52,6 +58,8 @@ class ConsumerConfig:
     batch_size: int = 256
     # False for a re-embed replay: the live consumer already dead-lettered those records.
     dead_letter: bool = True
+    # Where written images go for their OCR text (the enrichment stage); empty: nowhere.
+    enrich_topic: str = ""
     poll_timeout_ms: int = 500
     # A dead letter is at most this large (Kafka's default message.max.bytes is 1 MB):
     # a larger original is left out of it, never allowed to block the partition.
@@ -81,7 +89,7 @@ class IndexerConsumer:
     def __init__(
         self,
         config: ConsumerConfig,
-        pipeline: Pipeline,
+        pipeline: Processor,
         metrics: IndexerMetrics,
         tracer_provider: trace.TracerProvider | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
@@ -239,25 +247,27 @@ class IndexerConsumer:
             return await self._pipeline.process(records)
 
     async def _dead_letter(self, result: BatchResult) -> None:
-        if not result.dead_letters or not self.config.dead_letter:
+        """Dead letters and enrichment tasks, acked by the broker before the commit."""
+        sends: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        if self.config.dead_letter:
+            for letter in result.dead_letters:
+                reason = events_pb2.DeadLetter.Reason.Name(letter.reason).encode()
+                value = fit(letter, self.config.dlq_max_record_bytes).SerializeToString()
+                headers = [("content-type", b"application/x-protobuf"), ("mmsearch-dlq-reason", reason)]
+                sends.append((self.config.dlq_topic, letter.original_key[:1024] or None, value, headers))
+        if self.config.enrich_topic:
+            for record, space in result.followups:
+                sends.append(
+                    (self.config.enrich_topic, record.key, record.value or b"", task_headers(record, space))
+                )
+        if not sends:
             return
         producer = self._producer
         assert producer is not None
 
         def send_all() -> None:
             futures = [
-                producer.send(
-                    self.config.dlq_topic,
-                    key=letter.original_key[:1024] or None,
-                    value=fit(
-                        letter, self.config.dlq_max_record_bytes - DLQ_RECORD_OVERHEAD
-                    ).SerializeToString(),
-                    headers=[
-                        ("content-type", b"application/x-protobuf"),
-                        ("mmsearch-dlq-reason", events_pb2.DeadLetter.Reason.Name(letter.reason).encode()),
-                    ],
-                )
-                for letter in result.dead_letters
+                producer.send(topic, key=key, value=value, headers=hs) for topic, key, value, hs in sends
             ]
             producer.flush(timeout=10)
             for future in futures:
@@ -266,7 +276,7 @@ class IndexerConsumer:
         try:
             await asyncio.to_thread(send_all)
         except KafkaError as exc:
-            raise DependencyDown("dead-letter topic", str(exc)) from exc
+            raise DependencyDown("broker (dead letters, enrichment tasks)", str(exc)) from exc
 
     async def _pause(self, records: list[Record], reason: str, backoff: float) -> None:
         """Rewind to the batch's first offsets and hold the partitions while waiting."""

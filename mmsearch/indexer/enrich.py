@@ -76,6 +76,8 @@ class EmbedderPort(Protocol):
 class Enriched:
     records: list[ItemRecord] = field(default_factory=list)
     dead_letters: list[events_pb2.DeadLetter] = field(default_factory=list)
+    # Images written without their OCR text: the enrichment stage reads it (mmsearch/indexer/ocr.py).
+    ocr_deferred: list[Pending] = field(default_factory=list)
 
 
 def searchable_text(result: embedder_pb2.ExtractedText) -> str:
@@ -136,9 +138,17 @@ def resplit(passages: list[TextPassage], truncated: set[int], policy: ChunkingPo
 
 class Enricher:
     def __init__(
-        self, embedder: EmbedderPort, budget: WorkBudget | None = None, metrics: IndexerMetrics | None = None
+        self,
+        embedder: EmbedderPort,
+        budget: WorkBudget | None = None,
+        metrics: IndexerMetrics | None = None,
+        *,
+        ocr_inline: bool = True,
     ) -> None:
+        """`ocr_inline=False`: images are written searchable by their vector at once and
+        listed in `ocr_deferred`; their OCR text is added later by the enrichment stage."""
         self._embedder = embedder
+        self._ocr_inline = ocr_inline
         self._scheduler = EmbedScheduler(embedder, budget or WorkBudget())
         self._metrics = metrics
         self._decoding = asyncio.Semaphore(THUMBNAIL_CONCURRENCY)
@@ -175,7 +185,12 @@ class Enricher:
             if self._resplit_truncated(remaining, per_item, out):
                 continue  # the embedder's cache answers the unchanged passages again
             images = [parts.pending for parts in remaining if parts.pending.event.kind == "image"]
-            texts = await self._ocr(images)
+            texts: dict[int, str] = {}
+            if self._ocr_inline:
+                found = await read_text(self._embedder, [p.event.event.content.image for p in images])
+                texts = {id(p): text for p, text in zip(images, found, strict=True)}
+            else:
+                out.ocr_deferred = images
             # Decoding and resizing are CPU work: off the event loop, which also serves searches.
             thumbs = await asyncio.gather(*(self._thumbnail(p.event.event.content.image) for p in images))
             by_image = dict(zip((id(p) for p in images), thumbs, strict=True))
@@ -237,31 +252,30 @@ class Enricher:
                 out.dead_letters.append(dead_letter(parts.pending.record, REASON.REASON_OVER_LIMIT, reason))
         return changed
 
-    async def _ocr(self, images: list[Pending]) -> dict[int, str]:
-        """OCR in small sequential chunks, each with a deadline for its images: OCR
-        costs ~0.2 s per image on CPU, and a whole batch in one call would outlast
-        any fixed deadline. OCR text is best effort: an image refused or still too
-        slow alone keeps its vector and gets no text (logged)."""
-        texts: dict[int, str] = {}
-        chunks = [images[i : i + OCR_CHUNK] for i in range(0, len(images), OCR_CHUNK)]
-        while chunks:
-            chunk = chunks.pop(0)
-            timeout_s = OCR_BASE_TIMEOUT_S + OCR_SECONDS_PER_IMAGE * len(chunk)
-            try:
-                found = await self._embedder.extract_text(
-                    [p.event.event.content.image for p in chunk], timeout_s=timeout_s
-                )
-            except InputRejected:
-                found = None
-            except DependencyDeadline as exc:
-                if len(chunk) > 1:
-                    chunks[:0] = [[p] for p in chunk]  # alone, each with its own deadline
-                    continue
-                log.warning("ocr_skipped", item_id=chunk[0].event.event.item_id, error=exc.detail)
-                found = None
-            if found is not None:
-                texts.update({id(p): searchable_text(r) for p, r in zip(chunk, found, strict=True)})
-        return texts
+
+async def read_text(embedder: EmbedderPort, images: Sequence[common_pb2.Media]) -> list[str]:
+    """OCR text for BM25, in small sequential chunks, each with a deadline for its images:
+    OCR costs ~0.2 s per image on CPU, and a whole batch in one call would outlast any fixed
+    deadline. Best effort: an image refused, or still too slow alone, gets no text (logged).
+    A down embedder raises (the caller retries)."""
+    texts = [""] * len(images)
+    chunks = [list(range(i, min(i + OCR_CHUNK, len(images)))) for i in range(0, len(images), OCR_CHUNK)]
+    while chunks:
+        chunk = chunks.pop(0)
+        timeout_s = OCR_BASE_TIMEOUT_S + OCR_SECONDS_PER_IMAGE * len(chunk)
+        try:
+            found = await embedder.extract_text([images[i] for i in chunk], timeout_s=timeout_s)
+        except InputRejected:
+            continue
+        except DependencyDeadline as exc:
+            if len(chunk) > 1:
+                chunks[:0] = [[i] for i in chunk]  # alone, each with its own deadline
+            else:
+                log.warning("ocr_skipped", error=exc.detail, image_bytes=len(images[chunk[0]].data))
+            continue
+        for i, result in zip(chunk, found, strict=True):
+            texts[i] = searchable_text(result)
+    return texts
 
 
 def item_record(

@@ -38,6 +38,13 @@ class IndexerMetrics:
             buckets=FRESHNESS_BUCKETS,
             registry=registry,
         )
+        self.ocr_freshness_seconds = Histogram(
+            "mmsearch_indexer_ocr_freshness_seconds",
+            "From an image event's event_time to its OCR text being searchable (the enrichment stage).",
+            ("space",),
+            buckets=FRESHNESS_BUCKETS,
+            registry=registry,
+        )
         self.store_write_seconds = Histogram(
             "mmsearch_indexer_store_write_seconds",
             "Store write latency per batch and space.",

@@ -35,11 +35,14 @@ class Pipeline:
         *,
         budget: WorkBudget | None = None,
         redirect: tuple[str, SpaceInfo] | None = None,
+        ocr_inline: bool = True,
     ) -> None:
         """`redirect` = (source space id, target space): a re-embed job's pipeline,
-        which writes the source space's events into the target space only."""
+        which writes the source space's events into the target space only.
+        `ocr_inline=False`: images are written without OCR text and returned as
+        `followups` for the enrichment stage (mmsearch/indexer/ocr.py)."""
         self._planner = Planner(resolver, redirect=redirect)
-        self._enricher = Enricher(embedder, budget, metrics)
+        self._enricher = Enricher(embedder, budget, metrics, ocr_inline=ocr_inline)
         self._writer = Writer(store)
         self._metrics = metrics
 
@@ -58,6 +61,7 @@ class Pipeline:
             started = time.perf_counter()
             await self._writer.write(collection, writes)
             self._metrics.store_write_seconds.observe(time.perf_counter() - started)
+            result.followups += [(p.record, space_id) for p in enriched.ocr_deferred]
             for record in writes:
                 result.applied.append((space_id, record.event_time))
                 if record.deleted:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -19,6 +20,7 @@ from mmsearch.clients.spaces import SpaceInfo, SpaceResolver
 from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
 from mmsearch.indexer.embedding import WorkBudget
 from mmsearch.indexer.metrics import IndexerMetrics
+from mmsearch.indexer.ocr import OcrStage
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
 from mmsearch.kit.auth import ROLE_INDEX_ADMIN
@@ -41,6 +43,8 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         self._settings = settings
         self._stores = stores
         self.consumer: IndexerConsumer | None = None
+        # The enrichment stage's consumer (OCR text for images), on its own topic and group.
+        self.enrichment: IndexerConsumer | None = None
         self.embedder: EmbedderClient | None = None
         self.reembed: ReembedManager | None = None
 
@@ -50,8 +54,7 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         response = indexer_pb2.GetStatusResponse(
             topic=self._settings.content_topic, consumer_group=self._settings.indexer_group
         )
-        consumer = self.consumer
-        if consumer is not None:
+        for consumer in self.consumers():
             state = consumer.state
             for topic, partition in sorted(set(state.highwater) | set(state.committed)):
                 committed = state.committed.get((topic, partition), 0)
@@ -64,13 +67,19 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
                     lag=max(0, highwater - committed),
                 )
             for reason, count in state.dead_letters.items():
-                response.dead_letters_by_reason[reason] = count
-            response.paused = state.paused
-            response.pause_reason = state.pause_reason or (state.last_error if not state.connected else "")
+                response.dead_letters_by_reason[reason] += count
+            if not response.paused:
+                response.paused = state.paused
+                response.pause_reason = state.pause_reason or (
+                    state.last_error if not state.connected else ""
+                )
         response.dependencies.extend(await self.dependencies())
         if all(d.ready for d in response.dependencies if d.name in ("embedder", "store")):
             await self._space_counts(response)
         return response
+
+    def consumers(self) -> list[IndexerConsumer]:
+        return [c for c in (self.consumer, self.enrichment) if c is not None]
 
     async def dependencies(self) -> list[indexer_pb2.DependencyStatus]:
         """Each dependency probed now; a failed probe is a status, never an error."""
@@ -199,10 +208,9 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
     settings = deps.settings
     metrics = IndexerMetrics(deps.metrics)
     service = IndexerAdminService(settings, stores)
-    task: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = []
 
     async def start(port: int) -> None:
-        nonlocal task
         if not settings.kafka_bootstrap:
             return
         addr = settings.indexer_embedder_addr or f"127.0.0.1:{port}"
@@ -214,8 +222,12 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
         budget = work_budget(settings)
 
         def pipeline_for(redirect: tuple[str, SpaceInfo] | None = None) -> Pipeline:
+            # The live pipeline leaves OCR to the enrichment stage; a re-embed replay reads it inline.
+            inline = redirect is not None or not settings.enrichment_topic
             resolver = SpaceResolver(embedder, store)
-            return Pipeline(resolver, embedder, store, metrics, budget=budget, redirect=redirect)
+            return Pipeline(
+                resolver, embedder, store, metrics, budget=budget, redirect=redirect, ocr_inline=inline
+            )
 
         config = ConsumerConfig(
             bootstrap=settings.kafka_bootstrap,
@@ -226,36 +238,50 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             batch_size=settings.indexer_batch_size,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 6),
+            enrich_topic=settings.enrichment_topic,
         )
         service.consumer = IndexerConsumer(config, pipeline_for(), metrics, deps.tracer_provider)
-        service.reembed = ReembedManager(config, embedder, store, metrics, pipeline_for)
-        task = asyncio.get_running_loop().create_task(service.consumer.run(), name="indexer-consumer")
+        service.reembed = ReembedManager(
+            replace(config, enrich_topic=""), embedder, store, metrics, pipeline_for
+        )
+        if settings.enrichment_topic:
+            enrichment = replace(
+                config,
+                topic=settings.enrichment_topic,
+                group_id=f"{settings.indexer_group}.enrich",
+                batch_size=settings.enrich_batch_size,
+                enrich_topic="",
+            )
+            stage = OcrStage(embedder, store, metrics)
+            service.enrichment = IndexerConsumer(enrichment, stage, metrics, deps.tracer_provider)
+        loop = asyncio.get_running_loop()
+        tasks.extend(loop.create_task(c.run(), name=f"indexer-{c.config.topic}") for c in service.consumers())
 
     async def drain() -> None:
         """Stop consuming; the batch in flight finishes (and commits) while the
         embedder in this process still serves, or is replayed after a restart."""
         if service.reembed is not None:
             await service.reembed.stop()
-        if service.consumer is not None:
-            await service.consumer.stop()
-        if task is not None:
-            await task
+        for consumer in service.consumers():
+            await consumer.stop()
+        await asyncio.gather(*tasks)
 
     async def stop() -> None:
-        if task is not None and not task.done():
-            task.cancel()  # drain was cut short: nothing was committed, the batch is replayed
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if service.consumer is not None:
-            await service.consumer.close()
+        for task in tasks:
+            if not task.done():
+                task.cancel()  # drain was cut short: nothing was committed, the batch is replayed
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for consumer in service.consumers():
+            await consumer.close()
         if service.embedder is not None:
             await service.embedder.close()
 
     async def ready() -> str | None:
-        consumer = service.consumer
         if not settings.kafka_bootstrap:
             return "MMSEARCH_KAFKA_BOOTSTRAP is not set: the indexer does not consume"
-        if consumer is None or not consumer.state.connected:
+        consumers = service.consumers()
+        if not consumers or not all(c.state.connected for c in consumers):
             return f"not connected to Kafka at {settings.kafka_bootstrap}"
         return await broker_not_ready(settings.kafka_bootstrap)
 

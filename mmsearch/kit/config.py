@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # dead-lettered and none can stop its partition.
     dlq_max_record_bytes: int = Field(1_000_000, ge=16_384, le=1_073_741_824)
     indexer_group: str = "mmsearch-indexer"
+    # The enrichment stage (OCR text for images, off the path that makes them searchable):
+    # its topic (empty: "<content_topic>.enrich") and batch size; its consumer group is
+    # "<indexer_group>.enrich". ocr_inline=true reads the text in the live pipeline instead.
+    enrich_topic: str = ""
+    enrich_batch_size: int = Field(32, ge=1, le=10_000)
+    ocr_inline: bool = False
     indexer_batch_size: int = Field(256, ge=1, le=10_000)
     # Consumer group session: a dead indexer's partitions move after this long.
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
@@ -162,6 +168,11 @@ class Settings(BaseSettings):
     rerank_model: str = "minilm_maxsim_rerank"
     rerank_max_candidates: int = Field(200, ge=1, le=10_000)
     rerank_timeout_s: float = Field(30.0, gt=0, le=300)
+
+    @property
+    def enrichment_topic(self) -> str:
+        """Where images go for their OCR text; empty when it is read inline."""
+        return "" if self.ocr_inline else (self.enrich_topic or f"{self.content_topic}.enrich")
 
     @property
     def uses_dev_tokens(self) -> bool:

@@ -224,6 +224,14 @@ class VectorStore(Protocol):
     async def count(self, collection: str, tenant: str | None = None) -> int:
         """Live items, for one tenant or all."""
 
+    async def set_text(
+        self, collection: str, tenant: str, item_id: str, state: ItemState, *, text: str, snippet: str
+    ) -> bool:
+        """Set a single-passage item's BM25 text and snippet (an image's OCR text, added by
+        the enrichment stage after the item became searchable by its vector), only while the
+        stored item is still `state` (same version, event time and content; not deleted).
+        False when it is not (a newer write won; the newer write's own enrichment follows)."""
+
     async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
         """Stored passage points of one item, every generation (0 once it is deleted)."""
 

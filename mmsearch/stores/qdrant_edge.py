@@ -907,6 +907,30 @@ class QdrantEdgeStore:
         except Exception as exc:
             raise StoreUnavailable(f"count on {collection} failed: {exc}") from exc
 
+    async def set_text(
+        self, collection: str, tenant: str, item_id: str, state: ItemState, *, text: str, snippet: str
+    ) -> bool:
+        handle = await self._get(collection)
+        # Under the collection's write lock, so no write of this process lands between the
+        # check and the update (across processes, the enrichment topic's per-item order does).
+        async with handle.write_lock:
+            current = (await self.states(collection, tenant, [item_id])).get(item_id)
+            if current != state or state.deleted:
+                return False
+            point = item_uuid(tenant, item_id)
+
+            def update() -> None:
+                handle.shard.update(
+                    qe.UpdateOperation.set_payload([point], {"text": text, "snippet": snippet})
+                )
+                handle.shard.flush()
+
+            try:
+                await self._run(update)
+            except Exception as exc:
+                raise StoreUnavailable(f"set_text on {collection} failed: {exc}") from exc
+        return True
+
     async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
         handle = await self._get(collection)
         flt = _live_filter(tenant, [qe.FieldCondition("item_id", match=qe.MatchValue(item_id))])

@@ -1051,6 +1051,25 @@ class WeaviateStore:
                 items = settled
             return items[:n]
 
+    async def set_text(
+        self, collection: str, tenant: str, item_id: str, state: ItemState, *, text: str, snippet: str
+    ) -> bool:
+        """Check, then a partial update (collection.data.update keeps the vector and the other
+        properties). Not atomic in Weaviate: the enrichment topic's per-item order makes the
+        newest version's text the last one set."""
+        current = (await self.states(collection, tenant, [item_id])).get(item_id)
+        if current != state or state.deleted:
+            return False
+        real, _ = await self._existing(collection)
+        handle = self._handle(await self._conn(), real, tenant)
+        await self._call(
+            "data.update",
+            lambda: handle.data.update(
+                uuid=item_uuid(tenant, item_id), properties={"text": text, "snippet": snippet}
+            ),
+        )
+        return True
+
     async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
         real, _ = await self._existing(collection)
         client = await self._conn()

@@ -535,6 +535,32 @@ class VectorStoreContract:
         assert (await store.states(name, TENANT, [gone.item_id]))[gone.item_id].deleted
         await store.drop_collection(name)
 
+    async def test_set_text_adds_searchable_text_only_to_the_stored_version(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        """The enrichment stage's OCR text: BM25-searchable and the snippet once set, refused
+        for a state that is no longer stored (newer write, delete), never for another tenant."""
+        name = new_name("settext")
+        await self._collection(store, name)
+        rng = np.random.default_rng(11)
+        photo = make_record(TENANT, "scan-1", rng, modality="image", text="title scan-1", snippet="")
+        other = make_record(OTHER_TENANT, "scan-1", rng, modality="image", text="title scan-1", snippet="")
+        await store.write(name, [photo, other])
+        state = (await store.states(name, TENANT, ["scan-1"]))["scan-1"]
+        ocr = "title scan-1\nINVOICE QX-77123 total due"
+        assert await store.set_text(name, TENANT, "scan-1", state, text=ocr, snippet="INVOICE QX-77123")
+        (hit,) = await store.search(name, Query(TENANT, limit=5, text="QX-77123"))
+        assert hit.record.item_id == "scan-1" and hit.record.snippet == "INVOICE QX-77123"
+        assert hit.record.vector is None or hit.record.thumbnail_jpeg == photo.thumbnail_jpeg
+        assert not await store.search(name, Query(OTHER_TENANT, limit=5, text="QX-77123"))
+        stale = replace(state, version=state.version - 1)
+        assert not await store.set_text(name, TENANT, "scan-1", stale, text="stale text", snippet="x")
+        await store.write(name, [tombstone(photo)])
+        gone = (await store.states(name, TENANT, ["scan-1"]))["scan-1"]
+        assert not await store.set_text(name, TENANT, "scan-1", gone, text="after delete", snippet="x")
+        assert not await store.search(name, Query(TENANT, limit=5, text="QX-77123"))
+        await store.drop_collection(name)
+
     async def test_tenant_isolation(self, loaded: tuple[VectorStore, str, list[ItemRecord]]) -> None:
         store, name, records = loaded
         a_ids = {r.item_id for r in records if r.tenant == TENANT}

@@ -39,7 +39,7 @@ async def test_sigterm_during_ingest_drains_the_indexer_before_the_store_closes(
     triton: TritonHandle, broker: BrokerHandle, tmp_path: Path
 ) -> None:
     topic = f"content.term.{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(create_topics, broker.bootstrap, [topic, f"{topic}.dlq"])
+    await asyncio.to_thread(create_topics, broker.bootstrap, [topic, f"{topic}.dlq", f"{topic}.enrich"])
     with ContentProducer(broker.bootstrap, topic) as producer:
         for i in range(ITEMS):
             producer.publish(text_event("acme", f"doc-{i}", f"document {i}: " + "words " * 40, event_time=T0))

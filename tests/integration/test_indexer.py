@@ -90,7 +90,7 @@ class Indexing:
 async def start_indexing(triton: TritonHandle, broker: BrokerHandle, **overrides: object) -> Indexing:
     topic = f"content.{uuid.uuid4().hex[:8]}"
     dlq = f"{topic}.dlq"
-    await asyncio.to_thread(create_topics, broker.bootstrap, [topic, dlq])
+    await asyncio.to_thread(create_topics, broker.bootstrap, [topic, dlq, f"{topic}.enrich"])
     settings = make_settings(
         **{
             "triton_url": triton.grpc_url,

@@ -60,7 +60,7 @@ async def test_kill_minus_nine_five_times_keeps_the_exact_state(
 ) -> None:
     rng = random.Random(1234)
     topic = f"content.crash.{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(create_topics, broker.bootstrap, [topic, f"{topic}.dlq"])
+    await asyncio.to_thread(create_topics, broker.bootstrap, [topic, f"{topic}.dlq", f"{topic}.enrich"])
     events, expected = events_and_expected(rng)
     with ContentProducer(broker.bootstrap, topic) as producer:
         for event in events:
