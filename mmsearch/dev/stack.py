@@ -59,11 +59,6 @@ class StackConfig:
         return self.run_dir / "stack.json"
 
     @property
-    def ports(self) -> list[int]:
-        t = self.triton
-        return [t.http, t.grpc, t.metrics, self.broker_port, self.grpc_port, self.metrics_port]
-
-    @property
     def grpc_addr(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
@@ -93,43 +88,64 @@ def _write_state(config: StackConfig, state: dict[str, dict[str, object]]) -> No
     config.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
 
+PARTS = ("triton", "broker", "mmsearch")
+
+
+def _part_ports(config: StackConfig, name: str) -> list[int]:
+    t = config.triton
+    return {
+        "triton": [t.http, t.grpc, t.metrics],
+        "broker": [config.broker_port],
+        "mmsearch": [config.grpc_port, config.metrics_port],
+    }[name]
+
+
+def _start_part(config: StackConfig, name: str) -> dict[str, object]:
+    logs = config.run_dir / "logs"
+    if name == "triton":
+        print(f"starting tritonserver (gRPC 127.0.0.1:{config.triton.grpc}) ...", flush=True)
+        triton = start_triton(config.triton_venv, config.model_repository, config.triton, logs / "triton.log")
+        return {"pid": triton.pid, "ports": asdict(config.triton), "log": str(logs / "triton.log")}
+    if name == "broker":
+        print(f"starting Kafka-protocol broker (127.0.0.1:{config.broker_port}) ...", flush=True)
+        broker = start_broker(config.broker_port, logs / "broker.log")
+        return {"pid": broker.pid, "port": config.broker_port, "log": str(logs / "broker.log")}
+    print(f"starting mmsearch --target all (gRPC {config.grpc_addr}) ...", flush=True)
+    service = start_mmsearch("all", _service_env(config), logs / "mmsearch.log", config.grpc_addr)
+    return {
+        "pid": service.pid,
+        "grpc_port": config.grpc_port,
+        "metrics_port": config.metrics_port,
+        "log": str(logs / "mmsearch.log"),
+    }
+
+
 def up(config: StackConfig) -> int:
+    """Start what is not running. A part that died is restarted alone (its leftover
+    process group, e.g. a killed Triton's backend stubs, stopped first): restarting
+    the others would, among other things, empty the in-memory broker."""
     state = _read_state(config)
-    if state and all(pid_alive(int(str(p["pid"]))) for p in state.values()):
+    running = {n: e for n, e in state.items() if n in PARTS and pid_alive(int(str(e["pid"])))}
+    if len(running) == len(PARTS):
         print(f"stack already running (state in {config.state_file}); `mmsearch stack down` stops it")
         return 0
-    if state:
-        down(config)
-    busy = [port for port in config.ports if port_open("127.0.0.1", port)]
+    for name, entry in state.items():
+        if name not in running:
+            stop_group(int(str(entry["pid"])), timeout_s=5)  # leftovers of a dead part
+            print(f"{name} (pid {entry['pid']}) was not running: restarting it")
+    missing = [n for n in PARTS if n not in running]
+    busy = [port for n in missing for port in _part_ports(config, n) if port_open("127.0.0.1", port)]
     if busy:
         print(
             f"cannot start the stack: port(s) {busy} already in use (see MMSEARCH_STACK_* in README)",
             file=sys.stderr,
         )
         return 1
-    state = {}
-    logs = config.run_dir / "logs"
+    state = dict(running)
     try:
-        print(f"starting tritonserver (gRPC 127.0.0.1:{config.triton.grpc}) ...", flush=True)
-        triton = start_triton(config.triton_venv, config.model_repository, config.triton, logs / "triton.log")
-        state["triton"] = {"pid": triton.pid, "ports": asdict(config.triton), "log": str(logs / "triton.log")}
-        _write_state(config, state)
-
-        print(f"starting Kafka-protocol broker (127.0.0.1:{config.broker_port}) ...", flush=True)
-        broker = start_broker(config.broker_port, logs / "broker.log")
-        state["broker"] = {"pid": broker.pid, "port": config.broker_port, "log": str(logs / "broker.log")}
-        _write_state(config, state)
-
-        print(f"starting mmsearch --target all (gRPC {config.grpc_addr}) ...", flush=True)
-        service_log = logs / "mmsearch.log"
-        service = start_mmsearch("all", _service_env(config), service_log, config.grpc_addr)
-        state["mmsearch"] = {
-            "pid": service.pid,
-            "grpc_port": config.grpc_port,
-            "metrics_port": config.metrics_port,
-            "log": str(service_log),
-        }
-        _write_state(config, state)
+        for name in missing:
+            state[name] = _start_part(config, name)
+            _write_state(config, state)
     except Exception as exc:  # anything: stop what was started, leave nothing behind
         print(f"stack failed to start: {exc}", file=sys.stderr)
         down(config)
@@ -144,7 +160,7 @@ def down(config: StackConfig) -> int:
         print("stack is not running")
         return 0
     clean = True
-    for name in ("mmsearch", "broker", "triton"):
+    for name in reversed(PARTS):
         entry = state.get(name)
         if entry is None:
             continue

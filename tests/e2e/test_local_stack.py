@@ -3,6 +3,7 @@ grpcurl against the running stack, `mmsearch stack down`, all on free ports."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mmsearch.dev.kcat import install as install_kcat
-from mmsearch.dev.processes import free_port, pid_alive
+from mmsearch.dev.processes import free_port, group_members, pid_alive
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +55,31 @@ def kcat_publish_then_search(cli: list[str], env: dict[str, str]) -> None:
         if hits and hits[0]["itemId"] == "note-kcat":
             return
         assert time.monotonic() < deadline, found.stdout + found.stderr
+        time.sleep(1)
+
+
+def kill_triton_then_up_restarts_only_triton(cli: list[str], env: dict[str, str], state_file: Path) -> None:
+    """A dead part is restarted alone: the in-memory broker keeps its topics and offsets, and
+    the killed Triton's backend stubs do not outlive it."""
+    before = {name: entry["pid"] for name, entry in json.loads(state_file.read_text()).items()}
+    os.kill(before["triton"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(before["triton"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    status = run([*cli, "stack", "status"], env)
+    assert status.returncode != 0 and "DEAD" in status.stdout
+    up = run([*cli, "stack", "up"], env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "triton" in up.stdout and "restarting it" in up.stdout
+    after = {name: entry["pid"] for name, entry in json.loads(state_file.read_text()).items()}
+    assert after["broker"] == before["broker"] and after["mmsearch"] == before["mmsearch"]
+    assert after["triton"] != before["triton"]
+    assert not group_members(before["triton"]), "the killed Triton's stubs outlived it"
+    # mmsearch reconnects to the new Triton by itself: searches work again.
+    deadline = time.monotonic() + 90
+    while run([*cli, "search", "a cup of coffee", "--top-k", "1", "--json"], env).returncode != 0:
+        assert time.monotonic() < deadline, "searches did not recover after Triton's restart"
         time.sleep(1)
 
 
@@ -127,6 +153,7 @@ def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
         assert len(json.loads(embedded.stdout)["embeddings"][0]["vector"]["values"]) == 384
 
         kcat_publish_then_search(cli, env)
+        kill_triton_then_up_restarts_only_triton(cli, env, state_file)
 
         status = run([*cli, "stack", "status"], env)
         assert status.returncode == 0 and "DEAD" not in status.stdout
