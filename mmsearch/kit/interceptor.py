@@ -17,7 +17,7 @@ import grpc
 import structlog
 
 from mmsearch.kit.auth import Principal, TokenAuthenticator, bind_principal, unbind_principal
-from mmsearch.kit.errors import PermissionDenied, ServiceError
+from mmsearch.kit.errors import InvalidArgument, PermissionDenied, ServiceError
 from mmsearch.kit.logging import get_logger
 from mmsearch.kit.metrics import RpcMetrics, split_method
 
@@ -69,13 +69,16 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is None:
             # All mmsearch RPCs are unary; a streaming one must be wrapped here before it ships.
             return handler
+        # The request arrives as bytes and is parsed inside the policy (after authentication):
+        # bytes gRPC would fail to parse (garbage, a filter nested past protobuf's recursion
+        # limit) then answer UNAUTHENTICATED or INVALID_ARGUMENT, not gRPC's bare UNKNOWN.
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, cast(Behavior, handler.unary_unary)),
-            request_deserializer=handler.request_deserializer,
+            self._wrap(method, cast(Behavior, handler.unary_unary), handler.request_deserializer),
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+    def _wrap(self, method: str, behavior: Behavior, parse: Callable[[bytes], Any] | None = None) -> Behavior:
         service, name = split_method(method)
         role = self._roles.get(method)
         metrics = self._metrics
@@ -92,6 +95,8 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
                 self._authorize(principal, role, method)
                 principal_token = bind_principal(principal)
                 structlog.contextvars.bind_contextvars(tenant=principal.tenant, caller=principal.name)
+                if parse is not None:
+                    request = _parsed(parse, request)
                 return await behavior(request, context)
             except ServiceError as exc:
                 code = exc.code
@@ -141,6 +146,15 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         if role is None:
             raise PermissionDenied(f"{method} declares no role")
         principal.require(role)
+
+
+def _parsed(parse: Callable[[bytes], Any], raw: bytes) -> Any:
+    try:
+        return parse(raw)
+    except Exception as exc:  # DecodeError, RecursionError (nesting past protobuf's limit), ...
+        raise InvalidArgument(
+            f"the request is not a valid message of this RPC: {type(exc).__name__}"
+        ) from exc
 
 
 def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:

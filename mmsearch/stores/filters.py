@@ -9,6 +9,7 @@ adapter translates the tree into its own filter language.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -70,9 +71,15 @@ def _value(value: common_pb2.Value, kind: FieldKind, path: str) -> AttributeValu
     if which not in expected:
         raise InvalidQuery(f"a {kind} field needs {' or '.join(expected)}, not {which}", field=path)
     if which == "timestamp_value":
-        return value.timestamp_value.ToDatetime(tzinfo=UTC)
+        try:
+            return value.timestamp_value.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise InvalidQuery("timestamp is out of range (years 1 to 9999)", field=path) from exc
     if kind == "float":
-        return float(getattr(value, which))
+        number = float(getattr(value, which))
+        if not math.isfinite(number):
+            raise InvalidQuery("a number must be finite (not NaN or infinity)", field=path)
+        return number
     result: AttributeValue = getattr(value, which)
     return result
 

@@ -1,5 +1,6 @@
 """Page tokens are signed: a forged, altered, truncated or foreign token, or an
-offset past the last page (2^64 included), is INVALID_ARGUMENT, never INTERNAL."""
+offset past the last page (2^64 included), is INVALID_ARGUMENT, never INTERNAL;
+so are out-of-range timestamps and NaN in filters."""
 
 from __future__ import annotations
 
@@ -58,3 +59,23 @@ def test_an_offset_past_the_last_page_is_invalid_argument_even_when_signed() -> 
 def test_any_string_is_a_token_or_invalid_argument(token: str) -> None:
     with contextlib.suppress(InvalidArgument, FailedPrecondition):  # anything else fails the test
         TOKENS.offset(token, "minilm@1", "abc")
+
+
+def test_filter_values_out_of_range_are_invalid_argument_naming_the_path() -> None:
+    from mmsearch.stores.errors import InvalidQuery
+    from mmsearch.stores.filters import parse_filter
+    from mmsearch.v1 import common_pb2
+
+    far = common_pb2.Value()
+    far.timestamp_value.seconds = 2**62
+    condition = common_pb2.FieldCondition(field="created_at", range=common_pb2.Range(gte=far))
+    with pytest.raises(InvalidQuery, match="out of range") as raised:
+        parse_filter(common_pb2.Filter(condition=condition), {})
+    assert raised.value.field and raised.value.field.startswith("filter")
+    nan = common_pb2.Filter(
+        condition=common_pb2.FieldCondition(
+            field="attributes.score", eq=common_pb2.Value(double_value=float("nan"))
+        )
+    )
+    with pytest.raises(InvalidQuery, match="finite"):
+        parse_filter(nan, {"score": "float"})
