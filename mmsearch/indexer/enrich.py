@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from mmsearch.clients.errors import InputRejected, RejectionKind
+from mmsearch.clients.priority import Priority
 from mmsearch.indexer.batch import REASON, dead_letter
 from mmsearch.indexer.plan import Pending
 from mmsearch.kit.errors import ServiceError
@@ -45,12 +46,21 @@ class EmbedderPort(Protocol):
     """What enrichment needs of the embedder (mmsearch.clients.embedder.EmbedderClient)."""
 
     async def embed(
-        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+        self,
+        space: str,
+        items: Sequence[common_pb2.Content],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> embedder_pb2.EmbedResponse:
         """Raises InputRejected for a bad item, DependencyDown when unavailable."""
 
     async def extract_text(
-        self, images: Sequence[common_pb2.Media], timeout_s: float | None = None
+        self,
+        images: Sequence[common_pb2.Media],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> list[embedder_pb2.ExtractedText]: ...
 
 
@@ -94,7 +104,9 @@ class Enricher:
         remaining = list(upserts)
         while remaining:
             try:
-                response = await self._embedder.embed(space_id, [p.event.event.content for p in remaining])
+                response = await self._embedder.embed(
+                    space_id, [p.event.event.content for p in remaining], priority="bulk"
+                )
             except InputRejected as rejected:
                 bad = remaining.pop(rejected.index)
                 out.dead_letters.append(dead_letter(bad.record, DLQ_REASON[rejected.kind], rejected.detail))
@@ -121,7 +133,9 @@ class Enricher:
         for start in range(0, len(images), OCR_CHUNK):
             chunk = images[start : start + OCR_CHUNK]
             try:
-                found = await self._embedder.extract_text([p.event.event.content.image for p in chunk])
+                found = await self._embedder.extract_text(
+                    [p.event.event.content.image for p in chunk], priority="bulk"
+                )
             except InputRejected:
                 continue  # the images themselves were embedded; OCR text is best effort
             texts.update({id(p): searchable_text(r) for p, r in zip(chunk, found, strict=True)})

@@ -30,6 +30,9 @@ class FakePool:
 
     versions: dict[str, str] = {}
 
+    def __init__(self) -> None:
+        self.priorities: list[str] = []
+
     def deadline(self, remaining_s: float | None) -> float:
         return time.monotonic() + 10
 
@@ -46,13 +49,29 @@ class FakePool:
         return InferResult("1", {name: arrays.get(name, vectors) for name in outputs})
 
     async def infer_batch(
-        self, model: str, inputs: dict[str, Any], outputs: Sequence[str], deadline: float, modality: str
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        outputs: Sequence[str],
+        deadline: float,
+        modality: str,
+        *,
+        priority: str = "interactive",
     ) -> InferResult:
+        self.priorities.append(priority)
         return self._result(len(next(iter(inputs.values()))), outputs)
 
     async def infer_one(
-        self, model: str, inputs: dict[str, Any], outputs: Sequence[str], deadline: float, modality: str
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        outputs: Sequence[str],
+        deadline: float,
+        modality: str,
+        *,
+        priority: str = "interactive",
     ) -> InferResult:
+        self.priorities.append(priority)
         return self._result(len(next(iter(inputs.values()))), outputs)
 
 
@@ -69,8 +88,33 @@ def wav(samples: int, rate: int) -> bytes:
 
 
 class FakeContext:
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self._metadata = metadata
+
     def time_remaining(self) -> float | None:
         return None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
+def test_the_priority_header_reaches_the_model_server_requests() -> None:
+    pool = FakePool()
+    service = EmbedderService(
+        make_settings(),
+        pool,  # type: ignore[arg-type]
+        default_registry("minilm_l6_text", "image_model", "audio_model"),
+        EmbedderMetrics(CollectorRegistry()),
+        EmbeddingCache(0),
+    )
+    items = [common_pb2.Content(text="a"), common_pb2.Content(image=common_pb2.Media(data=png(30, 30)))]
+    request = embedder_pb2.EmbedRequest(items=items)
+    bulk: Any = FakeContext((("authorization", "Bearer x"), ("x-mmsearch-priority", "bulk")))
+    asyncio.run(service.Embed(request, bulk))
+    assert pool.priorities == ["bulk", "bulk"]
+    pool.priorities.clear()
+    asyncio.run(service.Embed(request, FakeContext()))  # type: ignore[arg-type]
+    assert pool.priorities == ["interactive", "interactive"]
 
 
 floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
