@@ -17,11 +17,15 @@ Triton reads the same way. Every file is written by one renderer,
   file parses and renders to the same text.
 - `set_instances` / `set_instances_file` set the instance group (count, kind,
   GPUs) and the `intra_op_threads` parameter.
+- `with_queue_policy` / `set_queue_policy` give the dynamic batcher two priority
+  levels and a queue policy that rejects expired requests (`build_config` always
+  does); `queue_policy_problems` says what is missing.
 
 CLI (`python scripts/modelconfig.py`):
 
     show model_repository/minilm_l6_text [more model dirs or config.pbtxt files]
     set-instances model_repository/<model> --count N [--kind cpu|gpu] [--gpus 0,1] [--threads T] [--dry-run]
+    set-queue-policy model_repository/*/
     format model_repository/*/ [--check]
 """
 
@@ -53,6 +57,20 @@ KINDS: dict[str, str] = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 CONFIG_FILE = "config.pbtxt"
 THREADS_PARAMETER = "intra_op_threads"
 THREADS_COMMENT = "ONNX Runtime threads per instance; 0 lets ONNX Runtime choose."
+# Request priorities (mmsearch/clients/triton.py sends them): 1 = a caller is
+# waiting (Search, caller-facing Embed, Rerank), 2 = bulk (indexer, re-embed).
+PRIORITY_LEVELS = 2
+# Requests that name no priority queue as bulk: unlabelled work never jumps
+# ahead of a waiting caller.
+DEFAULT_PRIORITY_LEVEL = 2
+# Queue timeout for requests that carry none (every mmsearch request carries its
+# caller's remaining time, which overrides this).
+DEFAULT_QUEUE_TIMEOUT_US = 30_000_000
+QUEUE_POLICY_COMMENT = (
+    "Priority 1 (a caller waits) is dequeued before 2 (bulk ingest); requests without\n"
+    "one are bulk. A request whose timeout (its caller's remaining time) passes while\n"
+    "queued is rejected, not executed: nobody waits for its answer any more."
+)
 # The embedder resizes and center-crops every image to this before sending PIXELS.
 IMAGE_SIZE = 224
 
@@ -166,6 +184,7 @@ def build_config(spec: ModelSpec) -> ModelConfig:
             )
     config.dynamic_batching.preferred_batch_size.extend(sizes)
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    with_queue_policy(config)
     config.version_policy.latest.num_versions = 1
     parameters = dict(spec.parameters)
     parameters.setdefault(THREADS_PARAMETER, "0")
@@ -174,12 +193,41 @@ def build_config(spec: ModelSpec) -> ModelConfig:
     return with_instances(config, spec.instance_count, spec.instance_kind, None, spec.gpus)
 
 
+def with_queue_policy(config: ModelConfig) -> ModelConfig:
+    """Set (in place, and return) the dynamic batcher's priority levels and the
+    queue policy that rejects expired requests instead of executing them."""
+    batching = config.dynamic_batching
+    batching.priority_levels = PRIORITY_LEVELS
+    batching.default_priority_level = DEFAULT_PRIORITY_LEVEL
+    policy = batching.default_queue_policy
+    policy.timeout_action = model_config_pb2.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = DEFAULT_QUEUE_TIMEOUT_US
+    policy.allow_timeout_override = True
+    return config
+
+
+def queue_policy_problems(config: ModelConfig) -> list[str]:
+    """Why `config` would let Triton execute requests nobody waits for ([] when it does not)."""
+    if not config.HasField("dynamic_batching"):
+        return ["no dynamic_batching: requests carry no priority and expired ones are executed"]
+    batching = config.dynamic_batching
+    policy = batching.default_queue_policy
+    problems = []
+    if batching.priority_levels != PRIORITY_LEVELS:
+        problems.append(f"priority_levels is {batching.priority_levels}, expected {PRIORITY_LEVELS}")
+    if not 1 <= batching.default_priority_level <= PRIORITY_LEVELS:
+        problems.append("default_priority_level must be one of the levels")
+    if policy.timeout_action != model_config_pb2.ModelQueuePolicy.REJECT or not policy.allow_timeout_override:
+        problems.append("default_queue_policy must REJECT expired requests and allow_timeout_override")
+    return problems
+
+
 def contract_comments(role: Role, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Comments for `render_config` describing the contract tensors of `role`."""
     comments = {
         "dynamic_batching": (
             "Requests from many clients are merged into one execute(); the model runs\n"
-            "them as one ONNX Runtime call and splits the outputs back per request."
+            "them as one ONNX Runtime call and splits the outputs back per request.\n" + QUEUE_POLICY_COMMENT
         ),
         f"parameters.{THREADS_PARAMETER}": THREADS_COMMENT,
         **CONTRACT_COMMENTS[role],
@@ -405,6 +453,17 @@ def set_instances(
     return Document(with_instances(document.config, count, kind, threads, gpus), document.header, comments)
 
 
+def set_queue_policy(document: Document) -> Document:
+    """`document` with `with_queue_policy` applied and its comment at dynamic_batching."""
+    config = model_config_pb2.ModelConfig()
+    config.CopyFrom(document.config)
+    comments = dict(document.comments)
+    existing = comments.get("dynamic_batching", "")
+    if QUEUE_POLICY_COMMENT not in existing:
+        comments["dynamic_batching"] = "\n".join(filter(None, (existing, QUEUE_POLICY_COMMENT)))
+    return Document(with_queue_policy(config), document.header, comments)
+
+
 def set_instances_file(
     path: str | os.PathLike[str],
     count: int,
@@ -458,6 +517,9 @@ _ORDER = (
 _INNER_ORDER = {"ModelInstanceGroup": ("name", "count", "kind", "gpus")}
 _MAX_BATCH_SIZE: FieldDescriptor = model_config_pb2.ModelConfig.DESCRIPTOR.fields_by_name["max_batch_size"]
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Written even at their default value, because the default is the point:
+# REJECT (0) is what keeps expired requests from running.
+_ALWAYS_WRITTEN = {"ModelQueuePolicy": ("timeout_action",)}
 
 
 def render_config(config: ModelConfig, *, header: str = "", comments: Mapping[str, str] | None = None) -> str:
@@ -607,6 +669,11 @@ def _ordered_fields(message: Message, indent: int) -> list[tuple[FieldDescriptor
     fields = list(message.ListFields())
     if indent == 0 and not any(fd.name == "max_batch_size" for fd, _ in fields):
         fields.append((_MAX_BATCH_SIZE, 0))
+    for name in _ALWAYS_WRITTEN.get(message.DESCRIPTOR.name, ()):
+        if not any(fd.name == name for fd, _ in fields):
+            fd = message.DESCRIPTOR.fields_by_name[name]
+            fields.append((fd, getattr(message, name)))
+            fields.sort(key=lambda f: f[0].number)
     order = _ORDER if indent == 0 else _INNER_ORDER.get(message.DESCRIPTOR.name, ())
     if order:
         rank = {name: i for i, name in enumerate(order)}
@@ -653,7 +720,8 @@ def describe(config: ModelConfig, source: str = "") -> str:
         batching = config.dynamic_batching
         out.append(
             f"  dynamic batching: preferred {list(batching.preferred_batch_size)}, "
-            f"max queue delay {batching.max_queue_delay_microseconds} us"
+            f"max queue delay {batching.max_queue_delay_microseconds} us, "
+            f"priority levels {batching.priority_levels} (default {batching.default_priority_level})"
         )
     else:
         out.append("  dynamic batching: off")
@@ -664,6 +732,8 @@ def describe(config: ModelConfig, source: str = "") -> str:
         out.append("  instances: Triton's default (one per GPU, else one CPU instance)")
     for key in sorted(config.parameters):
         out.append(f"  parameter {key} = {config.parameters[key].string_value!r}")
+    for problem in queue_policy_problems(config):
+        out.append(f"  WARNING: {problem}")
     role = detect_role(config)
     if role is None:
         out.append("  contract: none of text/image/reranker (used directly by its own client code)")
@@ -714,6 +784,10 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument(
         "--dry-run", action="store_true", help="print the new config.pbtxt instead of writing it"
     )
+    queue = sub.add_parser(
+        "set-queue-policy", help="set priority levels and the reject-expired queue policy (idempotent)"
+    )
+    queue.add_argument("paths", nargs="+", help="model directories or config.pbtxt files")
     fmt = sub.add_parser("format", help="re-render config.pbtxt files in the tool's layout (comments kept)")
     fmt.add_argument("paths", nargs="+", help="model directories or config.pbtxt files")
     fmt.add_argument("--check", action="store_true", help="only list files that would change; exit 1 if any")
@@ -739,6 +813,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "format":
             return _format(args.paths, args.check)
+        if args.command == "set-queue-policy":
+            for path in args.paths:
+                rendered = set_queue_policy(read_document(path)).render()
+                if rendered != config_path(path).read_text(encoding="utf-8"):
+                    _write_atomic(config_path(path), rendered)
+                    print(f"re-rendered {config_path(path)}")
+            return 0
         if args.command == "show":
             for n, path in enumerate(args.paths):
                 file = config_path(path)

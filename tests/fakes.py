@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 
 from mmsearch.clients.errors import DependencyDown, InputRejected
+from mmsearch.clients.priority import Priority
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.stores.base import Collection, ItemRecord, ItemState, Query, StoreHit, StoreUnavailable
 from mmsearch.v1 import common_pb2, embedder_pb2
@@ -96,6 +97,7 @@ class FakeEmbedder:
         # Like the model's token limit: a text of more words comes back truncated.
         self.max_words = max_words
         self.embedded: list[str] = []
+        self.priorities: list[Priority] = []  # of each embed / extract_text call
         self.spaces = {
             "default": SpaceInfo("minilm@1", 8, frozenset({"text", "image"})),
             "minilm@1": SpaceInfo("minilm@1", 8, frozenset({"text", "image"})),
@@ -112,9 +114,15 @@ class FakeEmbedder:
         return list({s.id: s for s in self.spaces.values()}.values())
 
     async def embed(
-        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+        self,
+        space: str,
+        items: Sequence[common_pb2.Content],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> embedder_pb2.EmbedResponse:
         self.calls += 1
+        self.priorities.append(priority)
         if self.down:
             raise DependencyDown("embedder", "down")
         out = []
@@ -142,7 +150,12 @@ class FakeEmbedder:
         return embedder_pb2.EmbedResponse(space=space, embeddings=out)
 
     async def extract_text(
-        self, images: Sequence[common_pb2.Media], timeout_s: float | None = None
+        self,
+        images: Sequence[common_pb2.Media],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> list[embedder_pb2.ExtractedText]:
+        self.priorities.append(priority)
         block = embedder_pb2.TextBlock(text="ocr text", confidence=0.99)
         return [embedder_pb2.ExtractedText(blocks=[block]) for _ in images]

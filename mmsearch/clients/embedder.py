@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError, InputRejected
+from mmsearch.clients.priority import PRIORITY_HEADER, Priority
 from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo, chunking_from_message
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
@@ -70,7 +71,9 @@ class EmbedderClient:
         self._stub = cast("embedder_pb2_grpc.EmbedderAsyncStub", embedder_pb2_grpc.EmbedderStub(channel))
         # The typeshed stub declares no methods on HealthStub.
         self._health: Any = health_pb2_grpc.HealthStub(channel)
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)
+        # Bulk callers (indexer, re-embed) say so; the embedder queues them behind callers who wait.
+        self._bulk_metadata = (*self._metadata, (PRIORITY_HEADER, "bulk"))
         self._timeout_s = timeout_s
         self._spaces: dict[str, SpaceInfo] = {}
         self._spaces_at = 0.0
@@ -140,24 +143,39 @@ class EmbedderClient:
         await self.resolve_space("default")  # refreshes the cache when stale
         return list({space.id: space for space in self._spaces.values()}.values())
 
+    def _call_metadata(self, priority: Priority) -> tuple[tuple[str, str], ...]:
+        return self._bulk_metadata if priority == "bulk" else self._metadata
+
     async def embed(
-        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+        self,
+        space: str,
+        items: Sequence[common_pb2.Content],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> embedder_pb2.EmbedResponse:
         """Raises InputRejected naming the refused item, DependencyDown /
-        DependencyDeadline when the embedder cannot answer in time."""
+        DependencyDeadline when the embedder cannot answer in time. `bulk` work
+        (nobody waits for it interactively) is served after interactive work."""
         request = embedder_pb2.EmbedRequest(space=common_pb2.SpaceRef(name=space), items=list(items))
         try:
-            return await self._stub.Embed(request, metadata=self._metadata, timeout=self._timeout(timeout_s))
+            return await self._stub.Embed(
+                request, metadata=self._call_metadata(priority), timeout=self._timeout(timeout_s)
+            )
         except grpc.aio.AioRpcError as err:
             raise dependency_error(err) from err
 
     async def extract_text(
-        self, images: Sequence[common_pb2.Media], timeout_s: float | None = None
+        self,
+        images: Sequence[common_pb2.Media],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> list[embedder_pb2.ExtractedText]:
         request = embedder_pb2.ExtractTextRequest(images=list(images))
         try:
             response = await self._stub.ExtractText(
-                request, metadata=self._metadata, timeout=self._timeout(timeout_s)
+                request, metadata=self._call_metadata(priority), timeout=self._timeout(timeout_s)
             )
         except grpc.aio.AioRpcError as err:
             raise dependency_error(err) from err

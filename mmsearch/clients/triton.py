@@ -1,5 +1,10 @@
 """Async Triton client pool: chunking to max_batch_size, deadlines, bounded
-retries on an unavailable server, and reconnection without restart."""
+retries on an unavailable server, and reconnection without restart.
+
+Every request carries its priority (interactive before bulk) and its remaining
+time as Triton's queue timeout, so a request whose caller gave up is rejected
+by Triton's queue instead of executed; requests in flight are bounded per model
+and priority, so a bulk caller cannot queue unbounded work."""
 
 from __future__ import annotations
 
@@ -13,11 +18,12 @@ import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as triton_aio
 from opentelemetry import propagate, trace
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError
+from mmsearch.clients.priority import PRIORITIES, TRITON_LEVEL, Priority
 from mmsearch.kit.metrics import LATENCY_BUCKETS
 
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to 120 s),
@@ -40,6 +46,9 @@ DEADLINE_RESERVE_S = 0.05
 # Messages Triton uses for a model instance or version that is gone or
 # restarting (stub crash, unload during a version swap): retryable.
 TRANSIENT_MARKERS = ("stub process", "not healthy", "is not ready", "unknown model", "unavailable")
+# Triton's answer to a request whose queue timeout passed before it ran: the
+# caller's time is up, so this is a deadline, not an outage to retry.
+EXPIRED_MARKER = "timeout expired"
 
 Arrays = dict[str, npt.NDArray[np.generic]]
 
@@ -70,6 +79,19 @@ class TritonMetrics:
             ("model",),
             registry=registry,
         )
+        self.triton_in_flight = Gauge(
+            f"{prefix}_triton_in_flight",
+            "Inference requests sent to the model server and not answered yet.",
+            ("model", "priority"),
+            registry=registry,
+        )
+        self.triton_slot_wait_seconds = Histogram(
+            f"{prefix}_triton_slot_wait_seconds",
+            "Time a request waited for an in-flight slot (MMSEARCH_TRITON_MAX_IN_FLIGHT) before being sent.",
+            ("model", "priority"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,8 @@ def map_triton_error(exc: InferenceServerException, model: str) -> DependencyErr
     message = str(exc.message() or exc)
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
         return DependencyDeadline(DEPENDENCY, f"{model}: deadline exceeded")
+    if EXPIRED_MARKER in message.lower():
+        return DependencyDeadline(DEPENDENCY, f"{model}: expired in the model server's queue")
     if (
         "UNAVAILABLE" in status
         or "NOT_FOUND" in status
@@ -113,6 +137,7 @@ class TritonPool:
         pool_size: int,
         retries: int,
         metrics: TritonMetrics,
+        max_in_flight: int = 16,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
@@ -124,6 +149,10 @@ class TritonPool:
             triton_aio.InferenceServerClient(url, channel_args=CHANNEL_ARGS) for _ in range(pool_size)
         ]
         self._next = itertools.cycle(range(pool_size))
+        # Per (model, priority): bulk work waits here, in this process, once it has
+        # max_in_flight requests at Triton; interactive work has slots of its own.
+        self._max_in_flight = max_in_flight
+        self._slots: dict[tuple[str, Priority], asyncio.Semaphore] = {}
         self._info: dict[str, ModelInfo] = {}
         # Last version each model answered with (changes on hot reload).
         self.versions: dict[str, str] = {}
@@ -178,8 +207,21 @@ class TritonPool:
                 raise DependencyDown(DEPENDENCY, f"model {model} is not ready")
         return info
 
+    def _slot(self, model: str, priority: Priority) -> asyncio.Semaphore:
+        slot = self._slots.get((model, priority))
+        if slot is None:
+            slot = self._slots[(model, priority)] = asyncio.Semaphore(self._max_in_flight)
+        return slot
+
     async def infer_batch(
-        self, model: str, inputs: Arrays, outputs: Sequence[str], deadline: float, modality: str
+        self,
+        model: str,
+        inputs: Arrays,
+        outputs: Sequence[str],
+        deadline: float,
+        modality: str,
+        *,
+        priority: Priority = "interactive",
     ) -> InferResult:
         """Infer over the first axis of `inputs`, split into chunks of the model's
         max_batch_size sent concurrently; outputs are concatenated in order."""
@@ -188,7 +230,10 @@ class TritonPool:
         step = max(1, info.max_batch_size) if info.max_batch_size > 0 else total
         chunks = [{k: v[i : i + step] for k, v in inputs.items()} for i in range(0, total, step)]
         parts = await asyncio.gather(
-            *(self.infer_one(model, chunk, outputs, deadline, modality) for chunk in chunks)
+            *(
+                self.infer_one(model, chunk, outputs, deadline, modality, priority=priority)
+                for chunk in chunks
+            )
         )
         return InferResult(
             model_version=parts[-1].model_version,
@@ -196,7 +241,14 @@ class TritonPool:
         )
 
     async def infer_one(
-        self, model: str, inputs: Arrays, outputs: Sequence[str], deadline: float, modality: str
+        self,
+        model: str,
+        inputs: Arrays,
+        outputs: Sequence[str],
+        deadline: float,
+        modality: str,
+        *,
+        priority: Priority = "interactive",
     ) -> InferResult:
         """One inference request, retried (bounded, within the deadline) while
         the model server is unavailable: inference is idempotent."""
@@ -205,7 +257,7 @@ class TritonPool:
         unavailable: DependencyDown | None = None
         while True:
             try:
-                return await self._call(model, inputs, outputs, deadline)
+                return await self._call(model, inputs, outputs, deadline, priority)
             except DependencyDeadline:
                 # Out of time while retrying an unavailable server: report the cause.
                 if unavailable is not None:
@@ -220,7 +272,29 @@ class TritonPool:
                 self._metrics.triton_retries.labels(model).inc()
                 await asyncio.sleep(pause)
 
-    async def _call(self, model: str, inputs: Arrays, outputs: Sequence[str], deadline: float) -> InferResult:
+    async def _call(
+        self, model: str, inputs: Arrays, outputs: Sequence[str], deadline: float, priority: Priority
+    ) -> InferResult:
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {PRIORITIES}, not {priority!r}")
+        slot = self._slot(model, priority)
+        waited = time.perf_counter()
+        try:
+            await asyncio.wait_for(slot.acquire(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise DependencyDeadline(DEPENDENCY, f"{model}: no in-flight slot before the deadline") from None
+        self._metrics.triton_slot_wait_seconds.labels(model, priority).observe(time.perf_counter() - waited)
+        in_flight = self._metrics.triton_in_flight.labels(model, priority)
+        in_flight.inc()
+        try:
+            return await self._send(model, inputs, outputs, deadline, priority)
+        finally:
+            in_flight.dec()
+            slot.release()
+
+    async def _send(
+        self, model: str, inputs: Arrays, outputs: Sequence[str], deadline: float, priority: Priority
+    ) -> InferResult:
         timeout_s = deadline - time.monotonic()
         if timeout_s <= 0:
             raise DependencyDeadline(DEPENDENCY, f"{model}: deadline exceeded")
@@ -238,6 +312,7 @@ class TritonPool:
             attributes={
                 "triton.model": model,
                 "triton.batch_size": len(next(iter(inputs.values()))),
+                "triton.priority": priority,
                 "server.address": self._url,
             },
         ):
@@ -245,8 +320,17 @@ class TritonPool:
             headers: dict[str, str] = {}
             propagate.inject(headers)
             try:
+                # The remaining time doubles as Triton's queue timeout (microseconds):
+                # once it passes nobody waits for the answer, and Triton rejects the
+                # request instead of running it (queue policy in every config.pbtxt).
                 result = await self._client().infer(
-                    model, infer_inputs, outputs=requested, client_timeout=timeout_s, headers=headers
+                    model,
+                    infer_inputs,
+                    outputs=requested,
+                    client_timeout=timeout_s,
+                    headers=headers,
+                    priority=TRITON_LEVEL[priority],
+                    timeout=max(1, int(timeout_s * 1_000_000)),
                 )
                 outcome = "ok"
             except InferenceServerException as exc:

@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
+from mmsearch.clients.priority import Priority, priority_from_metadata
 from mmsearch.clients.triton import TritonMetrics, TritonPool
 from mmsearch.embedder.cache import CachedEmbedding, EmbeddingCache
 from mmsearch.embedder.metrics import EmbedderMetrics
@@ -51,6 +52,11 @@ def remaining_s(context: Context) -> float | None:
 
 def _declared_mime(item: common_pb2.Content, kind: str) -> str:
     return str(getattr(item, kind).mime_type) if kind in ("image", "audio") else ""
+
+
+def caller_priority(context: Context) -> Priority:
+    """The caller's class from `x-mmsearch-priority` (bulk, else interactive)."""
+    return priority_from_metadata(context.invocation_metadata())
 
 
 @dataclass
@@ -94,6 +100,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         deadline = self._pool.deadline(remaining_s(context))
         principal = current_principal()
         tenant = principal.tenant if principal is not None else ""
+        priority = caller_priority(context)
         embeddings: list[embedder_pb2.Embedding | None] = [None] * len(items)
         pending: dict[str, list[Pending]] = {}
         for i, item in enumerate(items):
@@ -121,7 +128,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
 
         encode = {"text": self._encode_text, "image": self._encode_images, "audio": self._encode_audio}
         batches = await asyncio.gather(
-            *(encode[kind](space, group, deadline) for kind, group in pending.items())
+            *(encode[kind](space, group, deadline, priority) for kind, group in pending.items())
         )
         for (group_kind, group), results in zip(pending.items(), batches, strict=True):
             group_encoder = space.encoder_for(MODALITY_NAMES[group_kind])
@@ -167,13 +174,18 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         )
 
     async def _encode_text(
-        self, space: Space, group: list[Pending], deadline: float
+        self, space: Space, group: list[Pending], deadline: float, priority: Priority
     ) -> list[CachedEmbedding]:
         encoder = space.encoder_for(common_pb2.MODALITY_TEXT)
         assert encoder is not None
         texts = np.array([[p.content.text.encode("utf-8")] for p in group], dtype=np.object_)
         result = await self._pool.infer_batch(
-            encoder.model, {"TEXT": texts}, (encoder.output, "TOKENS", "TRUNCATED"), deadline, "text"
+            encoder.model,
+            {"TEXT": texts},
+            (encoder.output, "TOKENS", "TRUNCATED"),
+            deadline,
+            "text",
+            priority=priority,
         )
         vectors = result.outputs[encoder.output].astype(np.float32)
         tokens = result.outputs["TOKENS"].reshape(-1)
@@ -186,7 +198,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         ]
 
     async def _encode_images(
-        self, space: Space, group: list[Pending], deadline: float
+        self, space: Space, group: list[Pending], deadline: float, priority: Priority
     ) -> list[CachedEmbedding]:
         encoder = space.encoder_for(common_pb2.MODALITY_IMAGE)
         assert encoder is not None
@@ -194,7 +206,12 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         pixels = await asyncio.gather(*(asyncio.to_thread(self._image_pixels, p) for p in group))
         self._metrics.preprocess_seconds.labels("image").observe(time.perf_counter() - started)
         result = await self._pool.infer_batch(
-            encoder.model, {"PIXELS": np.stack(pixels)}, (encoder.output,), deadline, "image"
+            encoder.model,
+            {"PIXELS": np.stack(pixels)},
+            (encoder.output,),
+            deadline,
+            "image",
+            priority=priority,
         )
         vectors = result.outputs[encoder.output].astype(np.float32)
         return [
@@ -210,7 +227,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         return classifier_pixels(image)
 
     async def _encode_audio(
-        self, space: Space, group: list[Pending], deadline: float
+        self, space: Space, group: list[Pending], deadline: float, priority: Priority
     ) -> list[CachedEmbedding]:
         encoder = space.encoder_for(common_pb2.MODALITY_AUDIO)
         assert encoder is not None
@@ -234,7 +251,12 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         results = await asyncio.gather(
             *(
                 self._pool.infer_one(
-                    encoder.model, {"WAVEFORM": clip.samples[None, :]}, (encoder.output,), deadline, "audio"
+                    encoder.model,
+                    {"WAVEFORM": clip.samples[None, :]},
+                    (encoder.output,),
+                    deadline,
+                    "audio",
+                    priority=priority,
                 )
                 for clip in decoded
             )
@@ -327,6 +349,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         if len(images) > self._settings.embed_max_items:
             raise ResourceExhausted(f"{len(images)} images; the limit is {self._settings.embed_max_items}")
         deadline = self._pool.deadline(remaining_s(context))
+        priority = caller_priority(context)
         model = self._settings.ocr_model
         info = await self._pool.cached_info(model, deadline)
         started = time.perf_counter()
@@ -338,7 +361,12 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         results = await asyncio.gather(
             *(
                 self._pool.infer_one(
-                    model, {"IMAGE": px[None] if info.max_batch_size > 0 else px}, outputs, deadline, "ocr"
+                    model,
+                    {"IMAGE": px[None] if info.max_batch_size > 0 else px},
+                    outputs,
+                    deadline,
+                    "ocr",
+                    priority=priority,
                 )
                 for px in pixels
             )
@@ -376,6 +404,7 @@ def build_embedder(deps: Deps) -> Component:
         settings.triton_timeout_s,
         pool_size=settings.triton_pool_size,
         retries=settings.triton_retries,
+        max_in_flight=settings.triton_max_in_flight,
         metrics=TritonMetrics(deps.metrics, "embedder"),
         tracer_provider=deps.tracer_provider,
     )

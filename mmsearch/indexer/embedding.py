@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mmsearch.clients.errors import DependencyDeadline, InputRejected, RejectionKind
+from mmsearch.clients.priority import Priority
 from mmsearch.v1 import common_pb2, embedder_pb2
 
 # The text encoder reads at most this many tokens per input (longer text is
@@ -101,7 +102,12 @@ def plan_calls(costs: Sequence[Cost], budget: WorkBudget) -> list[list[int]]:
 
 class Embedder(Protocol):
     async def embed(
-        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+        self,
+        space: str,
+        items: Sequence[common_pb2.Content],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> embedder_pb2.EmbedResponse: ...
 
 
@@ -148,7 +154,9 @@ class EmbedScheduler:
             timeout_s = self._budget.max_timeout_s if escalated else deadline_for(cost, self._budget)
             out.calls += 1
             try:
-                response = await self._embedder.embed(space, [items[i] for i in pending], timeout_s=timeout_s)
+                # Ingest is bulk work: queued behind searches at the model server.
+                batch = [items[i] for i in pending]
+                response = await self._embedder.embed(space, batch, timeout_s=timeout_s, priority="bulk")
             except InputRejected as rejected:
                 bad = pending.pop(rejected.index)
                 out.refused[bad] = Refusal(rejected.kind, rejected.detail)

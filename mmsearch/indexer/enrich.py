@@ -24,6 +24,7 @@ import structlog
 from PIL import Image
 
 from mmsearch.clients.errors import DependencyDeadline, InputRejected, RejectionKind
+from mmsearch.clients.priority import Priority
 from mmsearch.indexer.batch import REASON, dead_letter
 from mmsearch.indexer.embedding import EmbedScheduler, Refusal, WorkBudget
 from mmsearch.indexer.metrics import IndexerMetrics
@@ -63,12 +64,21 @@ class EmbedderPort(Protocol):
     """What enrichment needs of the embedder (mmsearch.clients.embedder.EmbedderClient)."""
 
     async def embed(
-        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+        self,
+        space: str,
+        items: Sequence[common_pb2.Content],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> embedder_pb2.EmbedResponse:
         """Raises InputRejected for a bad item, DependencyDown when unavailable."""
 
     async def extract_text(
-        self, images: Sequence[common_pb2.Media], timeout_s: float | None = None
+        self,
+        images: Sequence[common_pb2.Media],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> list[embedder_pb2.ExtractedText]: ...
 
 
@@ -264,7 +274,8 @@ async def read_text(embedder: EmbedderPort, images: Sequence[common_pb2.Media]) 
         chunk = chunks.pop(0)
         timeout_s = OCR_BASE_TIMEOUT_S + OCR_SECONDS_PER_IMAGE * len(chunk)
         try:
-            found = await embedder.extract_text([images[i] for i in chunk], timeout_s=timeout_s)
+            batch = [images[i] for i in chunk]
+            found = await embedder.extract_text(batch, timeout_s=timeout_s, priority="bulk")
         except InputRejected:
             continue
         except DependencyDeadline as exc:

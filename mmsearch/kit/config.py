@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # could not take (down, restarting, version swap), within the deadline.
     triton_pool_size: int = Field(2, ge=1, le=64)
     triton_retries: int = Field(2, ge=0, le=10)
+    # Inference requests one process keeps in flight per model and priority class
+    # (interactive, bulk); more wait in the process, within their deadline, so a
+    # bulk caller cannot fill Triton's queue without bound.
+    triton_max_in_flight: int = Field(16, ge=1, le=1024)
     # Triton model names behind the default spaces.
     text_model: str = "minilm_l6_text"
     image_model: str = "efficientnet_lite0_conse"

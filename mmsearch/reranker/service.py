@@ -141,6 +141,7 @@ def build_reranker(deps: Deps) -> Component:
         settings.rerank_timeout_s,
         pool_size=settings.triton_pool_size,
         retries=settings.triton_retries,
+        max_in_flight=settings.triton_max_in_flight,
         metrics=TritonMetrics(deps.metrics, "reranker"),
         tracer_provider=deps.tracer_provider,
     )

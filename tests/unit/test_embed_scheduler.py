@@ -39,9 +39,14 @@ class SlowEmbedder:
         self.down = False
 
     async def embed(
-        self, space: str, items: Sequence[common_pb2.Content], timeout_s: float | None = None
+        self,
+        space: str,
+        items: Sequence[common_pb2.Content],
+        timeout_s: float | None = None,
+        *,
+        priority: str = "interactive",
     ) -> embedder_pb2.EmbedResponse:
-        assert timeout_s is not None
+        assert timeout_s is not None and priority == "bulk"  # ingest never competes with searches
         self.calls.append((len(items), timeout_s))
         if self.down:
             raise DependencyDown("embedder", "UNAVAILABLE")

@@ -5,10 +5,12 @@ Triton is replaced by a fake encoder here; the real one is in tests/integration.
 import asyncio
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import grpc
 import numpy as np
+import pytest
 import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,15 +22,27 @@ from mmsearch.embedder.cache import EmbeddingCache
 from mmsearch.embedder.metrics import EmbedderMetrics
 from mmsearch.embedder.service import EmbedderService
 from mmsearch.embedder.spaces import default_registry
+from mmsearch.kit.auth import Principal, bind_principal, unbind_principal
 from mmsearch.kit.errors import ServiceError
 from mmsearch.v1 import common_pb2, embedder_pb2
 from tests.conftest import make_settings
+
+
+@pytest.fixture(autouse=True)
+def caller() -> Iterator[None]:
+    """What the policy interceptor does before any handler: bind the authenticated caller."""
+    token = bind_principal(Principal("test", "dev", frozenset({"embed"})))
+    yield
+    unbind_principal(token)
 
 
 class FakePool:
     """Stands in for TritonPool: deterministic unit vectors of the right shape."""
 
     versions: dict[str, str] = {}
+
+    def __init__(self) -> None:
+        self.priorities: list[str] = []
 
     def deadline(self, remaining_s: float | None) -> float:
         return time.monotonic() + 10
@@ -46,13 +60,29 @@ class FakePool:
         return InferResult("1", {name: arrays.get(name, vectors) for name in outputs})
 
     async def infer_batch(
-        self, model: str, inputs: dict[str, Any], outputs: Sequence[str], deadline: float, modality: str
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        outputs: Sequence[str],
+        deadline: float,
+        modality: str,
+        *,
+        priority: str = "interactive",
     ) -> InferResult:
+        self.priorities.append(priority)
         return self._result(len(next(iter(inputs.values()))), outputs)
 
     async def infer_one(
-        self, model: str, inputs: dict[str, Any], outputs: Sequence[str], deadline: float, modality: str
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        outputs: Sequence[str],
+        deadline: float,
+        modality: str,
+        *,
+        priority: str = "interactive",
     ) -> InferResult:
+        self.priorities.append(priority)
         return self._result(len(next(iter(inputs.values()))), outputs)
 
 
@@ -69,8 +99,33 @@ def wav(samples: int, rate: int) -> bytes:
 
 
 class FakeContext:
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self._metadata = metadata
+
     def time_remaining(self) -> float | None:
         return None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
+def test_the_priority_header_reaches_the_model_server_requests() -> None:
+    pool = FakePool()
+    service = EmbedderService(
+        make_settings(),
+        pool,  # type: ignore[arg-type]
+        default_registry("minilm_l6_text", "image_model", "audio_model"),
+        EmbedderMetrics(CollectorRegistry()),
+        EmbeddingCache(0),
+    )
+    items = [common_pb2.Content(text="a"), common_pb2.Content(image=common_pb2.Media(data=png(30, 30)))]
+    request = embedder_pb2.EmbedRequest(items=items)
+    bulk: Any = FakeContext((("authorization", "Bearer x"), ("x-mmsearch-priority", "bulk")))
+    asyncio.run(service.Embed(request, bulk))
+    assert pool.priorities == ["bulk", "bulk"]
+    pool.priorities.clear()
+    asyncio.run(service.Embed(request, FakeContext()))  # type: ignore[arg-type]
+    assert pool.priorities == ["interactive", "interactive"]
 
 
 floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
@@ -119,6 +174,7 @@ def test_embed_answers_or_raises_a_typed_error(
         response = asyncio.run(service.Embed(request, context))
     except ServiceError as exc:
         assert type(exc) is not ServiceError, "untyped error would surface as INTERNAL"
+        assert exc.code != grpc.StatusCode.UNAUTHENTICATED, "the caller is bound: the input is what is tested"
         return
     assert response.space == "minilm@1"
     assert len(response.embeddings) == len(items)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mmsearch.clients.errors import DependencyDown, InputRejected
+from mmsearch.clients.priority import Priority
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.batch import Record
 from mmsearch.indexer.enrich import Enricher
@@ -69,14 +70,21 @@ async def test_enrich_dead_letters_a_refused_item_and_embeds_the_others() -> Non
     bad = media_event("a", "img", b"BAD bytes", common_pb2.MODALITY_IMAGE, event_time=T0)
     plan = await Planner(StaticResolver()).plan([record(good, 0), record(bad, 1)])
     (group,) = plan.groups.values()
-    enriched = await Enricher(FakeEmbedder()).enrich("minilm@1", group)
+    embedder = FakeEmbedder()
+    enriched = await Enricher(embedder).enrich("minilm@1", group)
     assert [r.item_id for r in enriched.records] == ["doc"]
+    # Ingest is bulk work: it queues behind searches at the model server.
+    assert embedder.priorities and set(embedder.priorities) == {"bulk"}
     assert [(d.offset, d.reason) for d in enriched.dead_letters] == [(1, REASON.REASON_CORRUPT_MEDIA)]
 
 
 class OcrRefusingEmbedder(FakeEmbedder):
     async def extract_text(
-        self, images: Sequence[common_pb2.Media], timeout_s: float | None = None
+        self,
+        images: Sequence[common_pb2.Media],
+        timeout_s: float | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> list[embedder_pb2.ExtractedText]:
         raise InputRejected("embedder", "images[0]: too large for OCR", index=0, kind="over_limit")
 

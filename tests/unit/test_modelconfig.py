@@ -160,6 +160,23 @@ def test_every_existing_config_parses_and_matches_its_contract(model_dir: Path) 
         "aisfx_audio": None,
     }
     assert role == expected_roles.get(model_dir.name, role)
+    # Two priority levels, expired requests rejected rather than executed (issue #10).
+    assert modelconfig.queue_policy_problems(config) == []
+
+
+def test_built_configs_get_the_queue_policy_and_it_is_idempotent() -> None:
+    config = modelconfig.build_config(modelconfig.ModelSpec("enc", "text", dimension=8))
+    assert modelconfig.queue_policy_problems(config) == []
+    batching = config.dynamic_batching
+    assert (batching.priority_levels, batching.default_priority_level) == (2, 2)
+    assert batching.default_queue_policy.allow_timeout_override
+    text = modelconfig.render_config(config)
+    assert "timeout_action: REJECT" in text  # written although it is the enum's default
+    bare = modelconfig.parse_document(text.replace("priority_levels: 2", "priority_levels: 0"))
+    assert modelconfig.queue_policy_problems(bare.config)
+    once = modelconfig.set_queue_policy(bare).render()
+    assert modelconfig.set_queue_policy(modelconfig.parse_document(once)).render() == once
+    assert modelconfig.queue_policy_problems(modelconfig.parse_config(once)) == []
 
 
 @pytest.mark.parametrize("model_dir", EXISTING, ids=lambda p: p.name)
