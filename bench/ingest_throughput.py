@@ -87,6 +87,7 @@ from mmsearch.dev.metrics_scrape import (
     total,
 )
 from mmsearch.kit.config import Settings
+from mmsearch.kit.signing import DEV_PRODUCER, DEV_PRODUCER_SECRET, signed_headers
 from mmsearch.producer import media_event, text_event
 from mmsearch.v1 import (
     common_pb2,
@@ -322,11 +323,15 @@ class Publisher:
         )
 
     def send(self, event: events_pb2.ContentEvent) -> Any:
+        value = event.SerializeToString()
         return self._producer.send(
             self.topic,
             key=f"{event.tenant}/{event.item_id}".encode(),
-            value=event.SerializeToString(),
-            headers=[("content-type", b"application/x-protobuf")],
+            value=value,
+            headers=[
+                ("content-type", b"application/x-protobuf"),
+                *signed_headers(DEV_PRODUCER, DEV_PRODUCER_SECRET, value),
+            ],
         )
 
     def flush(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import os
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 from opentelemetry import propagate
 
+from mmsearch.kit.signing import DEV_PRODUCER, DEV_PRODUCER_SECRET, signed_headers
 from mmsearch.v1 import common_pb2, events_pb2
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -149,9 +151,22 @@ class ContentProducer:
     """Publishes ContentEvents (protobuf, or the canonical JSON mapping) with an
     idempotent-style acks=all producer; `flush()` waits for every ack."""
 
-    def __init__(self, bootstrap: str, topic: str = "content.v1", *, as_json: bool = False) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str = "content.v1",
+        *,
+        as_json: bool = False,
+        producer: str | None = None,
+        secret: str | None = None,
+    ) -> None:
+        """`producer` / `secret`: this producer's key (docs/security.md); default
+        MMSEARCH_CLIENT_PRODUCER / MMSEARCH_CLIENT_PRODUCER_SECRET, else the local
+        stack's development key."""
         self.topic = topic
         self._as_json = as_json
+        self._producer_id = producer or os.environ.get("MMSEARCH_CLIENT_PRODUCER", DEV_PRODUCER)
+        self._secret = secret or os.environ.get("MMSEARCH_CLIENT_PRODUCER_SECRET", DEV_PRODUCER_SECRET)
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=20, retries=5, max_request_size=64 << 20
         )
@@ -170,7 +185,11 @@ class ContentProducer:
             self.topic,
             key=f"{event.tenant}/{event.item_id}".encode(),
             value=value,
-            headers=[("content-type", content_type), *((k, v.encode()) for k, v in headers.items())],
+            headers=[
+                ("content-type", content_type),
+                *signed_headers(self._producer_id, self._secret, value),
+                *((k, v.encode()) for k, v in headers.items()),
+            ],
         )
         self._pending.append(future)
 

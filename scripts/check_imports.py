@@ -27,7 +27,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "reranker": frozenset({"v1", "kit", "clients"}),
     "indexer": frozenset({"v1", "kit", "clients", "stores"}),
     "searcher": frozenset({"v1", "kit", "clients", "stores"}),
-    "producer": frozenset({"v1"}),
+    "producer": frozenset({"v1", "kit"}),
     "edge": frozenset({"v1", "kit", "clients", "stores"}),
     "modules": frozenset(
         {"v1", "kit", "clients", "stores", "edge", "embedder", "indexer", "searcher", "reranker"}

@@ -22,6 +22,7 @@ from mmsearch.indexer.enrich import EmbedderPort, Enricher
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.plan import Planner, Resolver
 from mmsearch.indexer.write import Writer, tombstone
+from mmsearch.kit.signing import ProducerKeys
 from mmsearch.stores.base import VectorStore
 
 
@@ -36,12 +37,13 @@ class Pipeline:
         budget: WorkBudget | None = None,
         redirect: tuple[str, SpaceInfo] | None = None,
         ocr_inline: bool = True,
+        producers: ProducerKeys | None = None,
     ) -> None:
         """`redirect` = (source space id, target space): a re-embed job's pipeline,
         which writes the source space's events into the target space only.
         `ocr_inline=False`: images are written without OCR text and returned as
         `followups` for the enrichment stage (mmsearch/indexer/ocr.py)."""
-        self._planner = Planner(resolver, redirect=redirect)
+        self._planner = Planner(resolver, redirect=redirect, producers=producers)
         self._enricher = Enricher(embedder, budget, metrics, ocr_inline=ocr_inline)
         self._writer = Writer(store)
         self._metrics = metrics

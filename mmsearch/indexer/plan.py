@@ -11,6 +11,7 @@ from typing import Protocol
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.batch import REASON, Record, dead_letter
 from mmsearch.indexer.events import IndexEvent, Rejection, decode
+from mmsearch.kit.signing import ProducerKeys
 from mmsearch.v1 import events_pb2
 
 DEFAULT_SPACE_FOR = {"text": "default", "image": "default", "audio": "audio"}
@@ -38,11 +39,20 @@ class Plan:
 
 
 class Planner:
-    def __init__(self, resolver: Resolver, *, redirect: tuple[str, SpaceInfo] | None = None) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        redirect: tuple[str, SpaceInfo] | None = None,
+        producers: ProducerKeys | None = None,
+    ) -> None:
         """`redirect` = (source space id, target space): a re-embed job's planner,
-        which keeps the source space's events only and sends them to the target."""
+        which keeps the source space's events only and sends them to the target.
+        `producers`: each event must be signed by a producer allowed its tenant
+        (None: no check, for tests of other stages)."""
         self._resolver = resolver
         self._redirect = redirect
+        self._producers = producers
 
     async def plan(self, records: Sequence[Record]) -> Plan:
         plan = Plan()
@@ -53,6 +63,10 @@ class Planner:
             decoded = decode(record.value, record.headers)
             if isinstance(decoded, Rejection):
                 plan.dead_letters.append(dead_letter(record, decoded.reason, decoded.detail))
+                continue
+            refusal = self._refusal(record, decoded)
+            if refusal is not None:
+                plan.dead_letters.append(dead_letter(record, REASON.REASON_UNAUTHORIZED, refusal))
                 continue
             spaces = await self._spaces_for(decoded, resolved)
             if isinstance(spaces, Rejection):
@@ -70,6 +84,11 @@ class Planner:
         for (space_id, tenant, _), pending in newest.items():
             plan.groups.setdefault((space_id, tenant), []).append(pending)
         return plan
+
+    def _refusal(self, record: Record, event: IndexEvent) -> str | None:
+        if self._producers is None:
+            return None
+        return self._producers.refusal(record.headers, record.value or b"", event.event.tenant)
 
     async def _spaces_for(
         self, event: IndexEvent, resolved: dict[str, SpaceInfo | None]

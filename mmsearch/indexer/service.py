@@ -25,8 +25,9 @@ from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
 from mmsearch.kit.auth import ROLE_INDEX_ADMIN
 from mmsearch.kit.component import Component, Deps
-from mmsearch.kit.config import Settings
+from mmsearch.kit.config import ConfigError, Settings
 from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from mmsearch.kit.signing import ProducerKeys, ProducersFileError
 from mmsearch.stores.base import collection_name
 from mmsearch.stores.errors import StoreError
 from mmsearch.stores.provider import StoreProvider
@@ -209,6 +210,10 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
     metrics = IndexerMetrics(deps.metrics)
     service = IndexerAdminService(settings, stores)
     tasks: list[asyncio.Task[None]] = []
+    try:  # at build time: a bad keys file stops the start, like any bad setting
+        producers = ProducerKeys.from_file(settings.producer_keys_file)
+    except ProducersFileError as exc:
+        raise ConfigError(str(exc)) from exc
 
     async def start(port: int) -> None:
         if not settings.kafka_bootstrap:
@@ -226,7 +231,14 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             inline = redirect is not None or not settings.enrichment_topic
             resolver = SpaceResolver(embedder, store)
             return Pipeline(
-                resolver, embedder, store, metrics, budget=budget, redirect=redirect, ocr_inline=inline
+                resolver,
+                embedder,
+                store,
+                metrics,
+                budget=budget,
+                redirect=redirect,
+                ocr_inline=inline,
+                producers=producers,
             )
 
         config = ConsumerConfig(

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "MMSEARCH_"
 TOOL_PREFIXES = (ENV_PREFIX + "STACK_", ENV_PREFIX + "CLIENT_")
 DEV_TOKENS_FILE = Path(__file__).with_name("dev_tokens.json")
+DEV_PRODUCERS_FILE = Path(__file__).with_name("dev_producers.json")
 
 Target = Literal["all", "embedder", "indexer", "searcher", "reranker"]
 TARGETS: tuple[Target, ...] = ("all", "embedder", "indexer", "searcher", "reranker")
@@ -89,6 +90,9 @@ class Settings(BaseSettings):
     # dead-lettered and none can stop its partition.
     dlq_max_record_bytes: int = Field(1_000_000, ge=16_384, le=1_073_741_824)
     indexer_group: str = "mmsearch-indexer"
+    # Producers allowed to publish content events, each with the tenants it may write to
+    # (docs/security.md). The default is the development file: loopback only.
+    producer_keys_file: Path = DEV_PRODUCERS_FILE
     # The enrichment stage (OCR text for images, off the path that makes them searchable):
     # its topic (empty: "<content_topic>.enrich") and batch size; its consumer group is
     # "<indexer_group>.enrich". ocr_inline=true reads the text in the live pipeline instead.
@@ -182,9 +186,18 @@ class Settings(BaseSettings):
     def uses_dev_tokens(self) -> bool:
         return self.auth_tokens_file.resolve() == DEV_TOKENS_FILE.resolve()
 
+    @property
+    def uses_dev_producers(self) -> bool:
+        return self.producer_keys_file.resolve() == DEV_PRODUCERS_FILE.resolve()
+
     @model_validator(mode="after")
     def _dev_tokens_only_on_loopback(self) -> Settings:
         loopback = self.grpc_host in {"127.0.0.1", "::1", "localhost"}
+        if self.uses_dev_producers and self.kafka_bootstrap and not loopback and not self.allow_dev_tokens:
+            raise ValueError(
+                f"the public development producer key cannot be used on {self.grpc_host}: set "
+                f"{ENV_PREFIX}PRODUCER_KEYS_FILE (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true for a test install)"
+            )
         if self.uses_dev_tokens and not loopback and not self.allow_dev_tokens:
             raise ValueError(
                 f"the public development tokens cannot be used on {self.grpc_host}: set "

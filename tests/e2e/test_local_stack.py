@@ -13,6 +13,7 @@ import pytest
 
 from mmsearch.dev.kcat import install as install_kcat
 from mmsearch.dev.processes import free_port, group_members, pid_alive
+from mmsearch.kit.signing import DEV_PRODUCER, DEV_PRODUCER_SECRET, sign
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +38,11 @@ def kcat_publish_then_search(cli: list[str], env: dict[str, str]) -> None:
     """A producer in any language: kcat (librdkafka) publishes, the indexer indexes, search finds."""
     broker = f"127.0.0.1:{env['MMSEARCH_STACK_BROKER_PORT']}"
     kcat = [str(install_kcat()), "-P", "-b", broker, "-t", "content.v1", "-k", "dev/note-kcat"]
+    # Signed as the README shows with openssl: HMAC-SHA256 of the value with the producer's secret.
+    signature = sign(DEV_PRODUCER_SECRET, KCAT_EVENT.encode())
+    headers = ["-H", "content-type=application/json", "-H", f"mmsearch-producer={DEV_PRODUCER}"]
     published = subprocess.run(
-        [*kcat, "-H", "content-type=application/json"],
+        [*kcat, *headers, "-H", f"mmsearch-signature={signature}"],
         input=KCAT_EVENT,
         env=env,
         cwd=ROOT,

@@ -42,7 +42,7 @@ class Served:
             waves = waves[None]
         tensor = grpcclient.InferInput("WAVEFORM", list(waves.shape), "FP32")
         tensor.set_data_from_numpy(waves)
-        result = self.client.infer(MODEL, [tensor], timeout=60)
+        result = self.client.infer(MODEL, [tensor], client_timeout=60)
         return result.as_numpy("EMBEDDING"), result.as_numpy("SECONDS")
 
     def embed(self, wave: np.ndarray) -> np.ndarray:

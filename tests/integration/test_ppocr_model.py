@@ -47,7 +47,7 @@ class Served:
         tensor = grpcclient.InferInput("IMAGE", list(image.shape), "UINT8")
         tensor.set_data_from_numpy(np.ascontiguousarray(image, dtype=np.uint8))
         outputs = [grpcclient.InferRequestedOutput(n) for n in ("TEXT", "LINES", "SCORES", "BOXES")]
-        result = self.client.infer(MODEL, [tensor], outputs=outputs, timeout=60)
+        result = self.client.infer(MODEL, [tensor], outputs=outputs, client_timeout=60)
         text = result.as_numpy("TEXT")
         lines = result.as_numpy("LINES")
         assert text.shape == (1,)

@@ -56,7 +56,9 @@ def score(client: grpcclient.InferenceServerClient, queries: list[str], docs: li
         tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    result = client.infer(MODEL, inputs, outputs=[grpcclient.InferRequestedOutput("SCORE")], timeout=60)
+    result = client.infer(
+        MODEL, inputs, outputs=[grpcclient.InferRequestedOutput("SCORE")], client_timeout=60
+    )
     out = result.as_numpy("SCORE")
     assert out.dtype == np.float32 and out.shape == (len(queries), 1)
     return out.reshape(-1)
@@ -116,4 +118,4 @@ def test_mismatched_rows_are_an_error(client: grpcclient.InferenceServerClient) 
     d = grpcclient.InferInput("DOCUMENT", [1, 1], "BYTES")
     d.set_data_from_numpy(np.asarray([[b"a"]], dtype=object))
     with pytest.raises(Exception, match=r"(?i)shape|batch|DOCUMENT"):
-        client.infer(MODEL, [q, d], timeout=30)
+        client.infer(MODEL, [q, d], client_timeout=30)
