@@ -1,7 +1,8 @@
 """Ingest always makes progress: a deliberately slow text model (it sleeps per
 word, as a real encoder on busy cores facing long documents does) and short
 work-derived deadlines. The indexer splits calls past their deadline and
-commits every event: no batch retried forever, nothing dead-lettered."""
+commits every event: no batch retried forever, nothing dead-lettered; the
+calls it gave up on are rejected in Triton's queue, not executed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from mmsearch.dev.metrics_scrape import scrape, subtract, total
 from mmsearch.producer import text_event
 from mmsearch.stores.base import collection_name
 from tests.conftest import BrokerHandle, TritonHandle, start_test_triton
@@ -80,8 +82,12 @@ async def test_a_slow_model_and_short_deadlines_still_commit_everything(
         triton_timeout_s=60.0,
     )
     try:
+        before = scrape(slow_triton.metrics_url)
         produced = publish(indexing.bootstrap, indexing.topic, events)
         status = await indexing.wait_caught_up(produced, timeout_s=240)
+        delta = subtract(scrape(slow_triton.metrics_url), before)
+        # Calls the indexer gave up on (and split) were rejected in Triton's queue, not run.
+        assert total(delta, "nv_inference_request_failure_total", model="slow_text") > 0
         assert not status.dead_letters_by_reason
         registry = indexing.service.registry
         assert counter(registry, "mmsearch_indexer_embed_splits_total") > 0
