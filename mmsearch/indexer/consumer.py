@@ -80,6 +80,10 @@ class ConsumerState:
     # Events that changed the store (indexed or deleted), since start.
     applied: int = 0
 
+    def lag(self) -> int:
+        """Records not yet committed, over the assigned partitions last seen."""
+        return sum(max(0, high - self.committed.get(tp, high)) for tp, high in self.highwater.items())
+
 
 def _headers(headers: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple((str(k), bytes(v or b"")) for k, v in headers or ())

@@ -264,7 +264,8 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
                 batch_size=settings.enrich_batch_size,
                 enrich_topic="",
             )
-            stage = OcrStage(embedder, store, metrics)
+            live = service.consumer
+            stage = OcrStage(embedder, store, metrics, ingest_busy=lambda: live.state.lag() > 0)
             service.enrichment = IndexerConsumer(enrichment, stage, metrics, deps.tracer_provider)
         loop = asyncio.get_running_loop()
         tasks.extend(loop.create_task(c.run(), name=f"indexer-{c.config.topic}") for c in service.consumers())
