@@ -90,7 +90,8 @@ async def drive(call: Callable[[int], Awaitable[int]], concurrency: int, seconds
             counter += 1
             t0 = time.perf_counter()
             try:
-                items += await call(counter)
+                done = await call(counter)  # not `items += await ...`: that reads items before awaiting
+                items += done
                 latencies.append(time.perf_counter() - t0)
             except grpc.aio.AioRpcError:
                 errors += 1
@@ -143,7 +144,14 @@ async def served(stack: Stack, texts: list[str], args: argparse.Namespace, repor
             await search.Search(request, metadata=AUTH, timeout=args.search_timeout_s)
             return 1
 
-        await drive(embed_call(64, AUTH), 2, 3)  # warm-up
+        # Warm-up: some load, and the largest shape the model takes (64 of the longest texts).
+        await drive(embed_call(64, AUTH), 2, 3)
+        longest = sorted(texts, key=len)[-64:]
+        await embed.Embed(
+            embedder_pb2.EmbedRequest(items=[common_pb2.Content(text=t) for t in longest]),
+            metadata=AUTH,
+            timeout=120,
+        )
         pid = text_stub(stack)
         report["rss_mb_after_warmup"] = round(rss_mb(pid), 1)
         report["served_c64_one_per_call"] = await drive(embed_call(1, AUTH), 64, args.seconds)
