@@ -71,16 +71,16 @@ def parse_parameters(config: str) -> dict[str, dict[str, str]]:
     return {k: {"string_value": v} for k, v in re.findall(pattern, config)}
 
 
-def load_model(model_dir: Path) -> Any:
+def load_model(model_dir: Path, overrides: dict[str, str] | None = None) -> Any:
+    """model.py initialized as Triton would, with config.pbtxt's parameters (and `overrides`)."""
     sys.modules["triton_python_backend_utils"] = stand_in()
     spec = importlib.util.spec_from_file_location("mm_model", model_dir / "1" / "model.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = {
-        "name": model_dir.name,
-        "parameters": parse_parameters((model_dir / "config.pbtxt").read_text()),
-    }
+    parameters = parse_parameters((model_dir / "config.pbtxt").read_text())
+    parameters.update({k: {"string_value": v} for k, v in (overrides or {}).items()})
+    config = {"name": model_dir.name, "parameters": parameters}
     model = module.TritonPythonModel()
     model.initialize(
         {

@@ -68,7 +68,10 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
         deadline = self._pool.deadline(remaining_s(context))
         rows = len(texts)
         inputs: Arrays = {
-            QUERY_INPUT: np.full((rows, 1), query.encode("utf-8"), dtype=np.object_),
+            # Not np.full: it passes the fill through np.bytes_, which drops trailing NUL bytes.
+            QUERY_INPUT: np.array([[query.encode("utf-8")] for _ in range(rows)], dtype=np.object_).reshape(
+                rows, 1
+            ),
             DOCUMENT_INPUT: np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_).reshape(rows, 1),
         }
         result = await self._pool.infer_batch(model, inputs, (SCORE_OUTPUT,), deadline, "text")
