@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.batch import BatchResult, Record
 from mmsearch.indexer.embedding import WorkBudget
-from mmsearch.indexer.enrich import EmbedderPort, Enricher
+from mmsearch.indexer.enrich import EmbedderPort, Enricher, TokenEncoder
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.plan import Planner, Resolver
 from mmsearch.indexer.write import Writer, tombstone
@@ -35,11 +35,12 @@ class Pipeline:
         *,
         budget: WorkBudget | None = None,
         redirect: tuple[str, SpaceInfo] | None = None,
+        tokens: TokenEncoder | None = None,
     ) -> None:
         """`redirect` = (source space id, target space): a re-embed job's pipeline,
         which writes the source space's events into the target space only."""
         self._planner = Planner(resolver, redirect=redirect)
-        self._enricher = Enricher(embedder, budget, metrics)
+        self._enricher = Enricher(embedder, budget, metrics, tokens)
         self._writer = Writer(store)
         self._metrics = metrics
 

@@ -15,9 +15,11 @@ from typing import Any
 import grpc
 
 from mmsearch.clients.embedder import EmbedderClient
+from mmsearch.clients.reranker import RerankerClient
 from mmsearch.clients.spaces import SpaceInfo, SpaceResolver
 from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
 from mmsearch.indexer.embedding import WorkBudget
+from mmsearch.indexer.enrich import TokenEncoder
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
@@ -42,6 +44,7 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         self._stores = stores
         self.consumer: IndexerConsumer | None = None
         self.embedder: EmbedderClient | None = None
+        self.reranker: RerankerClient | None = None
         self.reembed: ReembedManager | None = None
 
     async def GetStatus(
@@ -212,10 +215,19 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
         store = await stores.get()
         embedder = service.embedder
         budget = work_budget(settings)
+        tokens: TokenEncoder | None = None
+        if settings.indexer_rerank_vectors:
+            service.reranker = RerankerClient.connect(
+                settings.indexer_reranker_addr or f"127.0.0.1:{port}",
+                settings.service_token.get_secret_value(),
+            )
+            tokens = TokenEncoder(service.reranker, metrics)
 
         def pipeline_for(redirect: tuple[str, SpaceInfo] | None = None) -> Pipeline:
             resolver = SpaceResolver(embedder, store)
-            return Pipeline(resolver, embedder, store, metrics, budget=budget, redirect=redirect)
+            return Pipeline(
+                resolver, embedder, store, metrics, budget=budget, redirect=redirect, tokens=tokens
+            )
 
         config = ConsumerConfig(
             bootstrap=settings.kafka_bootstrap,
@@ -250,6 +262,8 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             await service.consumer.close()
         if service.embedder is not None:
             await service.embedder.close()
+        if service.reranker is not None:
+            await service.reranker.close()
 
     async def ready() -> str | None:
         consumer = service.consumer
