@@ -84,6 +84,9 @@ class ConsumerState:
         """Records not yet committed, over the assigned partitions last seen."""
         return sum(max(0, high - self.committed.get(tp, high)) for tp, high in self.highwater.items())
 
+    def busy(self) -> bool:
+        return self.lag() > 0
+
 
 def _headers(headers: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple((str(k), bytes(v or b"")) for k, v in headers or ())

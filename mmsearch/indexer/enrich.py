@@ -3,7 +3,10 @@ texts into passages with the space's chunking policy (mmsearch/kit/passages.py;
 an item over the policy's limits is dead-lettered, never truncated), embed
 every passage (an item the embedder refuses is dead-lettered and the rest are
 sent again; a passage the model truncated is split further and embedded again,
-so no text is cut), read the text in images (OCR, best effort), make thumbnails.
+so no text is cut), read the text in images (OCR, best effort), make thumbnails,
+and, when a reranker with stored vectors is configured, encode each passage's
+token vectors for late-interaction reranking (best effort: an item stored
+without them is reranked on the fly, see `TokenEncoder`).
 
 Dependency failures (mmsearch/clients/errors.py) propagate: the consumer
 pauses and replays the whole batch, so nothing is lost.
@@ -12,8 +15,10 @@ pauses and replays the whole batch, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -23,8 +28,9 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from mmsearch.clients.errors import DependencyDeadline, InputRejected, RejectionKind
+from mmsearch.clients.errors import DependencyDeadline, DependencyError, InputRejected, RejectionKind
 from mmsearch.clients.priority import Priority
+from mmsearch.clients.reranker import NoDocumentVectors
 from mmsearch.indexer.batch import REASON, dead_letter
 from mmsearch.indexer.embedding import EmbedScheduler, Refusal, WorkBudget
 from mmsearch.indexer.metrics import IndexerMetrics
@@ -33,7 +39,7 @@ from mmsearch.kit.errors import ServiceError
 from mmsearch.kit.media import ImageLimits, decode_image
 from mmsearch.kit.passages import ChunkingPolicy, TextPassage, over_limit, split_text, too_many_passages
 from mmsearch.stores.base import ItemRecord, Passage
-from mmsearch.v1 import common_pb2, embedder_pb2, events_pb2
+from mmsearch.v1 import common_pb2, embedder_pb2, events_pb2, reranker_pb2
 
 SNIPPET_CHARS = 300
 # How often a passage the model truncated is split again before the item is dead-lettered
@@ -80,6 +86,78 @@ class EmbedderPort(Protocol):
         *,
         priority: Priority = "interactive",
     ) -> list[embedder_pb2.ExtractedText]: ...
+
+
+class RerankerPort(Protocol):
+    """What enrichment needs of the reranker (mmsearch.clients.reranker.RerankerClient)."""
+
+    async def encode_documents(
+        self, texts: list[str], timeout_s: float, model: str = ""
+    ) -> reranker_pb2.EncodeDocumentsResponse: ...
+
+
+# Passages per EncodeDocuments call (an answer is ~60-100 KB per passage in int8), its deadline,
+# and how long encoding is skipped after a failure (so a reranker outage costs ingest one timeout,
+# not one per batch).
+ENCODE_CHUNK = 32
+ENCODE_BASE_TIMEOUT_S = 5.0
+ENCODE_SECONDS_PER_TEXT = 0.5
+ENCODE_BACKOFF_S = 30.0
+
+
+class TokenEncoder:
+    """Stored late-interaction vectors for passages, best effort. The reranker model's token
+    vectors are not needed to index or find an item, only to rerank it cheaply: when the
+    reranker fails, the item is stored without them (reranked on the fly, as items indexed
+    before this existed) and encoding pauses for ENCODE_BACKOFF_S; a model without document
+    vectors (a cross-encoder) turns encoding off for the process."""
+
+    def __init__(self, reranker: RerankerPort, metrics: IndexerMetrics | None = None) -> None:
+        self._reranker = reranker
+        self._metrics = metrics
+        self._off_until = 0.0
+        self.disabled = False
+
+    async def encode(self, texts: list[str]) -> list[bytes]:
+        """One blob per text (b"" where none could be made)."""
+        out = [b""] * len(texts)
+        if self.disabled or time.monotonic() < self._off_until or not texts:
+            return out
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            chunk = texts[start : start + ENCODE_CHUNK]
+            timeout_s = ENCODE_BASE_TIMEOUT_S + ENCODE_SECONDS_PER_TEXT * len(chunk)
+            try:
+                response = await self._reranker.encode_documents(chunk, timeout_s)
+            except NoDocumentVectors as exc:
+                self.disabled = True
+                log.info("rerank_vectors_off", reason=exc.detail)
+                return out
+            except DependencyError as exc:
+                self._off_until = time.monotonic() + ENCODE_BACKOFF_S
+                log.warning("rerank_vectors_skipped", error=exc.detail, pause_s=ENCODE_BACKOFF_S)
+                return out
+            if len(response.token_vectors) != len(chunk):
+                log.warning("rerank_vectors_mismatch", got=len(response.token_vectors), want=len(chunk))
+                return out
+            out[start : start + len(chunk)] = list(response.token_vectors)
+            if self._metrics is not None:
+                self._metrics.rerank_vector_bytes.inc(response.total_bytes)
+        return out
+
+    async def attach(self, records: list[ItemRecord]) -> list[ItemRecord]:
+        """`records` with each passage's stored token vectors (where they could be made)."""
+        texts = [p.text for r in records for p in r.passages]
+        if not texts:
+            return records
+        blobs = iter(await self.encode(texts))
+        return [
+            dataclasses.replace(
+                r, passages=tuple(dataclasses.replace(p, tokens=next(blobs)) for p in r.passages)
+            )
+            if r.passages
+            else r
+            for r in records
+        ]
 
 
 @dataclass
@@ -152,6 +230,7 @@ class Enricher:
         embedder: EmbedderPort,
         budget: WorkBudget | None = None,
         metrics: IndexerMetrics | None = None,
+        tokens: TokenEncoder | None = None,
         *,
         ocr_inline: bool = True,
     ) -> None:
@@ -159,6 +238,7 @@ class Enricher:
         listed in `ocr_deferred`; their OCR text is added later by the enrichment stage."""
         self._embedder = embedder
         self._ocr_inline = ocr_inline
+        self._tokens = tokens
         self._scheduler = EmbedScheduler(embedder, budget or WorkBudget())
         self._metrics = metrics
         self._decoding = asyncio.Semaphore(THUMBNAIL_CONCURRENCY)
@@ -173,49 +253,63 @@ class Enricher:
             else:
                 remaining.append(parts)
         while remaining:
-            contents = [content for parts in remaining for content in parts.contents()]
-            owner = [i for i, parts in enumerate(remaining) for _ in parts.contents()]
-            embedded = await self._scheduler.embed(space_id, contents)
-            if self._metrics is not None:
-                self._metrics.embed_calls.inc(embedded.calls)
-                self._metrics.embed_splits.inc(embedded.splits)
-            # An item any of whose passages was refused is dead-lettered whole.
-            refused: dict[int, Refusal] = {}
-            for index, refusal in sorted(embedded.refused.items()):
-                refused.setdefault(owner[index], refusal)
-            for i, refusal in refused.items():
-                reason = DLQ_REASON[refusal.kind] if refusal.kind else REASON.REASON_UNPROCESSABLE
-                out.dead_letters.append(dead_letter(remaining[i].pending.record, reason, refusal.detail))
-            per_item: list[list[embedder_pb2.Embedding]] = [[] for _ in remaining]
-            for index, i in enumerate(owner):
-                if i not in refused:
-                    per_item[i].append(embedded.vectors[index])
-            kept = [i for i in range(len(remaining)) if i not in refused]
-            remaining, per_item = [remaining[i] for i in kept], [per_item[i] for i in kept]
+            remaining, per_item = await self._embed(space_id, remaining, out)
             if self._resplit_truncated(remaining, per_item, out):
                 continue  # the embedder's cache answers the unchanged passages again
-            images = [parts.pending for parts in remaining if parts.pending.event.kind == "image"]
-            texts: dict[int, str] = {}
-            if self._ocr_inline:
-                found = await read_text(self._embedder, [p.event.event.content.image for p in images])
-                texts = {id(p): text for p, text in zip(images, found, strict=True)}
-            else:
-                out.ocr_deferred = images
-            # Decoding and resizing are CPU work: off the event loop, which also serves searches.
-            thumbs = await asyncio.gather(*(self._thumbnail(p.event.event.content.image) for p in images))
-            by_image = dict(zip((id(p) for p in images), thumbs, strict=True))
-            out.records = [
-                item_record(
-                    parts.pending,
-                    embeddings,
-                    texts.get(id(parts.pending), ""),
-                    by_image.get(id(parts.pending), b""),
-                    parts.passages,
-                )
-                for parts, embeddings in zip(remaining, per_item, strict=True)
-            ]
+            out.records = await self._records(remaining, per_item, out)
             break
         return out
+
+    async def _embed(
+        self, space_id: str, remaining: list[_Parts], out: Enriched
+    ) -> tuple[list[_Parts], list[list[embedder_pb2.Embedding]]]:
+        """Every passage of every item embedded; an item any of whose passages was refused
+        is dead-lettered whole and left out."""
+        contents = [content for parts in remaining for content in parts.contents()]
+        owner = [i for i, parts in enumerate(remaining) for _ in parts.contents()]
+        embedded = await self._scheduler.embed(space_id, contents)
+        if self._metrics is not None:
+            self._metrics.embed_calls.inc(embedded.calls)
+            self._metrics.embed_splits.inc(embedded.splits)
+        refused: dict[int, Refusal] = {}
+        for index, refusal in sorted(embedded.refused.items()):
+            refused.setdefault(owner[index], refusal)
+        for i, refusal in refused.items():
+            reason = DLQ_REASON[refusal.kind] if refusal.kind else REASON.REASON_UNPROCESSABLE
+            out.dead_letters.append(dead_letter(remaining[i].pending.record, reason, refusal.detail))
+        per_item: list[list[embedder_pb2.Embedding]] = [[] for _ in remaining]
+        for index, i in enumerate(owner):
+            if i not in refused:
+                per_item[i].append(embedded.vectors[index])
+        kept = [i for i in range(len(remaining)) if i not in refused]
+        return [remaining[i] for i in kept], [per_item[i] for i in kept]
+
+    async def _records(
+        self, remaining: list[_Parts], per_item: list[list[embedder_pb2.Embedding]], out: Enriched
+    ) -> list[ItemRecord]:
+        images = [parts.pending for parts in remaining if parts.pending.event.kind == "image"]
+        texts: dict[int, str] = {}
+        if self._ocr_inline:
+            found = await read_text(self._embedder, [p.event.event.content.image for p in images])
+            texts = {id(p): text for p, text in zip(images, found, strict=True)}
+        else:
+            out.ocr_deferred = images
+        # Decoding and resizing are CPU work: off the event loop, which also serves searches.
+        thumbs = await asyncio.gather(*(self._thumbnail(p.event.event.content.image) for p in images))
+        by_image = dict(zip((id(p) for p in images), thumbs, strict=True))
+        records = [
+            item_record(
+                parts.pending,
+                embeddings,
+                texts.get(id(parts.pending), ""),
+                by_image.get(id(parts.pending), b""),
+                parts.passages,
+            )
+            for parts, embeddings in zip(remaining, per_item, strict=True)
+        ]
+        if self._tokens is not None:
+            records = await self._tokens.attach(records)
+        return records
 
     async def _thumbnail(self, image: common_pb2.Media) -> bytes:
         async with self._decoding:

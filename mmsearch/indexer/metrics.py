@@ -71,3 +71,8 @@ class IndexerMetrics:
             "Embed calls past their deadline, split in halves and retried at once.",
             registry=registry,
         )
+        self.rerank_vector_bytes = Counter(
+            "mmsearch_indexer_rerank_vector_bytes_total",
+            "Bytes of reranker token vectors stored with passages (late interaction).",
+            registry=registry,
+        )

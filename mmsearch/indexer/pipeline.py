@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.batch import BatchResult, Record
 from mmsearch.indexer.embedding import WorkBudget
-from mmsearch.indexer.enrich import EmbedderPort, Enricher
+from mmsearch.indexer.enrich import EmbedderPort, Enricher, TokenEncoder
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.plan import Planner, Resolver
 from mmsearch.indexer.write import Writer, tombstone
@@ -38,13 +38,15 @@ class Pipeline:
         redirect: tuple[str, SpaceInfo] | None = None,
         ocr_inline: bool = True,
         producers: ProducerKeys | None = None,
+        tokens: TokenEncoder | None = None,
     ) -> None:
         """`redirect` = (source space id, target space): a re-embed job's pipeline,
         which writes the source space's events into the target space only.
         `ocr_inline=False`: images are written without OCR text and returned as
-        `followups` for the enrichment stage (mmsearch/indexer/ocr.py)."""
+        `followups` for the enrichment stage (mmsearch/indexer/ocr.py).
+        `tokens`: stores each passage's late-interaction vectors for the reranker."""
         self._planner = Planner(resolver, redirect=redirect, producers=producers)
-        self._enricher = Enricher(embedder, budget, metrics, ocr_inline=ocr_inline)
+        self._enricher = Enricher(embedder, budget, metrics, tokens, ocr_inline=ocr_inline)
         self._writer = Writer(store)
         self._metrics = metrics
 

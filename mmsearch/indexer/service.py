@@ -16,9 +16,11 @@ from typing import Any
 import grpc
 
 from mmsearch.clients.embedder import EmbedderClient
+from mmsearch.clients.reranker import RerankerClient
 from mmsearch.clients.spaces import SpaceInfo, SpaceResolver
 from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
 from mmsearch.indexer.embedding import WorkBudget
+from mmsearch.indexer.enrich import TokenEncoder
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.ocr import OcrStage
 from mmsearch.indexer.pipeline import Pipeline
@@ -47,6 +49,7 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         # The enrichment stage's consumer (OCR text for images), on its own topic and group.
         self.enrichment: IndexerConsumer | None = None
         self.embedder: EmbedderClient | None = None
+        self.reranker: RerankerClient | None = None
         self.reembed: ReembedManager | None = None
 
     async def GetStatus(
@@ -78,6 +81,14 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         if all(d.ready for d in response.dependencies if d.name in ("embedder", "store")):
             await self._space_counts(response)
         return response
+
+    async def close_clients(self) -> None:
+        for consumer in self.consumers():
+            await consumer.close()
+        if self.embedder is not None:
+            await self.embedder.close()
+        if self.reranker is not None:
+            await self.reranker.close()
 
     def consumers(self) -> list[IndexerConsumer]:
         return [c for c in (self.consumer, self.enrichment) if c is not None]
@@ -205,15 +216,46 @@ def work_budget(settings: Settings) -> WorkBudget:
     )
 
 
+def consumer_config(settings: Settings) -> ConsumerConfig:
+    """The live consumer's configuration."""
+    return ConsumerConfig(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.content_topic,
+        dlq_topic=settings.dlq_topic,
+        dlq_max_record_bytes=settings.dlq_max_record_bytes,
+        group_id=settings.indexer_group,
+        batch_size=settings.indexer_batch_size,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 6),
+        enrich_topic=settings.enrichment_topic,
+    )
+
+
+def enrichment_config(settings: Settings, live: ConsumerConfig) -> ConsumerConfig:
+    """The enrichment stage's consumer: its own topic and group, nothing further down."""
+    return replace(
+        live,
+        topic=settings.enrichment_topic,
+        group_id=f"{settings.indexer_group}.enrich",
+        batch_size=settings.enrich_batch_size,
+        enrich_topic="",
+    )
+
+
+def load_producers(settings: Settings) -> ProducerKeys:
+    """At build time: a bad keys file stops the start, like any bad setting."""
+    try:
+        return ProducerKeys.from_file(settings.producer_keys_file)
+    except ProducersFileError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
     settings = deps.settings
     metrics = IndexerMetrics(deps.metrics)
     service = IndexerAdminService(settings, stores)
     tasks: list[asyncio.Task[None]] = []
-    try:  # at build time: a bad keys file stops the start, like any bad setting
-        producers = ProducerKeys.from_file(settings.producer_keys_file)
-    except ProducersFileError as exc:
-        raise ConfigError(str(exc)) from exc
+    producers = load_producers(settings)
 
     async def start(port: int) -> None:
         if not settings.kafka_bootstrap:
@@ -225,6 +267,13 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
         store = await stores.get()
         embedder = service.embedder
         budget = work_budget(settings)
+        tokens: TokenEncoder | None = None
+        if settings.indexer_rerank_vectors:
+            service.reranker = RerankerClient.connect(
+                settings.indexer_reranker_addr or f"127.0.0.1:{port}",
+                settings.service_token.get_secret_value(),
+            )
+            tokens = TokenEncoder(service.reranker, metrics)
 
         def pipeline_for(redirect: tuple[str, SpaceInfo] | None = None) -> Pipeline:
             # The live pipeline leaves OCR to the enrichment stage; a re-embed replay reads it inline.
@@ -239,34 +288,19 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
                 redirect=redirect,
                 ocr_inline=inline,
                 producers=producers,
+                tokens=tokens,
             )
 
-        config = ConsumerConfig(
-            bootstrap=settings.kafka_bootstrap,
-            topic=settings.content_topic,
-            dlq_topic=settings.dlq_topic,
-            dlq_max_record_bytes=settings.dlq_max_record_bytes,
-            group_id=settings.indexer_group,
-            batch_size=settings.indexer_batch_size,
-            session_timeout_ms=settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 6),
-            enrich_topic=settings.enrichment_topic,
-        )
+        config = consumer_config(settings)
         service.consumer = IndexerConsumer(config, pipeline_for(), metrics, deps.tracer_provider)
         service.reembed = ReembedManager(
             replace(config, enrich_topic=""), embedder, store, metrics, pipeline_for
         )
         if settings.enrichment_topic:
-            enrichment = replace(
-                config,
-                topic=settings.enrichment_topic,
-                group_id=f"{settings.indexer_group}.enrich",
-                batch_size=settings.enrich_batch_size,
-                enrich_topic="",
+            stage = OcrStage(embedder, store, metrics, ingest_busy=service.consumer.state.busy)
+            service.enrichment = IndexerConsumer(
+                enrichment_config(settings, config), stage, metrics, deps.tracer_provider
             )
-            live = service.consumer
-            stage = OcrStage(embedder, store, metrics, ingest_busy=lambda: live.state.lag() > 0)
-            service.enrichment = IndexerConsumer(enrichment, stage, metrics, deps.tracer_provider)
         loop = asyncio.get_running_loop()
         tasks.extend(loop.create_task(c.run(), name=f"indexer-{c.config.topic}") for c in service.consumers())
 
@@ -285,10 +319,7 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
                 task.cancel()  # drain was cut short: nothing was committed, the batch is replayed
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for consumer in service.consumers():
-            await consumer.close()
-        if service.embedder is not None:
-            await service.embedder.close()
+        await service.close_clients()
 
     async def ready() -> str | None:
         if not settings.kafka_bootstrap:

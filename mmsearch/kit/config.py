@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
     # The embedder the indexer calls; empty: this process's own gRPC port.
     indexer_embedder_addr: str = ""
+    # Store each passage's reranker token vectors (Reranker.EncodeDocuments) so a rerank
+    # encodes only the query; the reranker it calls (empty: this process's own gRPC port).
+    indexer_rerank_vectors: bool = True
+    indexer_reranker_addr: str = ""
     # Bearer token the indexer and searcher present to the embedder and reranker.
     service_token: SecretStr = SecretStr("mmsearch-dev-token")
     # Ingest work is sized by cost, not item count: one Embed call carries at most
@@ -176,6 +180,9 @@ class Settings(BaseSettings):
     rerank_model: str = "minilm_maxsim_rerank"
     rerank_max_candidates: int = Field(200, ge=1, le=10_000)
     rerank_timeout_s: float = Field(30.0, gt=0, le=300)
+    # How EncodeDocuments packs stored token vectors: int8 (one scale per token, ~half the
+    # bytes) or float16 (docs/benchmarks.md "Rerank within budget" measures both).
+    rerank_token_encoding: Literal["int8", "float16"] = "int8"
 
     @property
     def enrichment_topic(self) -> str:

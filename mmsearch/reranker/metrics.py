@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 CANDIDATE_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 100, 200, 500, 1000)
 
@@ -13,5 +13,15 @@ class RerankerMetrics:
             "mmsearch_reranker_candidates",
             "Candidates per Rerank request (after validation).",
             buckets=CANDIDATE_BUCKETS,
+            registry=registry,
+        )
+        self.stored_vectors = Counter(
+            "mmsearch_reranker_stored_vector_candidates",
+            "Candidates scored from their stored token vectors (late interaction).",
+            registry=registry,
+        )
+        self.on_the_fly = Counter(
+            "mmsearch_reranker_on_the_fly_candidates",
+            "Candidates the model encoded at query time (no usable stored vectors).",
             registry=registry,
         )

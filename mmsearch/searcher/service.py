@@ -45,8 +45,10 @@ from mmsearch.stores.base import (
     Query,
     StoreHit,
     StoreUnavailable,
+    VectorStore,
     collection_name,
 )
+from mmsearch.stores.errors import StoreError
 from mmsearch.stores.filters import parse_filter
 from mmsearch.stores.provider import StoreProvider
 from mmsearch.v1 import common_pb2, reranker_pb2, searcher_pb2, searcher_pb2_grpc
@@ -168,7 +170,13 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         if plan.rerank_n and plan.offset < plan.rerank_n and hits:
             t0 = time.perf_counter()
             hits, rerank_scores = await self._rerank(
-                request, hits[: plan.rerank_n], hits[plan.rerank_n :], response, context
+                request,
+                hits[: plan.rerank_n],
+                hits[plan.rerank_n :],
+                response,
+                context,
+                store=store,
+                collection=collection,
             )
             timings.rerank_ms = (time.perf_counter() - t0) * 1000
             self._metrics.stage_seconds.labels("rerank").observe(timings.rerank_ms / 1000)
@@ -275,9 +283,14 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         rest: list[StoreHit],
         response: searcher_pb2.SearchResponse,
         context: Context,
+        *,
+        store: VectorStore | None = None,
+        collection: str = "",
     ) -> tuple[list[StoreHit], dict[int, float]]:
         """Rerank the window within the budget; on any failure keep the fused
-        order and say so (degraded, never failed)."""
+        order and say so (degraded, never failed). The candidates' stored token
+        vectors (written by the indexer) go with them, so the reranker encodes only
+        the query; a candidate without them is encoded on the fly."""
         assert self.reranker is not None
         if not request.query.HasField("text"):
             response.degraded = True
@@ -292,14 +305,18 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         ]
         if not scorable:
             return window + rest, {}
+        started = time.monotonic()
         budget_s = (request.rerank.budget_ms or self._settings.rerank_budget_ms) / 1000
         remaining = context.time_remaining()
         if remaining is not None:
             budget_s = min(budget_s, max(0.0, remaining - 0.05))
+        stored = await self._stored_tokens(store, collection, scorable)
+        budget_s = max(0.0, budget_s - (time.monotonic() - started))
         rerank_request = reranker_pb2.RerankRequest(
             query=request.query,
             candidates=[
-                reranker_pb2.RerankCandidate(id=str(i), text=passage_text(h)[:4000]) for i, h in scorable
+                reranker_pb2.RerankCandidate(id=str(i), text=passage_text(h)[:4000], token_vectors=blob)
+                for (i, h), blob in zip(scorable, stored, strict=True)
             ],
             model=request.rerank.model,
         )
@@ -318,6 +335,23 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         for slot, i in zip(slots, order, strict=True):
             new_window[slot] = window[i]
         return new_window + rest, {slot: scores[i] for slot, i in zip(slots, order, strict=True)}
+
+    async def _stored_tokens(
+        self, store: VectorStore | None, collection: str, scorable: list[tuple[int, StoreHit]]
+    ) -> list[bytes]:
+        """The candidates' stored token vectors (b"" each where none, or when the store fails:
+        the reranker then encodes them on the fly)."""
+        refs = [(h.record.item_id, h.passage) for _, h in scorable if h.passage is not None]
+        if store is None or not refs:
+            return [b""] * len(scorable)
+        principal = current_principal()
+        assert principal is not None
+        try:
+            blobs = iter(await store.passage_tokens(collection, principal.tenant, refs))
+        except StoreError as exc:
+            log.warning("rerank_tokens_unavailable", error=str(exc))
+            return [b""] * len(scorable)
+        return [next(blobs) if h.passage is not None else b"" for _, h in scorable]
 
     @staticmethod
     def _hit(hit: StoreHit, space: str, hybrid: bool, rerank: float | None) -> searcher_pb2.Hit:

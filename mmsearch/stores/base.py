@@ -97,6 +97,9 @@ class Passage:
     end: int
     text: str
     vector: npt.NDArray[np.float32] | None
+    # The reranker's stored token vectors of `text` (late interaction): an opaque blob the store
+    # keeps as it is (mmsearch/reranker/tokens.py); empty when there are none.
+    tokens: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class PassageHit:
     start: int
     end: int
     text: str
+    # The item's generation the passage belongs to (what `passage_tokens` needs to find it).
+    generation: str = ""
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,13 @@ class VectorStore(Protocol):
         the enrichment stage after the item became searchable by its vector), only while the
         stored item is still `state` (same version, event time and content; not deleted).
         False when it is not (a newer write won; the newer write's own enrichment follows)."""
+
+    async def passage_tokens(
+        self, collection: str, tenant: str, passages: Sequence[tuple[str, PassageHit]]
+    ) -> list[bytes]:
+        """The stored token vectors (Passage.tokens) of (item id, passage hit) pairs, in order; b""
+        where there are none (an item written without them, a passage of another generation,
+        an adapter that does not store them)."""
 
     async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
         """Stored passage points of one item, every generation (0 once it is deleted)."""

@@ -85,6 +85,9 @@ from mmsearch.stores.fusion import reciprocal_rank_fusion
 from mmsearch.stores.query import CheckedQuery, validate_query
 
 VECTOR = "dense"
+# Payload key of a passage's stored reranker token vectors (base64 of Passage.tokens). Never read
+# by a search's ranking; fetched by id for the candidates being reranked (`passage_tokens`).
+TOKENS = "rerank_tokens"
 ALIASES_FILE = "aliases.json"
 COLLECTION_FILE = "collection.json"
 SHARD_DIR = "shard"
@@ -198,6 +201,8 @@ def head_payload(record: ItemRecord, attributes: Mapping[str, FieldKind]) -> dic
         first = record.passages[0]
         payload["text"] = "\n".join(part for part in (record.title, first.text) if part)
         payload.update({"passage": 0, "start": first.start, "end": first.end, "passage_text": first.text})
+        if first.tokens:
+            payload[TOKENS] = base64.b64encode(first.tokens).decode("ascii")
     return payload
 
 
@@ -218,6 +223,8 @@ def passage_payload(
             "text": passage.text,
         }
     )
+    if passage.tokens:
+        payload[TOKENS] = base64.b64encode(passage.tokens).decode("ascii")
     return payload
 
 
@@ -226,7 +233,13 @@ def passage_hit(payload: Mapping[str, Any]) -> PassageHit | None:
     if "start" not in payload:
         return None
     text = payload.get("passage_text", "") if payload.get("head", True) else payload.get("text", "")
-    return PassageHit(int(payload.get("passage", 0)), int(payload["start"]), int(payload["end"]), str(text))
+    return PassageHit(
+        int(payload.get("passage", 0)),
+        int(payload["start"]),
+        int(payload["end"]),
+        str(text),
+        str(payload.get("generation", "")),
+    )
 
 
 def _parse_dt(value: str) -> datetime:
@@ -392,7 +405,9 @@ class _Heads:
         if not missing:
             return
         records = self._shard.retrieve(
-            [item_uuid(self._tenant, i) for i in missing], with_payload=True, with_vector=False
+            [item_uuid(self._tenant, i) for i in missing],
+            with_payload=qe.PayloadSelector.Exclude([TOKENS]),
+            with_vector=False,
         )
         found = {str((r.payload or {}).get("item_id")): r.payload or {} for r in records}
         for item_id in missing:
@@ -930,6 +945,41 @@ class QdrantEdgeStore:
             except Exception as exc:
                 raise StoreUnavailable(f"set_text on {collection} failed: {exc}") from exc
         return True
+
+    async def passage_tokens(
+        self, collection: str, tenant: str, passages: Sequence[tuple[str, PassageHit]]
+    ) -> list[bytes]:
+        if not passages:
+            return []
+        handle = await self._get(collection)
+        ids: list[qe.PointId] = [
+            item_uuid(tenant, item_id)
+            if hit.index == 0
+            else passage_uuid(tenant, item_id, hit.generation, hit.index)
+            for item_id, hit in passages
+        ]
+        selector = qe.PayloadSelector.Include(["tenant", "item_id", "generation", "deleted", TOKENS])
+        try:
+            records = await self._run(
+                lambda: handle.shard.retrieve(
+                    list(dict.fromkeys(ids)), with_payload=selector, with_vector=False
+                )
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"passage tokens on {collection} failed: {exc}") from exc
+        found = {str(r.id): r.payload or {} for r in records}
+        out: list[bytes] = []
+        for point_id, (item_id, hit) in zip(ids, passages, strict=True):
+            payload = found.get(str(point_id), {})
+            same = (
+                payload.get("tenant") == tenant
+                and payload.get("item_id") == item_id
+                and not payload.get("deleted")
+                and payload.get("generation", "") == hit.generation
+            )
+            blob = payload.get(TOKENS) if same else None
+            out.append(base64.b64decode(blob) if isinstance(blob, str) else b"")
+        return out
 
     async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
         handle = await self._get(collection)

@@ -1070,6 +1070,16 @@ class WeaviateStore:
         )
         return True
 
+    async def passage_tokens(
+        self, collection: str, tenant: str, passages: Sequence[tuple[str, PassageHit]]
+    ) -> list[bytes]:
+        """Not stored in Weaviate (yet): every passage reads as b"", so the reranker encodes the
+        candidates on the fly (correct, slower). Weaviate >= 1.29 has multi-vector named vectors
+        with a MaxSim comparator (weaviate-client v4: `Configure.VectorIndex.MultiVector`) and
+        BLOB properties; neither is written here because no Weaviate server can be run to verify
+        them (docs/architecture.md, "Stored rerank vectors")."""
+        return [b""] * len(passages)
+
     async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
         real, _ = await self._existing(collection)
         client = await self._conn()

@@ -23,6 +23,7 @@ from tests.contract.store_contract import (
     VectorStoreContract,
     eq,
     ids,
+    make_doc,
     make_record,
 )
 
@@ -145,3 +146,50 @@ def test_the_store_package_imports_nothing_of_the_services() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+async def test_passage_tokens_are_stored_per_passage_and_follow_the_generation(tmp_path: Path) -> None:
+    """Stored reranker token vectors (opaque bytes) come back for the passage a hit names, from
+    the head (passage 0) and from further passages; not for another generation, another tenant,
+    a deleted item or an item written without them; ranking never reads them."""
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        await store.ensure_collection(Collection("docs_1", "docs@1", DIM, "cosine", ATTRIBUTES))
+        rng = np.random.default_rng(3)
+        vectors = [rng.normal(size=DIM).astype(np.float32) for _ in range(3)]
+        plain = make_doc(TENANT, "doc", 1, ["one.", "two.", "three."], vectors)
+        blobs = [b"tok-0" * 100, b"tok-1" * 100, b"\x00\xff" * 7]
+        doc = replace(
+            plain, passages=tuple(replace(p, tokens=b) for p, b in zip(plain.passages, blobs, strict=True))
+        )
+        bare = make_doc(TENANT, "bare", 1, ["alpha.", "beta."], vectors[:2])
+        await store.write("docs_1", [doc, bare])
+        hits = await store.search(
+            "docs_1", Query(TENANT, limit=5, vector=vectors[1] / np.linalg.norm(vectors[1]))
+        )
+        top = next(h for h in hits if h.record.item_id == "doc")
+        assert top.passage is not None and top.passage.index == 1 and top.passage.generation
+        gen = top.passage.generation
+        refs = [("doc", replace(top.passage, index=i)) for i in range(3)]
+        bare_hit = next(h for h in hits if h.record.item_id == "bare")
+        assert bare_hit.passage is not None
+        assert await store.passage_tokens("docs_1", TENANT, [*refs, ("bare", bare_hit.passage)]) == [
+            *blobs,
+            b"",
+        ]
+        assert await store.passage_tokens("docs_1", "other-tenant", refs) == [b""] * 3
+        assert await store.passage_tokens("docs_1", TENANT, []) == []
+        # A new version: the old generation's refs find nothing, the new ones find the new tokens.
+        v2 = replace(doc, version=2, passages=tuple(replace(p, tokens=b"v2") for p in doc.passages))
+        await store.write("docs_1", [v2])
+        assert await store.passage_tokens("docs_1", TENANT, refs) == [b"", b"", b""]
+        fresh = await store.search(
+            "docs_1", Query(TENANT, limit=5, vector=vectors[1] / np.linalg.norm(vectors[1]))
+        )
+        new = next(h for h in fresh if h.record.item_id == "doc").passage
+        assert new is not None and new.generation != gen
+        assert await store.passage_tokens("docs_1", TENANT, [("doc", new)]) == [b"v2"]
+        await store.write("docs_1", [replace(v2, version=3, deleted=True, vector=None, passages=())])
+        assert await store.passage_tokens("docs_1", TENANT, [("doc", replace(new, index=0))]) == [b""]
+    finally:
+        await store.close()

@@ -119,3 +119,35 @@ def test_mismatched_rows_are_an_error(client: grpcclient.InferenceServerClient) 
     d.set_data_from_numpy(np.asarray([[b"a"]], dtype=object))
     with pytest.raises(Exception, match=r"(?i)shape|batch|DOCUMENT"):
         client.infer(MODEL, [q, d], client_timeout=30)
+
+
+def encode(
+    client: grpcclient.InferenceServerClient, name: str, texts: list[str]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Encode mode: (token vectors, pooled vector) per text."""
+    array = np.asarray([t.encode("utf-8") for t in texts], dtype=object).reshape(-1, 1)
+    tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
+    tensor.set_data_from_numpy(array)
+    outputs = [grpcclient.InferRequestedOutput(n) for n in ("TOKENS", "TOKEN_COUNT", "POOLED")]
+    result = client.infer(MODEL, [tensor], outputs=outputs, client_timeout=60)
+    tokens, counts, pooled = (result.as_numpy(n) for n in ("TOKENS", "TOKEN_COUNT", "POOLED"))
+    assert tokens.dtype == np.float16 and tokens.shape[0] == len(texts) and tokens.shape[2] == 384
+    assert counts.shape == (len(texts), 1) and pooled.shape == (len(texts), 384)
+    return [(tokens[i, : int(counts[i, 0])].astype(np.float32), pooled[i]) for i in range(len(texts))]
+
+
+def test_encode_mode_gives_what_scoring_uses(client: grpcclient.InferenceServerClient) -> None:
+    """Stored vectors reproduce SCORE: 0.2 * cosine + 0.8 * MaxSim over the encode-mode outputs."""
+    docs = DOCS[:5]
+    encoded = encode(client, "DOCUMENT", docs)
+    (q_tokens, q_pooled) = encode(client, "QUERY", [QUERY])[0]
+    assert all(len(t) > 5 for t, _ in encoded)
+    np.testing.assert_allclose(np.linalg.norm(encoded[0][0], axis=1), 1.0, atol=2e-3)
+    stored = [
+        0.2 * float(q_pooled @ p) + 0.8 * float((q_tokens @ t.T).max(axis=1).mean()) for t, p in encoded
+    ]
+    np.testing.assert_allclose(stored, score(client, [QUERY] * 5, docs), atol=2e-3)
+    # An empty text: no tokens. Neither input: an error.
+    assert len(encode(client, "DOCUMENT", ["", DOCS[0]])[0][0]) == 0
+    with pytest.raises(Exception, match=r"(?i)QUERY|DOCUMENT|input"):
+        client.infer(MODEL, [], client_timeout=30)

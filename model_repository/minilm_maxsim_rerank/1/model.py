@@ -17,6 +17,13 @@ Triton's dynamic batcher hands `execute` a LIST of requests. All rows are scored
 together: each distinct query is encoded once, each distinct document once (in
 length-sorted sub-batches to limit padding), and the scores are split back per
 request. bench/reranker_eval.py runs this same `Reranker` in-process.
+
+Encode mode (stored token vectors, ColBERT-style): a request with only DOCUMENT
+(or only QUERY) is not scored; it returns each text's MaxSim token vectors as
+TOKENS [rows, T, 384] FP16 (zero-padded to the request's longest), TOKEN_COUNT
+[rows, 1] and POOLED [rows, 384]: exactly what scoring uses, so the reranker
+service can score a query against document vectors stored at index time with
+the same formula (mmsearch/reranker/tokens.py).
 """
 
 from __future__ import annotations
@@ -175,9 +182,27 @@ class Reranker:
         return scores
 
 
-def _strings(request: Any, name: str) -> list[str]:
-    raw = pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)
+def _strings(request: Any, name: str) -> list[str] | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    raw = tensor.as_numpy().reshape(-1)
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in raw]
+
+
+def encoded_tensors(encoded: list[Encoded], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TOKENS [n, T, dim] float16 (zero-padded), TOKEN_COUNT [n, 1] int32, POOLED [n, dim] float32.
+    An empty text has no tokens and a zero pooled vector."""
+    width = max([len(e.tokens) for e in encoded] + [1])
+    tokens = np.zeros((len(encoded), width, dim), dtype=np.float16)
+    counts = np.zeros((len(encoded), 1), dtype=np.int32)
+    pooled = np.zeros((len(encoded), dim), dtype=np.float32)
+    for row, e in enumerate(encoded):
+        n = len(e.tokens)
+        tokens[row, :n] = e.tokens
+        counts[row, 0] = n
+        pooled[row] = e.pooled
+    return tokens, counts, pooled
 
 
 class TritonPythonModel:
@@ -186,15 +211,46 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         self.reranker = Reranker(version_dir, params)
+        self.dim: int | None = None
+
+    def encode_texts(self, texts: list[str], *, query: bool) -> list[Encoded]:
+        """Encode mode: one Encoded per text (an empty text: no tokens, zero pooled vector)."""
+        dim = int(self.reranker.session.get_outputs()[0].shape[-1]) if self.dim is None else self.dim
+        self.dim = dim
+        present = [t for t in dict.fromkeys(texts) if t.strip()]
+        done = dict(zip(present, self.reranker.encode(present, query=query), strict=True)) if present else {}
+        empty = Encoded(np.zeros(dim, np.float32), np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+        return [done.get(t, empty) for t in texts]
 
     def execute(self, requests: list[Any]) -> list[Any]:
         queries: list[str] = []
         documents: list[str] = []
         counts: list[int] = []
         errors: dict[int, str] = {}
+        encodes: dict[int, Any] = {}
         for k, request in enumerate(requests):
             q = _strings(request, "QUERY")
             d = _strings(request, "DOCUMENT")
+            if q is None or d is None:
+                counts.append(0)
+                if q is None and d is None:
+                    errors[k] = "send QUERY and DOCUMENT (score), or one of them (encode)"
+                    continue
+                try:
+                    texts = d if q is None else q
+                    encoded = self.encode_texts(texts or [], query=q is not None)
+                    tokens, token_count, pooled = encoded_tensors(encoded, self.dim or 0)
+                except Exception as exc:  # reported on this request only
+                    errors[k] = f"encode failed: {exc}"
+                    continue
+                encodes[k] = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor("TOKENS", tokens),
+                        pb_utils.Tensor("TOKEN_COUNT", token_count),
+                        pb_utils.Tensor("POOLED", pooled),
+                    ]
+                )
+                continue
             if len(q) != len(d):
                 errors[k] = f"QUERY has {len(q)} rows but DOCUMENT has {len(d)}"
                 counts.append(0)
@@ -206,6 +262,9 @@ class TritonPythonModel:
         responses = []
         start = 0
         for k, count in enumerate(counts):
+            if k in encodes:
+                responses.append(encodes[k])
+                continue
             if k in errors:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(errors[k])))
                 continue

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Fetch the Python 3.11 documentation sources (PSF license) for bench/rerank_budget_eval.py.
+
+Downloads the Debian package `python3.11-doc` at a pinned version with `apt-get download` (no
+root, nothing installed), checks its sha256 and unpacks it with `dpkg-deb -x` into
+.cache/datasets/python3.11-doc/. Idempotent. Prints the folder of the reStructuredText sources
+(`html/_sources/**/*.rst.txt`).
+
+Needs the Debian package lists (`apt-get update`, as root, once per machine) the first time;
+afterwards it works from .cache/ alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mmsearch.dev.debian import fetch_deb
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache" / "datasets" / "python3.11-doc"
+PACKAGE = "python3.11-doc"
+VERSION = "3.11.2-6+deb12u8"
+DEB_NAME = "python3.11-doc_3.11.2-6+deb12u8_all.deb"
+SHA256 = "50eb63e7f636c4281e9ce1b8f10386f1def42159eddce34fc1f41c46261df71b"
+
+
+def fetch() -> Path:
+    sources = Path("usr") / "share" / "doc" / "python3.11" / "html" / "_sources"
+    root = fetch_deb(
+        CACHE,
+        PACKAGE,
+        VERSION,
+        deb_name=DEB_NAME,
+        sha256=SHA256,
+        complete=lambda r: (r / sources / "library" / "json.rst.txt").exists(),
+    )
+    return root / sources
+
+
+if __name__ == "__main__":
+    print(fetch())
+    sys.exit(0)
