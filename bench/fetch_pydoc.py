@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Fetch the Python 3.11 documentation sources (PSF license) for bench/rerank_budget_eval.py.
+"""Fetch the Python 3.11 documentation (PSF license): the one pin of the Debian package, used by
+bench/rerank_budget_eval.py, bench/fetch_pydocs.py (text encoder benchmarks) and
+bench/realistic_corpus.py (the realistic-ingest corpus).
 
 Downloads the Debian package `python3.11-doc` at a pinned version with `apt-get download` (no
 root, nothing installed), checks its sha256 and unpacks it with `dpkg-deb -x` into
@@ -25,17 +27,24 @@ DEB_NAME = "python3.11-doc_3.11.2-6+deb12u8_all.deb"
 SHA256 = "50eb63e7f636c4281e9ce1b8f10386f1def42159eddce34fc1f41c46261df71b"
 
 
+HTML = Path("usr") / "share" / "doc" / "python3.11" / "html"
+SOURCES = HTML / "_sources"
+
+
+def _complete(root: Path) -> bool:
+    return (root / SOURCES / "library" / "json.rst.txt").exists() and (
+        root / HTML / "library" / "json.html"
+    ).exists()
+
+
+def unpacked_root() -> Path:
+    """The unpacked package (downloaded and checked on first use)."""
+    return fetch_deb(CACHE, PACKAGE, VERSION, deb_name=DEB_NAME, sha256=SHA256, complete=_complete)
+
+
 def fetch() -> Path:
-    sources = Path("usr") / "share" / "doc" / "python3.11" / "html" / "_sources"
-    root = fetch_deb(
-        CACHE,
-        PACKAGE,
-        VERSION,
-        deb_name=DEB_NAME,
-        sha256=SHA256,
-        complete=lambda r: (r / sources / "library" / "json.rst.txt").exists(),
-    )
-    return root / sources
+    """The reStructuredText sources."""
+    return unpacked_root() / SOURCES
 
 
 if __name__ == "__main__":

@@ -16,30 +16,11 @@ import re
 import sys
 from pathlib import Path
 
-from debian_package import fetch_deb
+from fetch_pydoc import PACKAGE, fetch
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".cache" / "datasets" / "python3.11-doc"
-PACKAGE = "python3.11-doc"
-VERSION = "3.11.2-6+deb12u8"
-DEB_NAME = "python3.11-doc_3.11.2-6+deb12u8_all.deb"
-SHA256 = "50eb63e7f636c4281e9ce1b8f10386f1def42159eddce34fc1f41c46261df71b"
-SOURCES = Path("usr") / "share" / "doc" / "python3.11" / "html" / "_sources"
 MIN_WORDS, MAX_WORDS = 30, 300
 _ROLE = re.compile(r":[a-z:]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
 _MARKUP = re.compile(r"``|\*\*|`_*|\|")
-
-
-def fetch() -> Path:
-    root = fetch_deb(
-        CACHE,
-        PACKAGE,
-        VERSION,
-        deb_name=DEB_NAME,
-        sha256=SHA256,
-        complete=lambda r: (r / SOURCES / "tutorial").is_dir(),
-    )
-    return root / SOURCES
 
 
 def _clean(block: list[str]) -> str:

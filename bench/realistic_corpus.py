@@ -30,14 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fetch_pydoc import DEB_NAME, HTML, PACKAGE, SHA256, VERSION, unpacked_root  # the package's one pin
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "datasets"
-PACKAGE = "python3.11-doc"
-VERSION = "3.11.2-6+deb12u8"
-DEB_NAME = "python3.11-doc_3.11.2-6+deb12u8_all.deb"
-SHA256 = "50eb63e7f636c4281e9ce1b8f10386f1def42159eddce34fc1f41c46261df71b"
-HTML = Path("usr") / "share" / "doc" / "python3.11" / "html"
 CORPUS_VERSION = 1  # bump when the splitting changes
 
 MIN_WORDS, MAX_WORDS, PART_WORDS = 30, 500, 400
@@ -255,17 +251,7 @@ def distribution(words: list[int]) -> dict[str, Any]:
 
 
 def fetch_html() -> Path:
-    from mmsearch.dev.debian import fetch_deb
-
-    root = fetch_deb(
-        CACHE / PACKAGE,
-        PACKAGE,
-        VERSION,
-        deb_name=DEB_NAME,
-        sha256=SHA256,
-        complete=lambda r: (r / HTML / "library" / "json.html").exists(),
-    )
-    return root / HTML
+    return unpacked_root() / HTML
 
 
 def load_corpus(cache: Path = CACHE / "realistic") -> tuple[list[Doc], dict[str, Any]]:
