@@ -31,7 +31,11 @@ def fetch_deb(
     cache.mkdir(parents=True, exist_ok=True)
     deb = cache / deb_name
     if not (deb.exists() and sha256_of(deb) == sha256):
-        subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=cache, check=True)
+        download = ["apt-get", "download", f"{package}={version}"]
+        if subprocess.run(download, cwd=cache, check=False).returncode != 0:
+            # A fresh machine may have no package lists yet: fetch them once, then retry.
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(download, cwd=cache, check=True)
     actual = sha256_of(deb)
     if actual != sha256:
         deb.unlink()
