@@ -18,7 +18,13 @@ from typing import Any, cast
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError, InputRejected
+from mmsearch.clients.errors import (
+    DependencyDeadline,
+    DependencyDown,
+    DependencyError,
+    InputRejected,
+    RejectionKind,
+)
 from mmsearch.clients.priority import PRIORITY_HEADER, Priority
 from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo, chunking_from_message
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
@@ -48,12 +54,12 @@ def dependency_error(err: grpc.aio.AioRpcError, dependency: str = DEPENDENCY) ->
     match = ITEM_FIELD.match(detail)
     if match is not None and code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            kind: str = "over_limit"
+            kind: RejectionKind = "over_limit"
         elif ".image" in detail or ".audio" in detail:
             kind = "corrupt_media"
         else:
             kind = "invalid"
-        return InputRejected(dependency, detail, index=int(match.group(1)), kind=kind)  # type: ignore[arg-type]
+        return InputRejected(dependency, detail, index=int(match.group(1)), kind=kind)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DependencyDeadline(dependency, f"{code.name}: {detail}")
     if code in TRANSIENT:
