@@ -28,8 +28,10 @@ from mmsearch.kit.media import (
     AudioLimits,
     ImageLimits,
     classifier_pixels,
+    declared_size,
     decode_audio,
     decode_image,
+    ocr_pixel_cost,
     ocr_pixels,
 )
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
@@ -348,14 +350,16 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             raise InvalidArgument("at least one image is required", field="images")
         if len(images) > self._settings.embed_max_items:
             raise ResourceExhausted(f"{len(images)} images; the limit is {self._settings.embed_max_items}")
+        self._check_ocr_budget(images)
         deadline = self._pool.deadline(remaining_s(context))
         priority = caller_priority(context)
         model = self._settings.ocr_model
         info = await self._pool.cached_info(model, deadline)
         started = time.perf_counter()
-        pixels = await asyncio.gather(
-            *(asyncio.to_thread(self._ocr_pixels, media, f"images[{i}]") for i, media in enumerate(images))
-        )
+        # One image decoded at a time: a page decodes to ~150 MB before it is downscaled.
+        pixels = [
+            await asyncio.to_thread(self._ocr_pixels, media, f"images[{i}]") for i, media in enumerate(images)
+        ]
         self._metrics.preprocess_seconds.labels("ocr").observe(time.perf_counter() - started)
         outputs = ("TEXT", "LINES", "SCORES", "BOXES")
         results = await asyncio.gather(
@@ -372,6 +376,15 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             )
         )
         return embedder_pb2.ExtractTextResponse(results=[ocr_result(r.outputs) for r in results])
+
+    def _check_ocr_budget(self, images: list[common_pb2.Media]) -> None:
+        budget = self._settings.ocr_max_pixels_per_request
+        sizes = [declared_size(media.data) for media in images]
+        total = sum(ocr_pixel_cost(size, self._settings.ocr_max_side) for size in sizes if size is not None)
+        if total > budget:
+            raise ResourceExhausted(
+                f"images: {total} pixels of OCR work after downscaling; the limit per request is {budget}"
+            )
 
     def _ocr_pixels(self, media: common_pb2.Media, field: str) -> npt.NDArray[np.uint8]:
         image = decode_image(media.data, media.mime_type, self._image_limits, field)

@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     embed_max_audio_bytes: int = Field(50 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
     # Longest side of an image sent to OCR (larger images are downscaled).
     ocr_max_side: int = Field(4096, ge=32, le=16384)
+    # Pixels one ExtractText request may make OCR work on, after downscaling, checked from
+    # the images' headers before any is decoded (ten 7000 x 7000 pages are 168 MP).
+    ocr_max_pixels_per_request: int = Field(64_000_000, ge=1_000_000, le=2_000_000_000)
     # Embedding cache (content-hash keyed LRU); 0 disables it.
     embed_cache_mb: float = Field(64.0, ge=0, le=65536)
 

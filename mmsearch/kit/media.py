@@ -110,6 +110,24 @@ def decode_image(
         raise InvalidArgument(f"corrupt image data: {type(exc).__name__}", field=field) from exc
 
 
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image header alone (nothing decoded); None when the
+    bytes are not an image Pillow can open (decode_image then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
+            width, height = image.size
+    except Exception:  # untrusted bytes: the full decode reports the error
+        return None
+    return int(width), int(height)
+
+
+def ocr_pixel_cost(size: tuple[int, int], max_side: int) -> int:
+    """Pixels OCR works on for an image of `size` once downscaled to `max_side`."""
+    width, height = size
+    scale = min(1.0, max_side / max(width, height, 1))
+    return int(width * scale) * int(height * scale)
+
+
 def classifier_pixels(image: Image.Image, side: int = CLASSIFIER_SIDE) -> npt.NDArray[np.uint8]:
     """Shorter side to `side` (bicubic), then a centered side x side crop."""
     width, height = image.size

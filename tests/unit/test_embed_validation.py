@@ -228,3 +228,28 @@ async def test_a_cached_image_still_has_its_declared_mime_checked() -> None:
         await embed_as(
             service, "a", common_pb2.Content(image=common_pb2.Media(data=data, mime_type="image/jpeg"))
         )
+
+
+async def test_ocr_work_is_bounded_from_the_headers_before_any_decode() -> None:
+    """Ten 7000 x 7000 pages (under every per-image limit) are 168 MP of OCR work after
+    downscaling: refused from their headers, nothing decoded, nothing sent to the model."""
+    import tracemalloc
+
+    from mmsearch.kit.errors import ResourceExhausted
+    from tests.unit.test_media import png_header
+
+    pool = FakePool()
+    service = EmbedderService(
+        make_settings(),
+        pool,  # type: ignore[arg-type]
+        default_registry("minilm_l6_text", "image_model", "audio_model"),
+        EmbedderMetrics(CollectorRegistry()),
+        EmbeddingCache(0),
+    )
+    pages = [common_pb2.Media(data=png_header(7000, 7000)) for _ in range(10)]
+    tracemalloc.start()
+    with pytest.raises(ResourceExhausted, match="pixels of OCR work"):
+        await service.ExtractText(embedder_pb2.ExtractTextRequest(images=pages), FakeContext())  # type: ignore[arg-type]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 4 << 20 and not pool.priorities
