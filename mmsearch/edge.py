@@ -12,7 +12,13 @@ waiting on one, INVALID_ARGUMENT naming the field for a query the store refuses.
 
 from __future__ import annotations
 
-from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError, InputRejected
+from mmsearch.clients.errors import (
+    DependencyDeadline,
+    DependencyDown,
+    DependencyError,
+    InputRejected,
+    RequestTooLarge,
+)
 from mmsearch.kit.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -38,6 +44,8 @@ def translate(exc: BaseException) -> ServiceError | None:
         return DeadlineExceeded(str(exc))
     if isinstance(exc, DependencyDown):
         return Unavailable(str(exc))
+    if isinstance(exc, RequestTooLarge):
+        return ResourceExhausted(str(exc))
     if isinstance(exc, InputRejected):
         error = ResourceExhausted if exc.kind == "over_limit" else InvalidArgument
         return error(exc.detail)

@@ -24,6 +24,7 @@ from mmsearch.clients.errors import (
     DependencyError,
     InputRejected,
     RejectionKind,
+    RequestTooLarge,
 )
 from mmsearch.clients.priority import PRIORITY_HEADER, Priority
 from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo, chunking_from_message
@@ -38,7 +39,6 @@ SPACES_TTL_S = 30.0
 TRANSIENT = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.UNKNOWN,
@@ -62,6 +62,8 @@ def dependency_error(err: grpc.aio.AioRpcError, dependency: str = DEPENDENCY) ->
         return InputRejected(dependency, detail, index=int(match.group(1)), kind=kind)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DependencyDeadline(dependency, f"{code.name}: {detail}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return RequestTooLarge(dependency, f"{code.name}: {detail}")
     if code in TRANSIENT:
         return DependencyDown(dependency, f"{code.name}: {detail}")
     return DependencyError(dependency, f"{code.name}: {detail}")

@@ -31,6 +31,11 @@ class DependencyDeadline(DependencyDown):
     A subclass of DependencyDown: a batch consumer retries both the same way."""
 
 
+class RequestTooLarge(DependencyError):
+    """The dependency refused the request as a whole for its size (RESOURCE_EXHAUSTED
+    naming no single input): a smaller request can succeed, the same one never will."""
+
+
 class InputRejected(DependencyError):
     """The dependency refused one input (an item of a batch, or the query):
     retrying the same input cannot succeed."""

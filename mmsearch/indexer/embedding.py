@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mmsearch.clients.errors import DependencyDeadline, InputRejected, RejectionKind
+from mmsearch.clients.errors import DependencyDeadline, InputRejected, RejectionKind, RequestTooLarge
 from mmsearch.clients.priority import Priority
 from mmsearch.v1 import common_pb2, embedder_pb2
 
@@ -161,12 +161,15 @@ class EmbedScheduler:
                 bad = pending.pop(rejected.index)
                 out.refused[bad] = Refusal(rejected.kind, rejected.detail)
                 continue
-            except DependencyDeadline as exc:
+            except (DependencyDeadline, RequestTooLarge) as exc:
+                too_large = isinstance(exc, RequestTooLarge)
                 if len(pending) > 1:
                     out.splits += 1
                     half = len(pending) // 2
                     await self._call(space, items, costs, pending[:half], out, escalated=escalated)
                     await self._call(space, items, costs, pending[half:], out, escalated=escalated)
+                elif too_large:
+                    out.refused[pending[0]] = Refusal("over_limit", f"too large on its own: {exc.detail}")
                 elif not escalated and timeout_s < self._budget.max_timeout_s:
                     await self._call(space, items, costs, pending, out, escalated=True)
                 else:

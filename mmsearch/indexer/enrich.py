@@ -28,7 +28,13 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from mmsearch.clients.errors import DependencyDeadline, DependencyError, InputRejected, RejectionKind
+from mmsearch.clients.errors import (
+    DependencyDeadline,
+    DependencyError,
+    InputRejected,
+    RejectionKind,
+    RequestTooLarge,
+)
 from mmsearch.clients.priority import Priority
 from mmsearch.clients.reranker import NoDocumentVectors
 from mmsearch.indexer.batch import REASON, dead_letter
@@ -372,9 +378,10 @@ async def read_text(embedder: EmbedderPort, images: Sequence[common_pb2.Media]) 
             found = await embedder.extract_text(batch, timeout_s=timeout_s, priority="bulk")
         except InputRejected:
             continue
-        except DependencyDeadline as exc:
+        except (DependencyDeadline, RequestTooLarge) as exc:
+            # Too slow or too much OCR work for one request: each image alone.
             if len(chunk) > 1:
-                chunks[:0] = [[i] for i in chunk]  # alone, each with its own deadline
+                chunks[:0] = [[i] for i in chunk]
             else:
                 log.warning("ocr_skipped", error=exc.detail, image_bytes=len(images[chunk[0]].data))
             continue

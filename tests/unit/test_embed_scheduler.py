@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmsearch.clients.errors import DependencyDeadline, DependencyDown, InputRejected
+from mmsearch.clients.errors import DependencyDeadline, DependencyDown, InputRejected, RequestTooLarge
 from mmsearch.indexer.embedding import (
     Cost,
     EmbedScheduler,
@@ -114,3 +114,31 @@ async def test_an_embedder_that_is_down_propagates() -> None:
     embedder.down = True
     with pytest.raises(DependencyDown):
         await EmbedScheduler(embedder, BUDGET).embed("s@1", [text(5)])
+
+
+class SizeLimitedEmbedder(SlowEmbedder):
+    """Refuses any call of more than `max_items` as a whole (RESOURCE_EXHAUSTED naming no item)."""
+
+    def __init__(self, max_items: int) -> None:
+        super().__init__(seconds_per_token=0.0)
+        self.max_items = max_items
+
+    async def embed(
+        self,
+        space: str,
+        items: Sequence[common_pb2.Content],
+        timeout_s: float | None = None,
+        *,
+        priority: str = "interactive",
+    ) -> embedder_pb2.EmbedResponse:
+        if len(items) > self.max_items:
+            raise RequestTooLarge("embedder", "RESOURCE_EXHAUSTED: too much work in one request")
+        return await super().embed(space, items, timeout_s, priority=priority)
+
+
+async def test_a_request_too_large_as_a_whole_is_split_not_retried() -> None:
+    embedder = SizeLimitedEmbedder(max_items=3)
+    out = await EmbedScheduler(embedder, BUDGET).embed("s@1", [text(5, f"t{i}-") for i in range(10)])
+    assert sorted(out.vectors) == list(range(10)) and not out.refused and out.splits > 0
+    alone = await EmbedScheduler(SizeLimitedEmbedder(max_items=0), BUDGET).embed("s@1", [text(5)])
+    assert alone.refused[0].kind == "over_limit"
