@@ -50,8 +50,14 @@ def test_serve_metrics_logs_and_graceful_sigterm(triton: TritonHandle, tmp_path:
                 embedder_pb2.EmbedRequest(items=[common_pb2.Content(text=" ")]), metadata=AUTH, timeout=10
             )
 
-        text = metrics_text(metrics_port)
         labels = 'grpc_method="Embed",grpc_service="mmsearch.v1.Embedder",grpc_type="unary"'
+        # The server counts an RPC as it finishes: the client may hear the error a moment before.
+        wait_until(
+            lambda: f"grpc_server_handling_seconds_count{{{labels}}} 2.0" in metrics_text(metrics_port),
+            timeout_s=5,
+            what="both RPCs counted",
+        )
+        text = metrics_text(metrics_port)
         assert f'grpc_server_handled_total{{grpc_code="OK",{labels}}} 1.0' in text
         assert f'grpc_server_handled_total{{grpc_code="INVALID_ARGUMENT",{labels}}} 1.0' in text
         assert f"grpc_server_handling_seconds_count{{{labels}}} 2.0" in text
