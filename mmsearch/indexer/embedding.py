@@ -101,6 +101,8 @@ def plan_calls(costs: Sequence[Cost], budget: WorkBudget) -> list[list[int]]:
 
 
 class Embedder(Protocol):
+    """The embedder as ingest calls it (mmsearch.clients.embedder.EmbedderClient)."""
+
     async def embed(
         self,
         space: str,
@@ -108,7 +110,8 @@ class Embedder(Protocol):
         timeout_s: float | None = None,
         *,
         priority: Priority = "interactive",
-    ) -> embedder_pb2.EmbedResponse: ...
+    ) -> embedder_pb2.EmbedResponse:
+        """Raises InputRejected for a bad item, DependencyDown when unavailable."""
 
 
 @dataclass(frozen=True)

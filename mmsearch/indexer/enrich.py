@@ -38,7 +38,7 @@ from mmsearch.clients.errors import (
 from mmsearch.clients.priority import Priority
 from mmsearch.clients.reranker import NoDocumentVectors
 from mmsearch.indexer.batch import REASON, dead_letter
-from mmsearch.indexer.embedding import EmbedScheduler, Refusal, WorkBudget
+from mmsearch.indexer.embedding import Embedder, EmbedScheduler, Refusal, WorkBudget
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.plan import Pending
 from mmsearch.kit.errors import ServiceError
@@ -72,18 +72,9 @@ DLQ_REASON: dict[RejectionKind, events_pb2.DeadLetter.Reason.ValueType] = {
 }
 
 
-class EmbedderPort(Protocol):
-    """What enrichment needs of the embedder (mmsearch.clients.embedder.EmbedderClient)."""
-
-    async def embed(
-        self,
-        space: str,
-        items: Sequence[common_pb2.Content],
-        timeout_s: float | None = None,
-        *,
-        priority: Priority = "interactive",
-    ) -> embedder_pb2.EmbedResponse:
-        """Raises InputRejected for a bad item, DependencyDown when unavailable."""
+class EmbedderPort(Embedder, Protocol):
+    """What enrichment needs of the embedder (mmsearch.clients.embedder.EmbedderClient):
+    `embed` (through the scheduler) and OCR."""
 
     async def extract_text(
         self,
