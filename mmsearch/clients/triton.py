@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from mmsearch.clients.errors import DependencyDeadline, DependencyDown, DependencyError
 from mmsearch.clients.priority import PRIORITIES, TRITON_LEVEL, Priority
+from mmsearch.kit.component import Deps
 from mmsearch.kit.metrics import LATENCY_BUCKETS
 
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to 120 s),
@@ -156,6 +157,21 @@ class TritonPool:
         self._info: dict[str, ModelInfo] = {}
         # Last version each model answered with (changes on hot reload).
         self.versions: dict[str, str] = {}
+
+    @classmethod
+    def for_service(cls, deps: Deps, service: str, timeout_s: float) -> TritonPool:
+        """The pool a service (embedder, reranker) opens from its settings, with its
+        metrics under the service's prefix in the process's registry."""
+        settings = deps.settings
+        return cls(
+            settings.triton_url,
+            timeout_s,
+            pool_size=settings.triton_pool_size,
+            retries=settings.triton_retries,
+            max_in_flight=settings.triton_max_in_flight,
+            metrics=TritonMetrics(deps.metrics, service),
+            tracer_provider=deps.tracer_provider,
+        )
 
     def _client(self) -> triton_aio.InferenceServerClient:
         return self._clients[next(self._next)]

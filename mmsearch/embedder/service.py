@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mmsearch.clients.priority import Priority, priority_from_metadata
-from mmsearch.clients.triton import TritonMetrics, TritonPool
+from mmsearch.clients.triton import TritonPool
 from mmsearch.embedder.cache import CachedEmbedding, EmbeddingCache
 from mmsearch.embedder.metrics import EmbedderMetrics
 from mmsearch.embedder.spaces import Encoder, Space, SpaceRegistry, default_registry, registry_from_file
@@ -412,15 +412,7 @@ def ocr_result(outputs: dict[str, npt.NDArray[Any]]) -> embedder_pb2.ExtractedTe
 def build_embedder(deps: Deps) -> Component:
     settings = deps.settings
     metrics = EmbedderMetrics(deps.metrics)
-    pool = TritonPool(
-        settings.triton_url,
-        settings.triton_timeout_s,
-        pool_size=settings.triton_pool_size,
-        retries=settings.triton_retries,
-        max_in_flight=settings.triton_max_in_flight,
-        metrics=TritonMetrics(deps.metrics, "embedder"),
-        tracer_provider=deps.tracer_provider,
-    )
+    pool = TritonPool.for_service(deps, "embedder", settings.triton_timeout_s)
     registry = (
         registry_from_file(settings.spaces_file)
         if settings.spaces_file is not None

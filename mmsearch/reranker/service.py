@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from mmsearch.clients.triton import Arrays, InferResult, ModelInfo, TritonMetrics, TritonPool
+from mmsearch.clients.triton import Arrays, InferResult, ModelInfo, TritonPool
 from mmsearch.kit.auth import ROLE_RERANK
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import Settings
@@ -147,12 +147,7 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
         self, request: reranker_pb2.EncodeDocumentsRequest, context: Context
     ) -> reranker_pb2.EncodeDocumentsResponse:
         model = self._model(request.model)
-        count = len(request.texts)
-        if count == 0:
-            raise InvalidArgument("at least one text is required", field="texts")
-        limit = self._settings.rerank_max_candidates
-        if count > limit:
-            raise ResourceExhausted(f"{count} texts in one request; the limit is {limit}")
+        self._check_count(len(request.texts), "texts", "text")
         for i, text in enumerate(request.texts):
             if not text.strip():
                 raise InvalidArgument("text is empty", field=f"texts[{i}]")
@@ -260,13 +255,15 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
         self._check_size(text, "query.text")
         return text
 
-    def _candidate_texts(self, request: reranker_pb2.RerankRequest) -> list[str]:
-        count = len(request.candidates)
+    def _check_count(self, count: int, field: str, noun: str) -> None:
         if count == 0:
-            raise InvalidArgument("at least one candidate is required", field="candidates")
+            raise InvalidArgument(f"at least one {noun} is required", field=field)
         limit = self._settings.rerank_max_candidates
         if count > limit:
-            raise ResourceExhausted(f"{count} candidates in one request; the limit is {limit}")
+            raise ResourceExhausted(f"{count} {field} in one request; the limit is {limit}")
+
+    def _candidate_texts(self, request: reranker_pb2.RerankRequest) -> list[str]:
+        self._check_count(len(request.candidates), "candidates", "candidate")
         texts = []
         for i, candidate in enumerate(request.candidates):
             field = f"candidates[{i}].text"
@@ -293,15 +290,7 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
 def build_reranker(deps: Deps) -> Component:
     settings = deps.settings
     metrics = RerankerMetrics(deps.metrics)
-    pool = TritonPool(
-        settings.triton_url,
-        settings.rerank_timeout_s,
-        pool_size=settings.triton_pool_size,
-        retries=settings.triton_retries,
-        max_in_flight=settings.triton_max_in_flight,
-        metrics=TritonMetrics(deps.metrics, "reranker"),
-        tracer_provider=deps.tracer_provider,
-    )
+    pool = TritonPool.for_service(deps, "reranker", settings.rerank_timeout_s)
     service = RerankerService(settings, pool, metrics)
     model = settings.rerank_model
 
