@@ -54,8 +54,8 @@ from retrieval_eval import paired_bootstrap, publish, query_metrics, wait_indexe
 
 from mmsearch.clients.connect import DEV_TOKEN, auth_metadata  # noqa: E402
 from mmsearch.dev.harness import ALL_MODELS, running_stack  # noqa: E402
+from mmsearch.kit import token_vectors as token_codec  # noqa: E402
 from mmsearch.producer import text_event  # noqa: E402
-from mmsearch.reranker import tokens as token_codec  # noqa: E402
 from mmsearch.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc, searcher_pb2, searcher_pb2_grpc  # noqa: E402
 
 SETTINGS = {

@@ -120,6 +120,7 @@ class FakeEmbedder:
         timeout_s: float | None = None,
         *,
         priority: Priority = "interactive",
+        token_vectors: bool = False,
     ) -> embedder_pb2.EmbedResponse:
         self.calls += 1
         self.priorities.append(priority)

@@ -161,11 +161,15 @@ class EmbedderClient:
         timeout_s: float | None = None,
         *,
         priority: Priority = "interactive",
+        token_vectors: bool = False,
     ) -> embedder_pb2.EmbedResponse:
         """Raises InputRejected naming the refused item, DependencyDown /
         DependencyDeadline when the embedder cannot answer in time. `bulk` work
-        (nobody waits for it interactively) is served after interactive work."""
-        request = embedder_pb2.EmbedRequest(space=common_pb2.SpaceRef(name=space), items=list(items))
+        (nobody waits for it interactively) is served after interactive work.
+        `token_vectors`: texts also get their stored-rerank blob where the model makes one."""
+        request = embedder_pb2.EmbedRequest(
+            space=common_pb2.SpaceRef(name=space), items=list(items), include_token_vectors=token_vectors
+        )
         try:
             return await self._stub.Embed(
                 request, metadata=self._call_metadata(priority), timeout=self._timeout(timeout_s)

@@ -11,6 +11,7 @@ never served.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ class CachedEmbedding:
     model_version: str
     input_tokens: int
     truncated: bool
+    # Late-interaction blob made in the same pass (text, when asked); never kept in the cache.
+    token_vectors: bytes = b""
 
 
 class EmbeddingCache:
@@ -68,6 +71,8 @@ class EmbeddingCache:
             return
         if key in self._entries:
             self._remove(key)
+        if entry.token_vectors:
+            entry = dataclasses.replace(entry, token_vectors=b"")
         self._entries[key] = entry
         self._bytes += self._size(entry)
         while self._bytes > self._max_bytes and self._entries:

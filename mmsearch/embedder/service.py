@@ -5,8 +5,10 @@ to its Triton encoder and returns unit vectors in request order."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from mmsearch.clients.triton import TritonPool
 from mmsearch.embedder.cache import CachedEmbedding, EmbeddingCache
 from mmsearch.embedder.metrics import EmbedderMetrics
 from mmsearch.embedder.spaces import Encoder, Space, SpaceRegistry, default_registry, registry_from_file
+from mmsearch.kit import token_vectors
 from mmsearch.kit.auth import ROLE_EMBED, current_principal
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import Settings
@@ -45,6 +48,8 @@ MODALITY_NAMES = {
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# Text model config parameter: the reranker model/version its MAXSIM_TOKENS output serves.
+MAXSIM_PARAMETER = "maxsim_tokens_for"
 
 
 def remaining_s(context: Context) -> float | None:
@@ -103,6 +108,8 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         principal = current_principal()
         tenant = principal.tenant if principal is not None else ""
         priority = caller_priority(context)
+        # Token vectors come only from the model: such texts skip the cache (it holds vectors only).
+        want_tokens = request.include_token_vectors
         embeddings: list[embedder_pb2.Embedding | None] = [None] * len(items)
         pending: dict[str, list[Pending]] = {}
         for i, item in enumerate(items):
@@ -120,15 +127,23 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             data = self._content_bytes(item, kind, field)
             sha = hashlib.sha256(data).hexdigest()
             key = EmbeddingCache.key(tenant, space.id, encoder.modality, sha, _declared_mime(item, kind))
-            hit = self._cache.get(key, self._pool.versions.get(encoder.model))
-            self._metrics.cache_lookups.labels(kind, "hit" if hit else "miss").inc()
+            hit = None
+            if not (want_tokens and kind == "text"):
+                hit = self._cache.get(key, self._pool.versions.get(encoder.model))
+                self._metrics.cache_lookups.labels(kind, "hit" if hit else "miss").inc()
             if hit is not None:
                 embeddings[i] = self._embedding(encoder, hit, sha, cached=True)
                 self._metrics.items.labels(kind, "cache").inc()
             else:
                 pending.setdefault(kind, []).append(Pending(i, field, item, sha, key))
 
-        encode = {"text": self._encode_text, "image": self._encode_images, "audio": self._encode_audio}
+        encode: dict[
+            str, Callable[[Space, list[Pending], float, Priority], Awaitable[list[CachedEmbedding]]]
+        ] = {
+            "text": functools.partial(self._encode_text, want_tokens=want_tokens),
+            "image": self._encode_images,
+            "audio": self._encode_audio,
+        }
         batches = await asyncio.gather(
             *(encode[kind](space, group, deadline, priority) for kind, group in pending.items())
         )
@@ -173,28 +188,42 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             truncated=result.truncated,
             content_sha256=sha,
             cached=cached,
+            token_vectors=result.token_vectors,
         )
 
     async def _encode_text(
-        self, space: Space, group: list[Pending], deadline: float, priority: Priority
+        self, space: Space, group: list[Pending], deadline: float, priority: Priority, *, want_tokens: bool
     ) -> list[CachedEmbedding]:
         encoder = space.encoder_for(common_pb2.MODALITY_TEXT)
         assert encoder is not None
+        # The reranker model/version the text model's token states serve, if it declares one.
+        maxsim_for = ""
+        if want_tokens:
+            info = await self._pool.cached_info(encoder.model, deadline)
+            maxsim_for = info.parameters.get(MAXSIM_PARAMETER, "").strip()
+        outputs: tuple[str, ...] = (encoder.output, "TOKENS", "TRUNCATED")
+        if maxsim_for:
+            outputs += ("MAXSIM_TOKENS", "MAXSIM_COUNT")
         texts = np.array([[p.content.text.encode("utf-8")] for p in group], dtype=np.object_)
         result = await self._pool.infer_batch(
-            encoder.model,
-            {"TEXT": texts},
-            (encoder.output, "TOKENS", "TRUNCATED"),
-            deadline,
-            "text",
-            priority=priority,
+            encoder.model, {"TEXT": texts}, outputs, deadline, "text", priority=priority
         )
         vectors = result.outputs[encoder.output].astype(np.float32)
         tokens = result.outputs["TOKENS"].reshape(-1)
         truncated = result.outputs["TRUNCATED"].reshape(-1)
+        blobs = [b""] * len(group)
+        if maxsim_for:
+            blobs = await asyncio.to_thread(
+                pack_token_vectors,
+                maxsim_for,
+                vectors,
+                result.outputs["MAXSIM_TOKENS"],
+                result.outputs["MAXSIM_COUNT"].reshape(-1),
+                self._settings.rerank_token_encoding,
+            )
         return [
             CachedEmbedding(
-                vectors[j], encoder.model, result.model_version, int(tokens[j]), bool(truncated[j])
+                vectors[j], encoder.model, result.model_version, int(tokens[j]), bool(truncated[j]), blobs[j]
             )
             for j in range(len(group))
         ]
@@ -393,6 +422,23 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def pack_token_vectors(
+    model: str,
+    pooled: npt.NDArray[np.float32],
+    tokens: npt.NDArray[Any],
+    counts: npt.NDArray[Any],
+    encoding: token_vectors.Encoding,
+) -> list[bytes]:
+    """One stored-vector blob per row, tagged with the reranker model/version they serve."""
+    return [
+        token_vectors.pack(
+            token_vectors.TokenVectors(model, tokens[j, : int(counts[j])].astype(np.float32), pooled[j]),
+            encoding,
+        )
+        for j in range(len(pooled))
+    ]
 
 
 def ocr_result(outputs: dict[str, npt.NDArray[Any]]) -> embedder_pb2.ExtractedText:

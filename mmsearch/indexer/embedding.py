@@ -110,6 +110,7 @@ class Embedder(Protocol):
         timeout_s: float | None = None,
         *,
         priority: Priority = "interactive",
+        token_vectors: bool = False,
     ) -> embedder_pb2.EmbedResponse:
         """Raises InputRejected for a bad item, DependencyDown when unavailable."""
 
@@ -129,9 +130,11 @@ class Embedded:
 
 
 class EmbedScheduler:
-    def __init__(self, embedder: Embedder, budget: WorkBudget) -> None:
+    def __init__(self, embedder: Embedder, budget: WorkBudget, *, token_vectors: bool = False) -> None:
+        """`token_vectors`: ask for texts' stored-rerank blobs in the same model pass."""
         self._embedder = embedder
         self._budget = budget
+        self._token_vectors = token_vectors
 
     async def embed(self, space: str, items: Sequence[common_pb2.Content]) -> Embedded:
         """Every item ends embedded or refused; raises only when the embedder is down."""
@@ -159,7 +162,9 @@ class EmbedScheduler:
             try:
                 # Ingest is bulk work: queued behind searches at the model server.
                 batch = [items[i] for i in pending]
-                response = await self._embedder.embed(space, batch, timeout_s=timeout_s, priority="bulk")
+                response = await self._embedder.embed(
+                    space, batch, timeout_s=timeout_s, priority="bulk", token_vectors=self._token_vectors
+                )
             except InputRejected as rejected:
                 bad = pending.pop(rejected.index)
                 out.refused[bad] = Refusal(rejected.kind, rejected.detail)

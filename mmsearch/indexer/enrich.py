@@ -139,17 +139,24 @@ class TokenEncoder:
             out[start : start + len(chunk)] = list(response.token_vectors)
             if self._metrics is not None:
                 self._metrics.rerank_vector_bytes.inc(response.total_bytes)
+                self._metrics.rerank_vectors.labels("reranker").inc(
+                    sum(1 for b in response.token_vectors if b)
+                )
         return out
 
     async def attach(self, records: list[ItemRecord]) -> list[ItemRecord]:
-        """`records` with each passage's stored token vectors (where they could be made)."""
-        texts = [p.text for r in records for p in r.passages]
+        """`records` with each passage's stored token vectors (where they could be made); passages
+        that already have them (from the embedding pass) are not encoded again."""
+        texts = [p.text for r in records for p in r.passages if not p.tokens]
         if not texts:
             return records
         blobs = iter(await self.encode(texts))
         return [
             dataclasses.replace(
-                r, passages=tuple(dataclasses.replace(p, tokens=next(blobs)) for p in r.passages)
+                r,
+                passages=tuple(
+                    p if p.tokens else dataclasses.replace(p, tokens=next(blobs)) for p in r.passages
+                ),
             )
             if r.passages
             else r
@@ -236,7 +243,9 @@ class Enricher:
         self._embedder = embedder
         self._ocr_inline = ocr_inline
         self._tokens = tokens
-        self._scheduler = EmbedScheduler(embedder, budget or WorkBudget())
+        # Passages' rerank vectors come from the embedding pass where the text model makes them;
+        # `tokens` (the reranker's own encode) fills in for the rest.
+        self._scheduler = EmbedScheduler(embedder, budget or WorkBudget(), token_vectors=tokens is not None)
         self._metrics = metrics
         self._decoding = asyncio.Semaphore(THUMBNAIL_CONCURRENCY)
 
@@ -305,6 +314,10 @@ class Enricher:
             for parts, embeddings in zip(remaining, per_item, strict=True)
         ]
         if self._tokens is not None:
+            if self._metrics is not None:
+                made = [len(p.tokens) for r in records for p in r.passages if p.tokens]
+                self._metrics.rerank_vector_bytes.inc(sum(made))
+                self._metrics.rerank_vectors.labels("embedding").inc(len(made))
             records = await self._tokens.attach(records)
         return records
 
@@ -397,7 +410,7 @@ def item_record(
     content_sha256 = embedding.content_sha256
     if passages is not None:
         stored = tuple(
-            Passage(p.start, p.end, p.text, np.asarray(e.vector.values, dtype=np.float32))
+            Passage(p.start, p.end, p.text, np.asarray(e.vector.values, dtype=np.float32), e.token_vectors)
             for p, e in zip(passages, embeddings, strict=True)
         )
         content_sha256 = hashlib.sha256(event.content.text.encode("utf-8")).hexdigest()

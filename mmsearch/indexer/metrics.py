@@ -76,3 +76,10 @@ class IndexerMetrics:
             "Bytes of reranker token vectors stored with passages (late interaction).",
             registry=registry,
         )
+        self.rerank_vectors = Counter(
+            "mmsearch_indexer_rerank_vectors_total",
+            "Passages given stored reranker token vectors, by source: the embedding pass itself "
+            "(the text model makes them) or a separate reranker encode.",
+            ["source"],
+            registry=registry,
+        )

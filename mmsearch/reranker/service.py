@@ -5,7 +5,7 @@ returns the candidates best first. The API is in protos/mmsearch/v1/reranker.pro
 
 Stored token vectors (late interaction): `EncodeDocuments` runs the model's encode
 mode over documents at index time and returns each one's token vectors packed
-(mmsearch/reranker/tokens.py; int8 or float16, `MMSEARCH_RERANK_TOKEN_ENCODING`).
+(mmsearch/kit/token_vectors.py; int8 or float16, `MMSEARCH_RERANK_TOKEN_ENCODING`).
 A `Rerank` candidate that carries such a blob, made by the model now serving, is
 scored here with the model's own formula (cosine_weight * cosine + (1 - w) * MaxSim)
 against the query's token vectors, encoded once; every other candidate (no blob,
@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mmsearch.clients.triton import Arrays, InferResult, ModelInfo, TritonPool
+from mmsearch.kit import token_vectors as token_codec
 from mmsearch.kit.auth import ROLE_RERANK
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import Settings
@@ -34,7 +35,6 @@ from mmsearch.kit.errors import (
     ResourceExhausted,
     ServiceError,
 )
-from mmsearch.reranker import tokens as token_codec
 from mmsearch.reranker.metrics import RerankerMetrics
 from mmsearch.v1 import reranker_pb2, reranker_pb2_grpc
 

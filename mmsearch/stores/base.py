@@ -98,7 +98,7 @@ class Passage:
     text: str
     vector: npt.NDArray[np.float32] | None
     # The reranker's stored token vectors of `text` (late interaction): an opaque blob the store
-    # keeps as it is (mmsearch/reranker/tokens.py); empty when there are none.
+    # keeps as it is (mmsearch/kit/token_vectors.py); empty when there are none.
     tokens: bytes = b""
 
 

@@ -45,6 +45,7 @@ class SlowEmbedder:
         timeout_s: float | None = None,
         *,
         priority: str = "interactive",
+        token_vectors: bool = False,
     ) -> embedder_pb2.EmbedResponse:
         assert timeout_s is not None and priority == "bulk"  # ingest never competes with searches
         self.calls.append((len(items), timeout_s))
@@ -130,6 +131,7 @@ class SizeLimitedEmbedder(SlowEmbedder):
         timeout_s: float | None = None,
         *,
         priority: str = "interactive",
+        token_vectors: bool = False,
     ) -> embedder_pb2.EmbedResponse:
         if len(items) > self.max_items:
             raise RequestTooLarge("embedder", "RESOURCE_EXHAUSTED: too much work in one request")

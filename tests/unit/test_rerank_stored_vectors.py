@@ -19,8 +19,8 @@ from mmsearch.clients.errors import DependencyDown
 from mmsearch.clients.reranker import NoDocumentVectors
 from mmsearch.clients.triton import InferResult, ModelInfo
 from mmsearch.indexer.enrich import TokenEncoder
+from mmsearch.kit import token_vectors as codec
 from mmsearch.kit.errors import FailedPrecondition
-from mmsearch.reranker import tokens as codec
 from mmsearch.reranker.metrics import RerankerMetrics
 from mmsearch.reranker.service import RerankerService
 from mmsearch.stores.base import ItemRecord, Passage

@@ -15,6 +15,16 @@ process (3 GB after a long ingest of padded 64 x 256 batches); `memory_arena`
 "shrink" returns it after every run, "off" does not use the arena at all.
 Memory patterns are off: they are cached per input shape, and bucketing makes
 many shapes.
+
+Late-interaction vectors in the same pass: when a request asks for MAXSIM_TOKENS
+(the indexer does, for stored rerank vectors), each text also gets its
+L2-normalized token states without [CLS]/[SEP]/[PAD]/[MASK]/[UNK] (FP16
+[rows, T, 384], zero-padded to the request's longest; MAXSIM_COUNT says how many
+are real): the document side of the MaxSim reranker computed from the states this
+pass already has, instead of a second run of the same network. The parameter
+`maxsim_tokens_for` names the reranker model/version whose encode mode these equal
+(same ONNX file, tokenizer, token limit and exclusions; an integration test checks
+it); empty means this model makes none.
 """
 
 from __future__ import annotations
@@ -48,6 +58,17 @@ def buckets(lengths: list[int], max_tokens: int, max_rows: int) -> list[list[int
     return out
 
 
+def maxsim_tensors(rows: list[np.ndarray], dim: int) -> list[Any]:
+    """MAXSIM_TOKENS [n, T, dim] FP16 zero-padded to the longest row, MAXSIM_COUNT [n, 1]."""
+    width = max([len(r) for r in rows] + [1])
+    padded = np.zeros((len(rows), width, dim), dtype=np.float16)
+    counts = np.zeros((len(rows), 1), dtype=np.int32)
+    for i, r in enumerate(rows):
+        padded[i, : len(r)] = r
+        counts[i, 0] = len(r)
+    return [pb_utils.Tensor("MAXSIM_TOKENS", padded), pb_utils.Tensor("MAXSIM_COUNT", counts)]
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
@@ -75,9 +96,16 @@ class TritonPythonModel:
             os.path.join(version_dir, onnx_file), options, providers=["CPUExecutionProvider"]
         )
         self.input_names = {i.name for i in self.session.get_inputs()}
+        self.maxsim_for = params.get("maxsim_tokens_for", "").strip()
+        vocab = self.tokenizer.get_vocab()
+        self.special = np.zeros(max(vocab.values()) + 1, dtype=bool)
+        for token in ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"):
+            if token in vocab:
+                self.special[vocab[token]] = True
 
-    def _run(self, ids: list[list[int]]) -> np.ndarray:
-        """Mean-pooled, L2-normalized vectors of one bucket, padded to its longest row."""
+    def _run(self, ids: list[list[int]], with_tokens: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Mean-pooled, L2-normalized vectors of one bucket, padded to its longest row, and
+        (if `with_tokens`) each row's unit token vectors without special tokens."""
         width = max(len(row) for row in ids)
         batch = np.zeros((len(ids), width), dtype=np.int64)
         mask = np.zeros((len(ids), width), dtype=np.int64)
@@ -91,45 +119,58 @@ class TritonPythonModel:
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        vectors = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        tokens: list[np.ndarray] = []
+        if with_tokens:
+            unit = hidden / np.clip(np.linalg.norm(hidden, axis=2, keepdims=True), 1e-12, None)
+            for r, row in enumerate(ids):
+                keep = ~self.special[np.asarray(row, dtype=np.int64)]
+                tokens.append(unit[r, : len(row)][keep].astype(np.float16))
+        return vectors, tokens
 
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _encode(
+        self, texts: list[str], with_tokens: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
         encodings = self.tokenizer.encode_batch(texts)
         ids = [e.ids for e in encodings]
         lengths = [len(row) for row in ids]
         vectors: np.ndarray | None = None
+        maxsim: list[np.ndarray] = [np.zeros((0, 0), np.float16)] * len(texts)
         for bucket in buckets(lengths, self.bucket_tokens, self.bucket_rows):
-            out = self._run([ids[i] for i in bucket])
+            out, token_rows = self._run([ids[i] for i in bucket], with_tokens)
             if vectors is None:
                 vectors = np.empty((len(texts), out.shape[1]), dtype=np.float32)
             vectors[bucket] = out  # back to request order
+            for i, rows in zip(bucket, token_rows):
+                maxsim[i] = rows
         assert vectors is not None
         tokens = np.asarray(lengths, dtype=np.int32)
         truncated = np.asarray([len(e.overflowing) > 0 for e in encodings], dtype=bool)
-        return vectors, tokens, truncated
+        return vectors, tokens, truncated, maxsim
 
     def execute(self, requests: list[Any]) -> list[Any]:
         texts: list[str] = []
         counts: list[int] = []
+        wants: list[bool] = []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             decoded = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in raw]
             texts.extend(decoded)
             counts.append(len(decoded))
-        vectors, tokens, truncated = self._encode(texts)
+            wants.append("MAXSIM_TOKENS" in request.requested_output_names())
+        vectors, tokens, truncated, maxsim = self._encode(texts, any(wants))
         responses = []
         start = 0
-        for count in counts:
+        for count, want in zip(counts, wants):
             end = start + count
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor("EMBEDDING", vectors[start:end]),
-                        pb_utils.Tensor("TOKENS", tokens[start:end].reshape(-1, 1)),
-                        pb_utils.Tensor("TRUNCATED", truncated[start:end].reshape(-1, 1)),
-                    ]
-                )
-            )
+            outputs = [
+                pb_utils.Tensor("EMBEDDING", vectors[start:end]),
+                pb_utils.Tensor("TOKENS", tokens[start:end].reshape(-1, 1)),
+                pb_utils.Tensor("TRUNCATED", truncated[start:end].reshape(-1, 1)),
+            ]
+            if want:
+                outputs += maxsim_tensors(maxsim[start:end], vectors.shape[1])
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             start = end
         return responses
 

@@ -23,7 +23,7 @@ Encode mode (stored token vectors, ColBERT-style): a request with only DOCUMENT
 TOKENS [rows, T, 384] FP16 (zero-padded to the request's longest), TOKEN_COUNT
 [rows, 1] and POOLED [rows, 384]: exactly what scoring uses, so the reranker
 service can score a query against document vectors stored at index time with
-the same formula (mmsearch/reranker/tokens.py).
+the same formula (mmsearch/kit/token_vectors.py).
 """
 
 from __future__ import annotations

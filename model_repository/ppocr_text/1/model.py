@@ -23,6 +23,7 @@ pixels. Each request carries one image (max_batch_size 0); Triton may still hand
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -176,6 +177,7 @@ class OcrPipeline:
         options.intra_op_num_threads = int(p["intra_op_threads"])
         options.inter_op_num_threads = 1
         options.enable_cpu_mem_arena = False  # det inputs vary in size; rapidocr does the same
+        options.enable_mem_pattern = False  # patterns are cached per input shape: every image is new
 
         def session(name: str) -> ort.InferenceSession:
             path = os.path.join(model_dir, name)
@@ -334,6 +336,13 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         self.pipeline = OcrPipeline(version_dir, params)
+        # Without an arena, ONNX Runtime's buffers of every size come from glibc's heap, which
+        # keeps the peak after they are freed (137 -> 280 MB over 300 images); trimming after
+        # each execute gives the pages back.
+        try:
+            self.malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            self.malloc_trim = None
 
     def _respond(self, request: Any) -> Any:
         image = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
@@ -360,6 +369,8 @@ class TritonPythonModel:
                 responses.append(self._respond(request))
             except Exception as exc:  # one bad image must not fail the others
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+        if self.malloc_trim is not None:
+            self.malloc_trim(0)
         return responses
 
     def finalize(self) -> None:
