@@ -54,6 +54,8 @@ MAX_RESPLITS = 6
 OCR_CHUNK = 8
 OCR_BASE_TIMEOUT_S = 2.0
 OCR_SECONDS_PER_IMAGE = 2.0
+# One image's last try: generous, so only a pathological image (not a busy machine) fails.
+OCR_MAX_TIMEOUT_S = 60.0
 THUMBNAIL_SIDE = 128
 THUMBNAIL_MAX_BYTES = 16 * 1024
 # The embedder refuses larger images before a thumbnail is made; these bound the
@@ -296,8 +298,9 @@ class Enricher:
         images = [parts.pending for parts in remaining if parts.pending.event.kind == "image"]
         texts: dict[int, str] = {}
         if self._ocr_inline:
+            # Inline (a re-embed replay): best effort, an image without text is still searchable.
             found = await read_text(self._embedder, [p.event.event.content.image for p in images])
-            texts = {id(p): text for p, text in zip(images, found, strict=True)}
+            texts = {id(p): text for p, text in zip(images, found.texts, strict=True)}
         else:
             out.ocr_deferred = images
         # Decoding and resizing are CPU work: off the event loop, which also serves searches.
@@ -367,31 +370,61 @@ class Enricher:
         return changed
 
 
-async def read_text(embedder: EmbedderPort, images: Sequence[common_pb2.Media]) -> list[str]:
+@dataclass
+class OcrRead:
+    """Per image: its searchable text ("" when none was read), and why no text could be
+    read for the images in `failed` (index -> (kind, detail); kind None: too slow even alone
+    at the generous bound), so a caller decides what a failure means instead of an empty
+    text standing for both "no text in the image" and "not read"."""
+
+    texts: list[str]
+    failed: dict[int, tuple[RejectionKind | None, str]] = field(default_factory=dict)
+
+
+async def read_text(embedder: EmbedderPort, images: Sequence[common_pb2.Media]) -> OcrRead:
     """OCR text for BM25, in small sequential chunks, each with a deadline for its images:
-    OCR costs ~0.2 s per image on CPU, and a whole batch in one call would outlast any fixed
-    deadline. Best effort: an image refused, or still too slow alone, gets no text (logged).
-    A down embedder raises (the caller retries)."""
-    texts = [""] * len(images)
+    OCR costs ~0.2 s per image on an idle CPU, and a whole batch in one call would outlast any
+    fixed deadline. A refused image is taken out of its chunk (its neighbours are read); a chunk
+    too slow or too large is read one image at a time; an image too slow alone is tried once
+    more with OCR_MAX_TIMEOUT_S (a busy machine is not a bad image) before it is reported
+    failed. A down embedder raises (the caller retries)."""
+    out = OcrRead([""] * len(images))
     chunks = [list(range(i, min(i + OCR_CHUNK, len(images)))) for i in range(0, len(images), OCR_CHUNK)]
+    escalated: set[int] = set()
     while chunks:
         chunk = chunks.pop(0)
+        alone = len(chunk) == 1
         timeout_s = OCR_BASE_TIMEOUT_S + OCR_SECONDS_PER_IMAGE * len(chunk)
+        if alone and chunk[0] in escalated:
+            timeout_s = OCR_MAX_TIMEOUT_S
         try:
-            batch = [images[i] for i in chunk]
-            found = await embedder.extract_text(batch, timeout_s=timeout_s, priority="bulk")
-        except InputRejected:
+            found = await embedder.extract_text(
+                [images[i] for i in chunk], timeout_s=timeout_s, priority="bulk"
+            )
+        except InputRejected as exc:
+            if alone or 0 <= exc.index < len(chunk):
+                bad = chunk[0] if alone else chunk[exc.index]
+                out.failed[bad] = (exc.kind, exc.detail)
+                rest = [i for i in chunk if i != bad]
+                if rest:
+                    chunks.insert(0, rest)
+            else:  # names no image: each alone finds which
+                chunks[:0] = [[i] for i in chunk]
             continue
         except (DependencyDeadline, RequestTooLarge) as exc:
-            # Too slow or too much OCR work for one request: each image alone.
-            if len(chunk) > 1:
+            if not alone:
                 chunks[:0] = [[i] for i in chunk]
+            elif isinstance(exc, DependencyDeadline) and chunk[0] not in escalated:
+                escalated.add(chunk[0])
+                chunks.insert(0, chunk)
             else:
-                log.warning("ocr_skipped", error=exc.detail, image_bytes=len(images[chunk[0]].data))
+                kind: RejectionKind | None = "over_limit" if isinstance(exc, RequestTooLarge) else None
+                out.failed[chunk[0]] = (kind, exc.detail)
+                log.warning("ocr_failed", error=exc.detail, image_bytes=len(images[chunk[0]].data))
             continue
         for i, result in zip(chunk, found, strict=True):
-            texts[i] = searchable_text(result)
-    return texts
+            out.texts[i] = searchable_text(result)
+    return out
 
 
 def item_record(

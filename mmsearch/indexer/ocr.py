@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from mmsearch.clients.errors import DependencyDown
 from mmsearch.indexer.batch import REASON, BatchResult, Record, dead_letter
-from mmsearch.indexer.enrich import SNIPPET_CHARS, EmbedderPort, read_text
+from mmsearch.indexer.enrich import DLQ_REASON, SNIPPET_CHARS, EmbedderPort, read_text
 from mmsearch.indexer.events import IndexEvent, Rejection, decode, header
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.write import DEPENDENCY
@@ -86,8 +86,14 @@ class OcrStage:
             tasks.append((record, decoded, space))
         if not tasks:
             return result
-        texts = await read_text(self._embedder, [event.event.content.image for _, event, _ in tasks])
-        for (_, event, space), text in zip(tasks, texts, strict=True):
+        read = await read_text(self._embedder, [event.event.content.image for _, event, _ in tasks])
+        for i, ((record, event, space), text) in enumerate(zip(tasks, read.texts, strict=True)):
+            if i in read.failed:
+                # Visible and replayable, not an empty text that looks like "no text in it".
+                kind, detail = read.failed[i]
+                reason = DLQ_REASON[kind] if kind else REASON.REASON_UNPROCESSABLE
+                result.dead_letters.append(dead_letter(record, reason, f"enrichment (OCR): {detail}"))
+                continue
             if await self._set(event, space, text):
                 result.indexed += 1
                 self._metrics.ocr_freshness_seconds.labels(space).observe(
