@@ -6,7 +6,11 @@ into a livelock (the call overran, the batch was retried whole, forever). So:
 
 - items are grouped into calls by estimated cost (tokens of text, bytes of
   images and audio), not by count;
-- each call's deadline is base + its cost, capped by the generous bound;
+- each call's deadline is base + its cost, capped by the generous bound; the cost's
+  seconds are scaled by how much slower than the estimate this machine has been
+  running (the pace: an average over recent successful calls), so a busy machine
+  gets longer deadlines instead of splits that redo work (a split's abandoned
+  half is never executed, but a half already executing is wasted);
 - a call past its deadline is split in halves and both are retried at once,
   down to one item; one item past the generous bound is refused for good
   (the indexer dead-letters it) instead of being retried forever;
@@ -20,7 +24,8 @@ propagate: the consumer pauses and replays the batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,6 +46,8 @@ class WorkBudget:
     base_timeout_s: float = 2.0
     seconds_per_1k_tokens: float = 2.0
     seconds_per_media_mb: float = 2.0
+    # Decoding and running the model cost per image or clip even when its bytes are few.
+    seconds_per_media_item: float = 0.05
     # The most one call, and so one item, may take.
     max_timeout_s: float = 60.0
 
@@ -49,9 +56,14 @@ class WorkBudget:
 class Cost:
     tokens: int = 0
     media_bytes: int = 0
+    media_items: int = 0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(self.tokens + other.tokens, self.media_bytes + other.media_bytes)
+        return Cost(
+            self.tokens + other.tokens,
+            self.media_bytes + other.media_bytes,
+            self.media_items + other.media_items,
+        )
 
 
 def estimate(content: common_pb2.Content) -> Cost:
@@ -63,17 +75,50 @@ def estimate(content: common_pb2.Content) -> Cost:
         tokens = 2 + max(math.ceil(words * 1.4), len(content.text) // 4)
         return Cost(tokens=min(tokens, MAX_TOKENS_PER_TEXT))
     if kind in ("image", "audio"):
-        return Cost(media_bytes=len(getattr(content, kind).data))
+        return Cost(media_bytes=len(getattr(content, kind).data), media_items=1)
     return Cost(tokens=2)
 
 
-def deadline_for(cost: Cost, budget: WorkBudget) -> float:
-    seconds = (
-        budget.base_timeout_s
-        + cost.tokens / 1000 * budget.seconds_per_1k_tokens
+def work_seconds(cost: Cost, budget: WorkBudget) -> float:
+    """The estimated model time of `cost` on an unhurried machine."""
+    return (
+        cost.tokens / 1000 * budget.seconds_per_1k_tokens
         + cost.media_bytes / (1024 * 1024) * budget.seconds_per_media_mb
+        + cost.media_items * budget.seconds_per_media_item
     )
+
+
+def deadline_for(cost: Cost, budget: WorkBudget, slowdown: float = 1.0) -> float:
+    """base + the work's seconds x `slowdown` (never below the estimate), capped."""
+    seconds = budget.base_timeout_s + work_seconds(cost, budget) * max(1.0, slowdown)
     return min(seconds, budget.max_timeout_s)
+
+
+# The pace: an average of observed / estimated seconds over successful calls (weight of the
+# newest), and the margin a deadline keeps over it; bounded so one odd call cannot make
+# deadlines meaningless.
+PACE_WEIGHT = 0.3
+PACE_MARGIN = 2.0
+PACE_MAX = 20.0
+# Calls estimated below this are mostly fixed overhead: they say little about the pace.
+PACE_MIN_WORK_S = 0.05
+
+
+class Pace:
+    """How much slower than `work_seconds` estimates calls have been taking here."""
+
+    def __init__(self) -> None:
+        self.ratio = 1.0 / PACE_MARGIN  # before any call: the estimate as it is
+
+    def observe(self, estimated_s: float, took_s: float) -> None:
+        if estimated_s < PACE_MIN_WORK_S:
+            return
+        seen = min(PACE_MAX, max(0.0, took_s / estimated_s))
+        self.ratio = (1 - PACE_WEIGHT) * self.ratio + PACE_WEIGHT * seen
+
+    @property
+    def slowdown(self) -> float:
+        return min(PACE_MAX, PACE_MARGIN * self.ratio)
 
 
 def plan_calls(costs: Sequence[Cost], budget: WorkBudget) -> list[list[int]]:
@@ -130,11 +175,20 @@ class Embedded:
 
 
 class EmbedScheduler:
-    def __init__(self, embedder: Embedder, budget: WorkBudget, *, token_vectors: bool = False) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        budget: WorkBudget,
+        *,
+        token_vectors: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """`token_vectors`: ask for texts' stored-rerank blobs in the same model pass."""
         self._embedder = embedder
         self._budget = budget
         self._token_vectors = token_vectors
+        self._clock = clock
+        self.pace = Pace()
 
     async def embed(self, space: str, items: Sequence[common_pb2.Content]) -> Embedded:
         """Every item ends embedded or refused; raises only when the embedder is down."""
@@ -157,8 +211,13 @@ class EmbedScheduler:
         pending = list(indexes)
         while pending:
             cost = sum((costs[i] for i in pending), Cost())
-            timeout_s = self._budget.max_timeout_s if escalated else deadline_for(cost, self._budget)
+            timeout_s = (
+                self._budget.max_timeout_s
+                if escalated
+                else deadline_for(cost, self._budget, self.pace.slowdown)
+            )
             out.calls += 1
+            started = self._clock()
             try:
                 # Ingest is bulk work: queued behind searches at the model server.
                 batch = [items[i] for i in pending]
@@ -171,6 +230,8 @@ class EmbedScheduler:
                 continue
             except (DependencyDeadline, RequestTooLarge) as exc:
                 too_large = isinstance(exc, RequestTooLarge)
+                if not too_large:  # it needed at least its whole deadline
+                    self.pace.observe(work_seconds(cost, self._budget), timeout_s)
                 if len(pending) > 1:
                     out.splits += 1
                     half = len(pending) // 2
@@ -185,6 +246,7 @@ class EmbedScheduler:
                         None, f"not embedded within {timeout_s:.0f} s on its own: {exc.detail}"
                     )
                 return
+            self.pace.observe(work_seconds(cost, self._budget), self._clock() - started)
             for index, embedding in zip(pending, response.embeddings, strict=True):
                 out.vectors[index] = embedding
             return

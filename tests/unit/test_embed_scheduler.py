@@ -37,6 +37,10 @@ class SlowEmbedder:
         self.poison = poison
         self.calls: list[tuple[int, float]] = []
         self.down = False
+        self.now = 0.0  # a fake clock: a successful call advances it by its work
+
+    def clock(self) -> float:
+        return self.now
 
     async def embed(
         self,
@@ -56,7 +60,9 @@ class SlowEmbedder:
                 raise InputRejected("embedder", f"items[{i}].text: refused", index=i, kind="invalid")
         work = sum(estimate(item).tokens for item in items) * self.seconds_per_token
         if work > timeout_s:
+            self.now += timeout_s
             raise DependencyDeadline("embedder", "DEADLINE_EXCEEDED")
+        self.now += work
         return embedder_pb2.EmbedResponse(
             embeddings=[embedder_pb2.Embedding(content_sha256=item.text[:8]) for item in items]
         )
@@ -144,3 +150,32 @@ async def test_a_request_too_large_as_a_whole_is_split_not_retried() -> None:
     assert sorted(out.vectors) == list(range(10)) and not out.refused and out.splits > 0
     alone = await EmbedScheduler(SizeLimitedEmbedder(max_items=0), BUDGET).embed("s@1", [text(5)])
     assert alone.refused[0].kind == "over_limit"
+
+
+async def test_deadlines_follow_the_pace_of_a_busy_machine() -> None:
+    # 6x slower than the budget assumes (a loaded machine): the first batch splits, the pace
+    # learned from its successful calls lets later batches through whole.
+    embedder = SlowEmbedder(seconds_per_token=0.006)
+    scheduler = EmbedScheduler(embedder, BUDGET, clock=embedder.clock)
+    first = await scheduler.embed("s@1", [text(60, f"a{i}-") for i in range(24)])
+    assert sorted(first.vectors) == list(range(24)) and first.splits > 0
+    later = [await scheduler.embed("s@1", [text(60, f"{b}{i}-") for i in range(24)]) for b in "bcd"]
+    assert all(sorted(o.vectors) == list(range(24)) for o in later)
+    assert later[-1].splits == 0
+    assert sum(o.splits for o in later) < first.splits
+    assert scheduler.pace.slowdown > 6
+
+
+def test_the_pace_never_shortens_a_deadline_and_is_bounded() -> None:
+    scheduler = EmbedScheduler(SlowEmbedder(0.0), BUDGET)
+    scheduler.pace.observe(estimated_s=10.0, took_s=0.1)  # a fast machine
+    assert deadline_for(Cost(tokens=1000), BUDGET, scheduler.pace.slowdown) == 2.0
+    for _ in range(50):
+        scheduler.pace.observe(estimated_s=1.0, took_s=1e6)
+    assert deadline_for(Cost(tokens=1000), BUDGET, scheduler.pace.slowdown) <= BUDGET.max_timeout_s
+
+
+def test_an_image_costs_time_even_when_its_bytes_are_few() -> None:
+    small = estimate(common_pb2.Content(image=common_pb2.Media(data=b"x" * 2000)))
+    assert small.media_items == 1
+    assert deadline_for(small, BUDGET) >= BUDGET.base_timeout_s + BUDGET.seconds_per_media_item
