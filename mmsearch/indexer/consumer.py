@@ -41,6 +41,9 @@ BACKOFF_MAX_S = 30.0
 ISOLATE_AFTER = 3
 # Room for the DLQ record's key, headers and Kafka's framing within the size limit.
 DLQ_RECORD_OVERHEAD = 4096
+# The longest a held consumer (the enrichment stage while ingest has lag) waits in a row
+# before one batch runs anyway, so enrichment cannot starve under a long ingest.
+MAX_HOLD_S = 120.0
 
 
 class Processor(Protocol):
@@ -79,6 +82,8 @@ class ConsumerState:
     last_error: str = ""
     # Events that changed the store (indexed or deleted), since start.
     applied: int = 0
+    # Not fetching because another consumer's work comes first (see IndexerConsumer `hold`).
+    holding: bool = False
 
     def lag(self) -> int:
         """Records not yet committed, over the assigned partitions last seen."""
@@ -100,7 +105,15 @@ class IndexerConsumer:
         metrics: IndexerMetrics,
         tracer_provider: trace.TracerProvider | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        *,
+        hold: Callable[[], bool] | None = None,
+        max_hold_s: float = MAX_HOLD_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`hold()`: while true, this consumer does not fetch (its partitions are paused and
+        polled, so it stays in its group) and leaves the cores to other work: the enrichment
+        stage holds while the live consumer has lag. At most `max_hold_s` in a row; then one
+        batch runs and the hold starts again."""
         self.config = config
         self.state = ConsumerState()
         self._pipeline = pipeline
@@ -110,6 +123,10 @@ class IndexerConsumer:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._stopping = asyncio.Event()
+        self._hold = hold
+        self._max_hold_s = max_hold_s
+        self._clock = clock
+        self._held_since: float | None = None
 
     # --- lifecycle -------------------------------------------------------
     async def _connect(self) -> None:
@@ -178,8 +195,33 @@ class IndexerConsumer:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     # --- one batch -------------------------------------------------------
+    def holding(self) -> bool:
+        """Whether this step yields (see `hold`); a hold past max_hold_s lets one batch run."""
+        if self._hold is None or not self._hold():
+            self._held_since = None
+            return False
+        now = self._clock()
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since >= self._max_hold_s:
+            self._held_since = None
+            return False
+        return True
+
     async def _step(self) -> None:
         assert self._consumer is not None
+        consumer = self._consumer
+        if self.holding():
+            if not self.state.holding:
+                await asyncio.to_thread(lambda: consumer.pause(*consumer.assignment()))
+                self.state.holding = True
+            # Polling paused partitions returns nothing but keeps the group membership.
+            await asyncio.to_thread(consumer.poll, timeout_ms=self.config.poll_timeout_ms)
+            await asyncio.to_thread(self._update_lag)
+            return
+        if self.state.holding:
+            await asyncio.to_thread(lambda: consumer.resume(*consumer.paused()))
+            self.state.holding = False
         polled = await asyncio.to_thread(
             self._consumer.poll, timeout_ms=self.config.poll_timeout_ms, max_records=self.config.batch_size
         )

@@ -18,9 +18,8 @@ is skipped (the newer version's own task follows).
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from mmsearch.clients.errors import DependencyDown
@@ -32,9 +31,6 @@ from mmsearch.indexer.write import DEPENDENCY
 from mmsearch.stores.base import StoreUnavailable, VectorStore, collection_name
 
 SPACE_HEADER = "mmsearch-space"
-# How long a batch of OCR tasks waits for the live consumer to catch up before it runs anyway.
-MAX_YIELD_S = 30.0
-YIELD_POLL_S = 0.5
 
 
 def task_headers(record: Record, space_id: str) -> list[tuple[str, bytes]]:
@@ -44,32 +40,14 @@ def task_headers(record: Record, space_id: str) -> list[tuple[str, bytes]]:
 
 
 class OcrStage:
-    def __init__(
-        self,
-        embedder: EmbedderPort,
-        store: VectorStore,
-        metrics: IndexerMetrics,
-        *,
-        ingest_busy: Callable[[], bool] | None = None,
-        max_yield_s: float = MAX_YIELD_S,
-    ) -> None:
-        """`ingest_busy()`: the live consumer has lag. OCR then waits (up to
-        `max_yield_s` per batch, so it cannot starve) and leaves the cores to the
-        work that makes items searchable; the text joins when ingest is quiet."""
+    def __init__(self, embedder: EmbedderPort, store: VectorStore, metrics: IndexerMetrics) -> None:
+        """Its consumer holds while the live consumer has lag (IndexerConsumer `hold`), so OCR
+        leaves the cores to the work that makes items searchable."""
         self._embedder = embedder
         self._store = store
         self._metrics = metrics
-        self._ingest_busy = ingest_busy
-        self._max_yield_s = max_yield_s
-
-    async def _yield_to_ingest(self) -> None:
-        deadline = time.monotonic() + self._max_yield_s
-        # Polled: lag is read off the live consumer's state; there is no event to wait on.
-        while self._ingest_busy is not None and self._ingest_busy() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(YIELD_POLL_S)
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
-        await self._yield_to_ingest()
         result = BatchResult()
         tasks: list[tuple[Record, IndexEvent, str]] = []
         for record in records:

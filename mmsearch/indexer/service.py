@@ -297,9 +297,14 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             replace(config, enrich_topic=""), embedder, store, metrics, pipeline_for
         )
         if settings.enrichment_topic:
-            stage = OcrStage(embedder, store, metrics, ingest_busy=service.consumer.state.busy)
+            stage = OcrStage(embedder, store, metrics)
             service.enrichment = IndexerConsumer(
-                enrichment_config(settings, config), stage, metrics, deps.tracer_provider
+                enrichment_config(settings, config),
+                stage,
+                metrics,
+                deps.tracer_provider,
+                hold=service.consumer.state.busy,
+                max_hold_s=settings.enrich_max_hold_s,
             )
         loop = asyncio.get_running_loop()
         tasks.extend(loop.create_task(c.run(), name=f"indexer-{c.config.topic}") for c in service.consumers())

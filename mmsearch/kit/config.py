@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # "<indexer_group>.enrich". ocr_inline=true reads the text in the live pipeline instead.
     enrich_topic: str = ""
     enrich_batch_size: int = Field(32, ge=1, le=10_000)
+    # The stage does not fetch while the live consumer has lag, for at most this long in a row
+    # (then one batch runs): OCR is ~95% of an image's cost and must not slow ingest.
+    enrich_max_hold_s: float = Field(120.0, ge=0.0, le=3600.0)
     ocr_inline: bool = False
     indexer_batch_size: int = Field(256, ge=1, le=10_000)
     # Consumer group session: a dead indexer's partitions move after this long.

@@ -51,3 +51,25 @@ async def test_when_every_record_fails_alone_nothing_is_dead_lettered() -> None:
 async def test_a_dependency_that_is_down_is_never_blamed_on_a_record() -> None:
     with pytest.raises(DependencyDown):
         await consumer(PoisonPipeline({3}, down=True))._isolate(RECORDS)
+
+
+def test_a_held_consumer_yields_while_told_but_never_longer_than_its_bound() -> None:
+    now = [0.0]
+    busy = [True]
+    config = ConsumerConfig(bootstrap="127.0.0.1:1", topic="t.enrich", dlq_topic="t.dlq", group_id="g.enrich")
+    held = IndexerConsumer(
+        config,
+        PoisonPipeline(set()),  # type: ignore[arg-type]
+        IndexerMetrics(CollectorRegistry()),
+        hold=lambda: busy[0],
+        max_hold_s=60.0,
+        clock=lambda: now[0],
+    )
+    steps = []
+    for t in range(0, 181, 10):  # ingest busy for three minutes
+        now[0] = float(t)
+        steps.append(held.holding())
+    # Held from 0 to 50 s, one batch at 60 s, held again from 70 to 120 s, one at 130 s, ...
+    assert [t for t, h in zip(range(0, 181, 10), steps, strict=True) if not h] == [60, 130]
+    busy[0] = False
+    assert not held.holding()

@@ -65,26 +65,6 @@ async def test_what_is_not_an_image_task_is_dead_lettered() -> None:
     assert result.duplicates == 1  # its version is not the stored one
 
 
-async def test_ocr_waits_while_ingest_has_lag_but_never_forever() -> None:
-    import time
-
-    store = MemoryStore()
-    await stored(store, version=1, when=T0)
-    calls: list[float] = []
-
-    def busy() -> bool:
-        calls.append(time.monotonic())
-        return True  # ingest never catches up: OCR must still run after its bound
-
-    stage = OcrStage(
-        FakeEmbedder(), store, IndexerMetrics(CollectorRegistry()), ingest_busy=busy, max_yield_s=1.0
-    )
-    image = media_event("acme", "img", b"png", common_pb2.MODALITY_IMAGE, version=1, event_time=T0)
-    started = time.monotonic()
-    result = await stage.process([task(image, 0)])
-    assert result.indexed == 1 and 1.0 <= time.monotonic() - started < 3.0 and len(calls) >= 2
-
-
 class PickyOcr(FakeEmbedder):
     """Refuses images whose bytes start with b"BAD" (naming the index), and is too slow for
     images starting with b"SLOW" unless given `slow_needs_s`."""
