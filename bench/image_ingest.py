@@ -16,6 +16,10 @@ enrichment stage), stopped by process group at the end:
    ratio ingest / embedder alone (goal >= 0.8); RSS again (goal: every model process
    within 1.5x of its warm-up RSS).
 
+CPU seconds of every process (tritonserver, each model's stub, `mmsearch serve`) are read
+from /proc around both phases: on a shared machine the CPU spent per image is a steadier
+comparison than wall time (both are reported).
+
 Images (bench/realistic_ingest.make_images): the bundled sample photos, the figures of
 Debian's python3.11-doc and Fashion-MNIST upscaled to 224 px. Run it on a quiet machine
 for absolute numbers; the ratio is measured within one run.
@@ -45,11 +49,45 @@ from realistic_ingest import (
     publish_and_wait,
 )
 
-from mmsearch.dev.harness import running_stack
+from mmsearch.dev.harness import Stack, running_stack
+from mmsearch.dev.metrics_scrape import descendants, scrape, total, tree_usage
 from mmsearch.producer import media_event
 from mmsearch.v1 import common_pb2
 
 WARM_UP = 32
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of tritonserver (itself), each model's stub(s) and `mmsearch serve`."""
+    pids = stack.pids
+    named = {"mmsearch serve": pids["serve"]}
+    for pid in descendants(pids["triton"]):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        named[next((m for m in MODEL_NAMES if f"/{m}/" in cmdline), f"pid {pid}")] = pid
+    usage = {name: cpu for name, (cpu, _) in tree_usage(named).items()}
+    usage["tritonserver"] = tree_usage({"t": pids["triton"]})["t"][0] - sum(
+        v for k, v in usage.items() if k != "mmsearch serve"
+    )
+    return usage
+
+
+def wait_for_ocr(stack: Stack, count: int, timeout_s: float) -> None:
+    """Until the enrichment stage finished `count` tasks (text stored or dead-lettered), so
+    the warm-up's OCR does not run during the measurements."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        samples = scrape(stack.metrics_url)
+        done = total(samples, "mmsearch_indexer_ocr_freshness_seconds_count") + total(
+            samples, "mmsearch_indexer_events_total", outcome="dlq"
+        )
+        if done >= count:
+            return
+        time.sleep(1.0)
+    print(f"warning: the warm-up's OCR did not finish within {timeout_s} s", flush=True)
+
+
+def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 1) for k in after}
 
 
 def run(images: list[tuple[bytes, str]], stall_s: float) -> dict[str, Any]:
@@ -62,10 +100,12 @@ def run(images: list[tuple[bytes, str]], stall_s: float) -> dict[str, Any]:
             for i, (d, m) in enumerate(images[:WARM_UP])
         ]
         publish_and_wait(stack, warm, stall_s).pop("_metrics")
-        time.sleep(3.0)
+        wait_for_ocr(stack, len(warm), stall_s)
         rss_warm = model_rss(stack)
         contents = [common_pb2.Content(image=common_pb2.Media(data=d, mime_type=m)) for d, m in images]
+        cpu0 = cpu_seconds(stack)
         alone = asyncio.run(embed_rate(stack.addr, batched(contents, 16), 2, len(contents)))
+        cpu1 = cpu_seconds(stack)
         print(f"embedder alone: {alone['units_per_s']} images/s", flush=True)
         events = [
             media_event(TENANT, f"img-{i}", d, common_pb2.MODALITY_IMAGE, mime_type=m)
@@ -73,6 +113,7 @@ def run(images: list[tuple[bytes, str]], stall_s: float) -> dict[str, Any]:
         ]
         ingest = publish_and_wait(stack, events, stall_s)
         ingest.pop("_metrics")
+        cpu2 = cpu_seconds(stack)
         rss_after = model_rss(stack)
     ratio = round(ingest["events_per_s"] / alone["units_per_s"], 3)
     growth = {
@@ -80,7 +121,11 @@ def run(images: list[tuple[bytes, str]], stall_s: float) -> dict[str, Any]:
         for name in rss_after
         if name in MODEL_NAMES and rss_warm.get(name)
     }
+    cpu_alone, cpu_ingest = spent(cpu0, cpu1), spent(cpu1, cpu2)
     return {
+        "cpu_s_embedder_alone": cpu_alone,
+        "cpu_s_ingest": cpu_ingest,
+        "cpu_ratio_alone_vs_ingest": round(sum(cpu_alone.values()) / max(sum(cpu_ingest.values()), 1e-9), 3),
         "embedder_alone": alone,
         "ingest": ingest,
         "ratio_ingest_vs_embedder": ratio,
@@ -109,7 +154,8 @@ def main() -> None:
         f"ingest {ing['events_per_s']} images/s in {ing['seconds']} s "
         f"(ratio {result['ratio_ingest_vs_embedder']}); Embed calls {ing['embed_calls']}, "
         f"splits {ing['embed_splits']}; dead letters {ing['dead_letters']}; "
-        f"model RSS growth {result['model_rss_growth']}",
+        f"model RSS growth {result['model_rss_growth']}; CPU s alone {result['cpu_s_embedder_alone']}, "
+        f"ingest {result['cpu_s_ingest']} (ratio {result['cpu_ratio_alone_vs_ingest']})",
         flush=True,
     )
     if args.json:

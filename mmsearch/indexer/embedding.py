@@ -116,6 +116,13 @@ class Pace:
         seen = min(PACE_MAX, max(0.0, took_s / estimated_s))
         self.ratio = (1 - PACE_WEIGHT) * self.ratio + PACE_WEIGHT * seen
 
+    def missed(self, estimated_s: float, deadline_s: float) -> None:
+        """A call past its deadline: the work is at least that slow, likely slower. Doubling
+        learns a loaded machine in a few calls (a missed call's executed part is wasted)."""
+        if estimated_s < PACE_MIN_WORK_S:
+            return
+        self.ratio = min(PACE_MAX / PACE_MARGIN, max(2 * self.ratio, deadline_s / estimated_s))
+
     @property
     def slowdown(self) -> float:
         return min(PACE_MAX, PACE_MARGIN * self.ratio)
@@ -230,8 +237,8 @@ class EmbedScheduler:
                 continue
             except (DependencyDeadline, RequestTooLarge) as exc:
                 too_large = isinstance(exc, RequestTooLarge)
-                if not too_large:  # it needed at least its whole deadline
-                    self.pace.observe(work_seconds(cost, self._budget), timeout_s)
+                if not too_large:
+                    self.pace.missed(work_seconds(cost, self._budget), timeout_s)
                 if len(pending) > 1:
                     out.splits += 1
                     half = len(pending) // 2
