@@ -88,6 +88,7 @@ def make_settings(**overrides: object) -> Settings:
         # Never the working tree's .run/store: each settings object gets its own.
         "store_dir": Path(tempfile.mkdtemp(prefix="mmsearch-store-")),
         "metrics_port": 0,
+        "gateway_port": 0,
         "readiness_interval_s": 0.5,
         "log_format": "console",
     }

@@ -98,6 +98,7 @@ def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
         MMSEARCH_STACK_BROKER_PORT=str(free_port()),
         MMSEARCH_STACK_GRPC_PORT=str(grpc_port),
         MMSEARCH_STACK_METRICS_PORT=str(free_port()),
+        MMSEARCH_STACK_GATEWAY_PORT=str(free_port()),
         MMSEARCH_CLIENT_ADDR=f"127.0.0.1:{grpc_port}",
     )
     cli = [sys.executable, "-m", "mmsearch.cli"]
