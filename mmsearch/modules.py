@@ -68,7 +68,7 @@ def assemble(target: Target, deps: Deps) -> Assembly:
     """The components of a target and the modules they share."""
     names = [name for name in ORDER if target in ("all", name)]
     if target == "gateway" and not deps.settings.gateway_upstream_addr:
-        raise ConfigError("--target gateway needs MMSEARCH_GATEWAY_UPSTREAM_ADDR (the gRPC services it fronts)")
+        raise ConfigError("--target gateway needs MMSEARCH_GATEWAY_UPSTREAM_ADDR (the services it fronts)")
     stores = StoreProvider(store_settings(deps.settings)) if any(n in WITH_STORE for n in names) else None
     components = []
     gateway = None

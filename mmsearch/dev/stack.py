@@ -155,7 +155,7 @@ def up(config: StackConfig) -> int:
         down(config)
         return 1
     print(
-        f"stack is up: gRPC {config.grpc_addr}, console and HTTP API http://127.0.0.1:{config.gateway_port}/, "
+        f"stack is up: gRPC {config.grpc_addr}, console http://127.0.0.1:{config.gateway_port}/, "
         f"metrics http://127.0.0.1:{config.metrics_port}/metrics"
     )
     return 0

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from mmsearch.gateway.endpoints import ENDPOINTS, Endpoint
 from mmsearch.gateway.handlers import Call, Gateway
 from mmsearch.gateway.openapi import openapi_document
-from mmsearch.gateway.problems import Problem, problem_response
+from mmsearch.gateway.problems import HTTP_STATUS, Problem, problem_response
 from mmsearch.kit.auth import TokenAuthenticator
 from mmsearch.kit.errors import ServiceError
 from mmsearch.kit.logging import get_logger
@@ -60,7 +60,9 @@ class HttpMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.in_flight = Gauge("mmsearch_http_in_flight", "HTTP requests being answered now.", registry=registry)
+        self.in_flight = Gauge(
+            "mmsearch_http_in_flight", "HTTP requests being answered now.", registry=registry
+        )
 
 
 def build_app(
@@ -74,9 +76,12 @@ def build_app(
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("mmsearch.gateway")
     document = openapi_document()
 
-    def wrap(endpoint: Endpoint, handler: Callable[[Call], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def wrap(
+        endpoint: Endpoint, handler: Callable[[Call], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             start = time.perf_counter()
+            response: Response | None = None
             metrics.in_flight.inc()
             parent = propagate.extract(dict(request.headers))
             token = otel_context.attach(parent)
@@ -92,12 +97,13 @@ def build_app(
                     if response.status_code >= 500:
                         span.set_status(Status(StatusCode.ERROR))
                     trace_id = format(span.get_span_context().trace_id, "032x")
-                    response.headers.setdefault("traceparent", f"00-{trace_id}-{format(span.get_span_context().span_id, '016x')}-01")
+                    response.headers.setdefault(
+                        "traceparent", f"00-{trace_id}-{format(span.get_span_context().span_id, '016x')}-01"
+                    )
                     return response
             finally:
                 elapsed = time.perf_counter() - start
-                status = locals().get("response")
-                code = str(status.status_code) if isinstance(status, Response) else "500"
+                code = str(response.status_code) if response is not None else "500"
                 metrics.in_flight.dec()
                 metrics.handled.labels(endpoint.method, endpoint.path, code).inc()
                 metrics.latency.labels(endpoint.method, endpoint.path).observe(elapsed)
@@ -142,12 +148,20 @@ def build_app(
     ]
     origins = [o.strip() for o in gateway.settings.gateway_cors_origins.split(",") if o.strip()]
     middleware = (
-        [Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
-                    allow_headers=["authorization", "content-type", "traceparent"])]
+        [
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["authorization", "content-type", "traceparent"],
+            )
+        ]
         if origins
         else []
     )
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers={404: _not_found, 405: _not_allowed})
+    app = Starlette(
+        routes=routes, middleware=middleware, exception_handlers={404: _not_found, 405: _not_allowed}
+    )
     return app
 
 
@@ -171,10 +185,8 @@ async def _answer(
             log.warning("http_problem", status=problem.status, detail=problem.detail)
         return problem_response(problem, request.url.path, trace_id)
     except ServiceError as error:  # Unauthenticated, PermissionDenied from the kit's auth
-        from mmsearch.gateway.problems import HTTP_STATUS
-
-        problem = Problem(HTTP_STATUS.get(error.code, 500), error.message, error.code)
-        return problem_response(problem, request.url.path, trace_id)
+        denied = Problem(HTTP_STATUS.get(error.code, 500), error.message, error.code)
+        return problem_response(denied, request.url.path, trace_id)
     except Exception:
         log.exception("http_internal_error")
         return problem_response(Problem(500, "internal error"), request.url.path, trace_id)
@@ -185,7 +197,9 @@ async def _not_found(request: Request, _: Any) -> Response:
 
 
 async def _not_allowed(request: Request, _: Any) -> Response:
-    return problem_response(Problem(405, f"{request.method} is not allowed on {request.url.path}"), request.url.path)
+    return problem_response(
+        Problem(405, f"{request.method} is not allowed on {request.url.path}"), request.url.path
+    )
 
 
 def _snake(name: str) -> str:

@@ -4,6 +4,7 @@ the service with the caller's token, answer the response's JSON mapping."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -48,13 +49,17 @@ class Gateway:
 
     # --- search -------------------------------------------------------------------------------
     async def search(self, call: Call) -> Response:
-        request = await read_json(call.request, searcher_pb2.SearchRequest(), self.settings.gateway_max_json_bytes)
+        request = await read_json(
+            call.request, searcher_pb2.SearchRequest(), self.settings.gateway_max_json_bytes
+        )
         return proto_response(await self.upstream.call(self.upstream.searcher.Search, request, call.token))
 
     async def search_upload(self, call: Call) -> Response:
         form = await read_form(call.request, self.settings.gateway_max_upload_bytes)
         (upload,) = _files(form, "file", exactly_one=True)
-        request = parse_json(form.value("request", "{}"), searcher_pb2.SearchRequest(), "form field 'request'")
+        request = parse_json(
+            form.value("request", "{}"), searcher_pb2.SearchRequest(), "form field 'request'"
+        )
         if request.HasField("query"):
             raise Problem(400, "form field 'request' must not hold a query: the uploaded file is the query")
         kind = media_kind(upload, ("image", "audio"))
@@ -93,7 +98,9 @@ class Gateway:
         if not hit.preview.thumbnail_jpeg:
             raise Problem(404, f"item {hit.item_id!r} has no thumbnail (only images have one)")
         return Response(
-            hit.preview.thumbnail_jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=60"}
+            hit.preview.thumbnail_jpeg,
+            media_type="image/jpeg",
+            headers={"cache-control": "private, max-age=60"},
         )
 
     async def _dimension(self, space: str) -> int:
@@ -103,7 +110,9 @@ class Gateway:
         if cached is not None and time.monotonic() - cached[1] < SPACES_TTL_S:
             return cached[0]
         token = self.settings.service_token.get_secret_value()
-        listed = await self.upstream.call(self.upstream.embedder.ListSpaces, embedder_pb2.ListSpacesRequest(), token)
+        listed = await self.upstream.call(
+            self.upstream.embedder.ListSpaces, embedder_pb2.ListSpacesRequest(), token
+        )
         wanted = space or listed.default_alias
         for candidate in listed.spaces:
             if wanted in (candidate.id, *candidate.aliases):
@@ -141,7 +150,12 @@ class Gateway:
                 modality = common_pb2.MODALITY_IMAGE if kind == "image" else common_pb2.MODALITY_AUDIO
                 mime = upload.content_type if upload.content_type.startswith(kind) else ""
                 event = media_event(
-                    tenant, item_id, bytes(upload.data), modality, mime_type=mime, **common  # type: ignore[arg-type]
+                    tenant,
+                    item_id,
+                    bytes(upload.data),
+                    modality,
+                    mime_type=mime,
+                    **common,  # type: ignore[arg-type]
                 )
         return await self._publish(event)
 
@@ -153,15 +167,15 @@ class Gateway:
     async def _publish(self, event: events_pb2.ContentEvent) -> Response:
         producer = await self._kafka()
         try:
-            partition, offset = await asyncio.to_thread(producer.publish_and_wait, event, self.settings.gateway_timeout_s)
+            partition, offset = await asyncio.to_thread(
+                producer.publish_and_wait, event, self.settings.gateway_timeout_s
+            )
         except Exception as exc:  # KafkaError, timeout: the broker did not take it
             raise Problem(503, f"the event was not accepted by Kafka: {type(exc).__name__}") from exc
         # The answer says where the event is: a client can wait for the indexer's offsets to pass it.
         body = json_format.MessageToDict(event)
         body.pop("content", None)  # the caller sent it; do not echo megabytes back
         body.update({"topic": producer.topic, "partition": partition, "offset": str(offset)})
-        import json
-
         return Response(json.dumps(body), status_code=202, media_type="application/json")
 
     async def _kafka(self) -> ContentProducer:
@@ -183,7 +197,9 @@ class Gateway:
 
     # --- embedder -----------------------------------------------------------------------------
     async def embed(self, call: Call) -> Response:
-        request = await read_json(call.request, embedder_pb2.EmbedRequest(), self.settings.gateway_max_json_bytes)
+        request = await read_json(
+            call.request, embedder_pb2.EmbedRequest(), self.settings.gateway_max_json_bytes
+        )
         return proto_response(await self.upstream.call(self.upstream.embedder.Embed, request, call.token))
 
     async def embed_upload(self, call: Call) -> Response:
@@ -203,7 +219,9 @@ class Gateway:
         request = await read_json(
             call.request, embedder_pb2.ExtractTextRequest(), self.settings.gateway_max_json_bytes
         )
-        return proto_response(await self.upstream.call(self.upstream.embedder.ExtractText, request, call.token))
+        return proto_response(
+            await self.upstream.call(self.upstream.embedder.ExtractText, request, call.token)
+        )
 
     async def extract_text_upload(self, call: Call) -> Response:
         form = await read_form(call.request, self.settings.gateway_max_upload_bytes)
@@ -212,19 +230,27 @@ class Gateway:
             request.images.append(_media(upload, media_kind(upload, ("image",))))
         if not request.images:
             raise Problem(400, "no file part 'file'")
-        return proto_response(await self.upstream.call(self.upstream.embedder.ExtractText, request, call.token))
+        return proto_response(
+            await self.upstream.call(self.upstream.embedder.ExtractText, request, call.token)
+        )
 
     async def list_spaces(self, call: Call) -> Response:
         stub = self.upstream.embedder
-        return proto_response(await self.upstream.call(stub.ListSpaces, embedder_pb2.ListSpacesRequest(), call.token))
+        return proto_response(
+            await self.upstream.call(stub.ListSpaces, embedder_pb2.ListSpacesRequest(), call.token)
+        )
 
     async def list_models(self, call: Call) -> Response:
         stub = self.upstream.embedder
-        return proto_response(await self.upstream.call(stub.ListModels, embedder_pb2.ListModelsRequest(), call.token))
+        return proto_response(
+            await self.upstream.call(stub.ListModels, embedder_pb2.ListModelsRequest(), call.token)
+        )
 
     async def index_status(self, call: Call) -> Response:
         stub = self.upstream.indexer
-        return proto_response(await self.upstream.call(stub.GetStatus, indexer_pb2.GetStatusRequest(), call.token))
+        return proto_response(
+            await self.upstream.call(stub.GetStatus, indexer_pb2.GetStatusRequest(), call.token)
+        )
 
     async def close(self) -> None:
         if self._producer is not None:

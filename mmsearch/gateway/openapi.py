@@ -7,7 +7,7 @@ in NOT_EXPOSED with a reason."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, FileDescriptor
 
@@ -74,7 +74,7 @@ class _Schemas:
     def __init__(self) -> None:
         self.schemas: dict[str, Any] = {"Problem": PROBLEM}
 
-    def ref(self, descriptor: Descriptor) -> dict[str, Any]:
+    def ref(self, descriptor: Descriptor | Any) -> dict[str, Any]:
         if descriptor.full_name in WELL_KNOWN:
             return dict(WELL_KNOWN[descriptor.full_name])
         name = schema_name(descriptor)
@@ -89,9 +89,9 @@ class _Schemas:
         return {"$ref": f"#/components/schemas/{name}"}
 
     def _single(self, field: FieldDescriptor) -> dict[str, Any]:
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.message_type is not None:
             return self.ref(field.message_type)
-        if field.type == FieldDescriptor.TYPE_ENUM:
+        if field.enum_type is not None:
             return self._enum(field.enum_type)
         return dict(_SCALARS[field.type])
 
@@ -99,7 +99,8 @@ class _Schemas:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value = field.message_type.fields_by_name["value"]
             return {"type": "object", "additionalProperties": self._single(value)}
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        # (`label` is in protobuf 5's runtime, not in the newer type stubs.)
+        if cast(Any, field).label == FieldDescriptor.LABEL_REPEATED:
             return {"type": "array", "items": self._single(field)}
         return self._single(field)
 
@@ -236,9 +237,7 @@ FILE_FIELDS = {
 }
 
 
-def missing_fields(
-    document: dict[str, Any], endpoints: tuple[Endpoint, ...] = ENDPOINTS
-) -> list[str]:
+def missing_fields(document: dict[str, Any], endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> list[str]:
     """What the document fails to expose of the protos; empty when it covers them."""
     problems: list[str] = []
     methods = grpc_methods()
@@ -258,19 +257,25 @@ def missing_fields(
         if endpoint.body == "multipart":
             nested = [p for p in schema["properties"].values() if "$ref" in p]
             exposed = set().union(*(set(_resolve(document, p).get("properties", {})) for p in nested))
-            if any(p.get("contentMediaType") or p.get("items", {}).get("contentMediaType")
-                   for p in schema["properties"].values()):
+            if any(
+                p.get("contentMediaType") or p.get("items", {}).get("contentMediaType")
+                for p in schema["properties"].values()
+            ):
                 exposed.add(request.fields_by_name[FILE_FIELDS[endpoint.rpc]].json_name)
         for field in request.fields:
             if field.json_name not in exposed:
-                problems.append(f"{endpoint.method} {endpoint.path}: request field {request.full_name}."
-                                f"{field.name} ({field.json_name}) is not exposed")
+                problems.append(
+                    f"{endpoint.method} {endpoint.path}: request field {request.full_name}."
+                    f"{field.name} ({field.json_name}) is not exposed"
+                )
         if endpoint.body != "none":  # a GET's (empty) request has no schema; a new field fails above
             problems += _message_drift(document, request)
     return problems
 
 
-def _message_drift(document: dict[str, Any], descriptor: Descriptor, seen: set[str] | None = None) -> list[str]:
+def _message_drift(
+    document: dict[str, Any], descriptor: Descriptor, seen: set[str] | None = None
+) -> list[str]:
     """Each message schema reachable from a request has exactly its proto's fields."""
     seen = set() if seen is None else seen
     if descriptor.full_name in seen or descriptor.full_name in WELL_KNOWN:
@@ -285,7 +290,9 @@ def _message_drift(document: dict[str, Any], descriptor: Descriptor, seen: set[s
     expected = {f.json_name for f in descriptor.fields}
     actual = set(schema.get("properties", {}))
     problems = [f"schema {schema_name(descriptor)} lacks field {n}" for n in sorted(expected - actual)]
-    problems += [f"schema {schema_name(descriptor)} has no proto field {n}" for n in sorted(actual - expected)]
+    problems += [
+        f"schema {schema_name(descriptor)} has no proto field {n}" for n in sorted(actual - expected)
+    ]
     for field in descriptor.fields:
         if field.message_type is not None:
             problems += _message_drift(document, field.message_type, seen)

@@ -83,6 +83,4 @@ def problem_response(problem: Problem, instance: str, trace_id: str = "") -> Res
     if trace_id:
         body["trace_id"] = trace_id
     headers = {"www-authenticate": 'Bearer realm="mmsearch"'} if problem.status == 401 else None
-    return Response(
-        json.dumps(body), status_code=problem.status, media_type=PROBLEM_JSON, headers=headers
-    )
+    return Response(json.dumps(body), status_code=problem.status, media_type=PROBLEM_JSON, headers=headers)

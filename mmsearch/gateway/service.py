@@ -57,16 +57,25 @@ class HttpGateway:
         sock = socket.create_server((settings.gateway_host, settings.gateway_port), reuse_port=False)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, server_header=False, timeout_graceful_shutdown=settings.shutdown_grace_s
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
         )
         self._server = _Server(config)
-        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]), name="gateway")
+        self._task = asyncio.get_running_loop().create_task(
+            self._server.serve(sockets=[sock]), name="gateway"
+        )
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # re-raises why it stopped
                 raise RuntimeError("the gateway's HTTP server stopped while starting")
             await asyncio.sleep(0.01)
-        log.info("gateway_started", http_address=f"{settings.gateway_host}:{self.port}", upstream=upstream.addr)
+        log.info(
+            "gateway_started", http_address=f"{settings.gateway_host}:{self.port}", upstream=upstream.addr
+        )
 
     async def ready(self) -> str | None:
         if self._gateway is None:

@@ -5,7 +5,7 @@ again and take the tenant from it) and turns a gRPC error into a Problem."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -36,9 +36,15 @@ class Upstream:
             ],
             interceptors=interceptors,
         )
-        self.embedder = embedder_pb2_grpc.EmbedderStub(self.channel)
-        self.searcher = searcher_pb2_grpc.SearcherStub(self.channel)
-        self.indexer = indexer_pb2_grpc.IndexerAdminStub(self.channel)
+        self.embedder = cast(
+            "embedder_pb2_grpc.EmbedderAsyncStub", embedder_pb2_grpc.EmbedderStub(self.channel)
+        )
+        self.searcher = cast(
+            "searcher_pb2_grpc.SearcherAsyncStub", searcher_pb2_grpc.SearcherStub(self.channel)
+        )
+        self.indexer = cast(
+            "indexer_pb2_grpc.IndexerAdminAsyncStub", indexer_pb2_grpc.IndexerAdminStub(self.channel)
+        )
         self._health: Any = health_pb2_grpc.HealthStub(self.channel)
 
     async def call(self, method: Callable[..., Awaitable[R]], request: Message, token: str) -> R:

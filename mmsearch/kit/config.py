@@ -231,7 +231,7 @@ class Settings(BaseSettings):
             )
         if self.uses_dev_tokens and not loopback and not self.allow_dev_tokens:
             raise ValueError(
-                f"the public development tokens cannot be used on {self.grpc_host} / {self.gateway_host}: set "
+                f"the public development tokens cannot be used on {self.grpc_host}/{self.gateway_host}: set "
                 f"{ENV_PREFIX}AUTH_TOKENS_FILE (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true for a throwaway install)"
             )
         dev_secret = self.gateway_producer_secret.get_secret_value() == DEV_PRODUCER_SECRET
