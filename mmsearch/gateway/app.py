@@ -96,10 +96,11 @@ def build_app(
                     span.set_attribute("http.response.status_code", response.status_code)
                     if response.status_code >= 500:
                         span.set_status(Status(StatusCode.ERROR))
-                    trace_id = format(span.get_span_context().trace_id, "032x")
-                    response.headers.setdefault(
-                        "traceparent", f"00-{trace_id}-{format(span.get_span_context().span_id, '016x')}-01"
-                    )
+                    context = span.get_span_context()
+                    if context.is_valid:  # lets a client quote the trace it was part of
+                        response.headers["traceparent"] = (
+                            f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+                        )
                     return response
             finally:
                 elapsed = time.perf_counter() - start
@@ -171,7 +172,8 @@ async def _answer(
     handler: Callable[[Call], Awaitable[Response]],
     authenticator: TokenAuthenticator,
 ) -> Response:
-    trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
+    context = trace.get_current_span().get_span_context()
+    trace_id = f"{context.trace_id:032x}" if context.is_valid else ""
     try:
         # Before the body is read: an unauthenticated upload is refused unread.
         header = request.headers.get("authorization")

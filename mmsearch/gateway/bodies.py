@@ -10,6 +10,7 @@ boundary is refused (400) rather than half-used.
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qsl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -98,9 +99,16 @@ class Form:
 async def read_form(request: Request, limit: int) -> Form:
     """A multipart/form-data body, whole parts in memory, at most `limit` bytes in all."""
     kind, options = parse_options_header(request.headers.get("content-type", ""))
+    if kind == b"application/x-www-form-urlencoded":  # fields only (curl -d, plain HTML forms)
+        body = b"".join([chunk async for chunk in _limited(request, min(limit, MAX_FIELD_BYTES * 4))])
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError as exc:
+            raise Problem(400, "form body is not UTF-8") from exc
+        return Form([Part(name=k, data=bytearray(v.encode())) for k, v in pairs[:MAX_PARTS]])
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
-        raise Problem(415, "expected multipart/form-data with a boundary")
+        raise Problem(415, "expected multipart/form-data with a boundary (or a urlencoded form)")
     parts: list[Part] = []
     header: dict[str, bytearray] = {"field": bytearray(), "value": bytearray()}
     headers: dict[str, str] = {}
