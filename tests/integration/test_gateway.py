@@ -26,18 +26,16 @@ from mmsearch.v1 import (
     searcher_pb2,
     searcher_pb2_grpc,
 )
-from tests.conftest import DEV_TOKEN, READONLY_TOKEN, TENANT_B_TOKEN, BrokerHandle, TritonHandle, sample
-from tests.integration.gateway_corpus import GatewayCorpus, start_gateway_corpus
+from tests.conftest import DEV_TOKEN, READONLY_TOKEN, TENANT_B_TOKEN, sample
+from tests.integration.gateway_corpus import GatewayCorpus
 
 pytestmark = pytest.mark.integration
 AUTH = (("authorization", f"Bearer {DEV_TOKEN}"),)
 
 
-@pytest.fixture(scope="module")
-async def corpus(triton: TritonHandle, broker: BrokerHandle) -> AsyncIterator[GatewayCorpus]:
-    handle = await start_gateway_corpus(triton, broker)
-    yield handle
-    await handle.indexing.service.running.stop()
+@pytest.fixture
+def corpus(gateway_corpus: GatewayCorpus) -> GatewayCorpus:
+    return gateway_corpus
 
 
 async def grpc_call(corpus: GatewayCorpus, service: str, method: str, request: Message) -> Any:
@@ -230,7 +228,7 @@ async def _eventually(
 
 
 @pytest.mark.parametrize(
-    ("token", "method", "path", "body", "status", "grpc_status"),
+    "case",
     [
         (None, "POST", "/v1/search", {"query": {"text": "x"}}, 401, "UNAUTHENTICATED"),
         ("not-a-token", "POST", "/v1/search", {"query": {"text": "x"}}, 401, "UNAUTHENTICATED"),
@@ -271,8 +269,9 @@ async def _eventually(
     ],
 )
 async def test_grpc_status_maps_to_http_with_problem_json(
-    corpus: GatewayCorpus, token: str | None, method: str, path: str, body: Any, status: int, grpc_status: str
+    corpus: GatewayCorpus, case: tuple[str | None, str, str, Any, int, str]
 ) -> None:
+    token, method, path, body, status, grpc_status = case
     async with corpus.client(token) as http:
         answer = await http.request(method, path, json=body)
     assert answer.status_code == status, answer.text
@@ -299,7 +298,8 @@ async def test_uploads_are_limited_while_streaming(corpus: GatewayCorpus) -> Non
     async with corpus.client() as http:
         # No Content-Length (chunked): the gateway counts while reading and stops at the limit.
         async def body() -> AsyncIterator[bytes]:
-            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n\x89PNG\r\n\x1a\n'
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+            yield b"\x89PNG\r\n\x1a\n"
             for _ in range(limit // (1 << 20) + 4):
                 yield b"\0" * (1 << 20)
 
