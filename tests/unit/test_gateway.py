@@ -1,0 +1,157 @@
+"""The gateway's own rules, without the services: status mapping, sniffing of
+uploads, the OpenAPI document and its check against the protos, and what a
+caller gets when the services are down or do not answer in time."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+from openapi_spec_validator import validate
+from prometheus_client import CollectorRegistry
+
+from mmsearch.gateway.app import build_app
+from mmsearch.gateway.bodies import sniff
+from mmsearch.gateway.endpoints import ENDPOINTS
+from mmsearch.gateway.handlers import Gateway
+from mmsearch.gateway.openapi import missing_fields, openapi_document
+from mmsearch.gateway.problems import HTTP_STATUS, Problem, problem_response
+from mmsearch.gateway.upstream import Upstream
+from mmsearch.kit.auth import TokenAuthenticator
+from mmsearch.kit.config import DEV_TOKENS_FILE
+from tests.conftest import DEV_TOKEN, make_settings, sample
+
+
+def test_every_grpc_status_has_an_http_status_and_a_problem_body() -> None:
+    assert set(HTTP_STATUS) == set(grpc.StatusCode)
+    assert HTTP_STATUS[grpc.StatusCode.INVALID_ARGUMENT] == 400
+    assert HTTP_STATUS[grpc.StatusCode.UNAUTHENTICATED] == 401
+    assert HTTP_STATUS[grpc.StatusCode.RESOURCE_EXHAUSTED] == 413  # a limit, not a rate: no retry
+    assert HTTP_STATUS[grpc.StatusCode.UNAVAILABLE] == 503
+    response = problem_response(
+        Problem(404, "no item 'x'", grpc.StatusCode.NOT_FOUND), "/v1/items/x", "ab" * 16
+    )
+    body = json.loads(bytes(response.body))
+    assert response.media_type == "application/problem+json"
+    assert body == {
+        "type": "urn:mmsearch:problem:not-found",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "no item 'x'",
+        "instance": "/v1/items/x",
+        "grpc_status": "NOT_FOUND",
+        "trace_id": "ab" * 16,
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("images/chelsea.png", "image"),
+        ("images/rocket.jpg", "image"),
+        ("images/retina.jpg", "image"),
+        ("audio/dog.mp3", "audio"),
+        ("audio/owl.mp3", "audio"),
+    ],
+)
+def test_uploads_are_sniffed_from_their_bytes(path: str, kind: str) -> None:
+    assert sniff(sample(path)) == kind
+
+
+def test_what_is_not_media_is_not_sniffed_as_media() -> None:
+    assert sniff(b"%PDF-1.7\n%\xe2\xe3") is None
+    assert sniff(b"PK\x03\x04 a zip") is None
+    assert sniff(b"Plain text, not a picture.") is None
+    assert sniff(b"") is None
+
+
+def test_openapi_document_validates_and_covers_every_proto_request_field() -> None:
+    document = openapi_document()
+    validate(document)
+    assert missing_fields(document) == []
+    assert set(document["paths"]) >= {"/v1/search", "/v1/search/upload", "/v1/ingest", "/v1/index/status"}
+
+
+def test_the_check_fails_when_a_proto_field_is_not_exposed() -> None:
+    document = openapi_document()
+    dropped = copy.deepcopy(document)
+    del dropped["components"]["schemas"]["RerankOptions"]["properties"]["budgetMs"]
+    assert "schema RerankOptions lacks field budgetMs" in missing_fields(dropped)
+    form = copy.deepcopy(document)
+    del form["paths"]["/v1/search/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][
+        "properties"
+    ]["request"]
+    assert any(
+        "/v1/search/upload: request field mmsearch.v1.SearchRequest.top_k" in p for p in missing_fields(form)
+    )
+    invented = copy.deepcopy(document)
+    invented["components"]["schemas"]["HybridOptions"]["properties"]["weight"] = {"type": "number"}
+    assert "schema HybridOptions has no proto field weight" in missing_fields(invented)
+    without_search = tuple(e for e in ENDPOINTS if e.rpc != "/mmsearch.v1.Searcher/Search")
+    assert any("Searcher/Search has no HTTP endpoint" in p for p in missing_fields(document, without_search))
+
+
+def _silent_server() -> socket.socket:
+    """Accepts connections and never answers: a service that hangs."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.listen(8)
+    return server
+
+
+@pytest.fixture
+async def down_and_hanging() -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    closed = socket.create_server(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()
+    hanging = _silent_server()
+    clients = []
+    gateways = []
+    for addr, timeout in ((f"127.0.0.1:{dead_port}", 5.0), (f"127.0.0.1:{hanging.getsockname()[1]}", 0.5)):
+        settings = make_settings(gateway_timeout_s=timeout)
+        upstream = Upstream(addr, timeout_s=timeout, max_message_bytes=1 << 20, tracer_provider=None)
+        gateway = Gateway(settings, upstream)
+        gateways.append(gateway)
+
+        async def never_ready() -> str | None:
+            return "down"
+
+        app = build_app(
+            gateway, TokenAuthenticator.from_file(DEV_TOKENS_FILE), CollectorRegistry(), None, never_ready
+        )
+        clients.append(
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://gateway",
+                headers={"authorization": f"Bearer {DEV_TOKEN}"},
+            )
+        )
+    yield clients[0], clients[1]
+    for client in clients:
+        await client.aclose()
+    for gateway in gateways:
+        await gateway.close()
+    hanging.close()
+
+
+async def test_a_service_down_is_503_and_one_that_hangs_is_504(
+    down_and_hanging: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    down, hanging = down_and_hanging
+    answer = await down.post("/v1/search", json={"query": {"text": "a photo of a cat"}})
+    assert answer.status_code == 503 and answer.json()["grpc_status"] == "UNAVAILABLE"
+    answer = await asyncio.wait_for(hanging.post("/v1/search", json={"query": {"text": "cat"}}), 10)
+    assert answer.status_code == 504 and answer.json()["grpc_status"] == "DEADLINE_EXCEEDED"
+    ready = await down.get("/readyz")
+    assert ready.status_code == 503 and (await down.get("/healthz")).status_code == 200
+    # Ingest with no broker configured is refused plainly, not hung.
+    refused = await down.post("/v1/ingest", data={"item_id": "a", "text": "b"})
+    assert refused.status_code == 503 and "MMSEARCH_KAFKA_BOOTSTRAP" in refused.json()["detail"]
+    # Authentication happens before the body is read or a service is called.
+    anonymous = await down.post("/v1/search", json={}, headers={"authorization": ""})
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
