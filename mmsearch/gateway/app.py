@@ -115,9 +115,12 @@ def build_app(
         return run
 
     routes: list[BaseRoute] = []
-    for endpoint in ENDPOINTS:
+    # Item ids may hold slashes (`mmsearch ingest` uses file paths): the id matches them, and
+    # the more specific /thumbnail route is tried first.
+    for endpoint in sorted(ENDPOINTS, key=lambda e: not e.path.endswith("/thumbnail")):
         handler = getattr(gateway, _snake(endpoint.operation))
-        routes.append(Route(endpoint.path, wrap(endpoint, handler), methods=[endpoint.method]))
+        path = endpoint.path.replace("{item_id}", "{item_id:path}")
+        routes.append(Route(path, wrap(endpoint, handler), methods=[endpoint.method]))
 
     async def openapi(_: Request) -> Response:
         return JSONResponse(document)

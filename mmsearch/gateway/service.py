@@ -54,7 +54,7 @@ class HttpGateway:
             self.ready,
         )
         # Bound here, not by uvicorn (which exits the process when a port is taken).
-        sock = socket.create_server((settings.gateway_host, settings.gateway_port), reuse_port=False)
+        sock = _listen(settings.gateway_host, settings.gateway_port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             app,
@@ -90,6 +90,25 @@ class HttpGateway:
     async def stop(self) -> None:
         if self._gateway is not None:
             await self._gateway.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket created with proto=IPPROTO_TCP: asyncio turns Nagle off
+    (TCP_NODELAY) only on accepted sockets of that proto, and socket.create_server's
+    proto 0 left it on; with the client's delayed ACK, every response whose headers
+    and body are written apart (uvicorn's) waited ~40 ms (measured: 44 ms -> <1 ms)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def build_gateway(deps: Deps) -> tuple[Component, HttpGateway]:

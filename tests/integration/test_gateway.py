@@ -203,10 +203,11 @@ async def test_ingest_by_upload_becomes_searchable_then_delete_removes_it(corpus
         item = await _eventually(http, "/v1/items/uploaded-horse", 200)
         assert item.json()["metadata"]["tags"] == ["upload", "animals"]
         text = await http.post(
-            "/v1/ingest", data={"item_id": "uploaded-note", "text": "Gateway notes about zebras."}
+            "/v1/ingest", data={"item_id": "notes/zebras.txt", "text": "Gateway notes about zebras."}
         )
         assert text.status_code == 202, text.text
-        await _eventually(http, "/v1/items/uploaded-note", 200)
+        note = await _eventually(http, "/v1/items/notes/zebras.txt", 200)  # an id with a slash
+        assert note.json()["itemId"] == "notes/zebras.txt"
         deleted = await http.delete("/v1/items/uploaded-horse", params={"version": "99"})
         assert deleted.status_code == 202, deleted.text
         await _eventually(http, "/v1/items/uploaded-horse", 404)
