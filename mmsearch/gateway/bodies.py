@@ -10,10 +10,10 @@ boundary is refused (400) rather than half-used.
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qsl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
+from urllib.parse import parse_qsl
 
 from google.protobuf import json_format
 from google.protobuf.message import Message

@@ -241,6 +241,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         indexer_pb2.GetStatusResponse,
         tags=("index",),
     ),
+    Endpoint(
+        "GET",
+        "/v1/index/dead-letters",
+        "listDeadLetters",
+        "Your tenant's recent dead letters: reason, detail, event id, original size.",
+        ROLE_INDEX_ADMIN,
+        "/mmsearch.v1.IndexerAdmin/ListDeadLetters",
+        "none",
+        indexer_pb2.ListDeadLettersRequest,
+        indexer_pb2.ListDeadLettersResponse,
+        params=(Param("limit", "query", "At most this many (default 50, at most 1000)."),),
+        tags=("index",),
+    ),
 )
 
 # gRPC methods deliberately not on HTTP (the OpenAPI check requires a reason for each).

@@ -252,6 +252,15 @@ class Gateway:
             await self.upstream.call(stub.GetStatus, indexer_pb2.GetStatusRequest(), call.token)
         )
 
+    async def list_dead_letters(self, call: Call) -> Response:
+        raw = call.request.query_params.get("limit", "0")
+        if not raw.isdigit() or int(raw) >= 2**32:
+            raise Problem(400, f"limit must be a non-negative integer, got {raw[:40]!r}")
+        request = indexer_pb2.ListDeadLettersRequest(limit=int(raw))
+        return proto_response(
+            await self.upstream.call(self.upstream.indexer.ListDeadLetters, request, call.token)
+        )
+
     async def close(self) -> None:
         if self._producer is not None:
             await asyncio.to_thread(self._producer.close)

@@ -226,7 +226,9 @@ def _request_schema(document: dict[str, Any], path: str, method: str) -> dict[st
         return _resolve(document, content["application/json"]["schema"])
     if "multipart/form-data" in content:
         return content["multipart/form-data"]["schema"]  # type: ignore[no-any-return]
-    return {"type": "object", "properties": {}}
+    # A GET takes its request's fields as query parameters.
+    query = {p["name"]: p["schema"] for p in operation.get("parameters", []) if p["in"] == "query"}
+    return {"type": "object", "properties": query}
 
 
 # Request fields a multipart endpoint carries as file parts rather than in its JSON field.

@@ -65,6 +65,13 @@ async def start_gateway_corpus(triton: TritonHandle, broker: BrokerHandle) -> Ga
         for name in SOUNDS
     ]
     events.append(text_event("tenant-b", "secret", "tenant b's private cat notes"))
+    # Poison for the dead-letter browser: a "photo" that is not one, in each tenant.
+    for tenant in ("dev", "tenant-b"):
+        events.append(
+            media_event(
+                tenant, f"broken-{tenant}.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 300, common_pb2.MODALITY_IMAGE
+            )
+        )
     produced = publish(indexing.bootstrap, indexing.topic, events)
     await indexing.wait_caught_up(produced)
     return GatewayCorpus(indexing)

@@ -128,6 +128,8 @@ def _drive(url: str, driver: WebDriver) -> None:
     # Ingest status: lag, paused or not, dead letters.
     driver.find_element(By.ID, "tab-ingest").send_keys(Keys.ENTER)
     wait(driver).until(lambda d: "Consuming" in d.find_element(By.ID, "status").text)
+    wait(driver).until(lambda d: "REASON_CORRUPT_MEDIA" in d.find_element(By.ID, "dead-letters").text)
+    assert "broken-tenant-b.png" not in driver.find_element(By.ID, "dead-letters").text
     driver.find_element(By.ID, "tab-search").send_keys(Keys.ENTER)
 
     # A bad token: the console says so at once, and asks for a token again.

@@ -172,6 +172,24 @@ async def test_embed_extract_spaces_models_status_equal_grpc(corpus: GatewayCorp
             assert answer.json().get(key) == direct.get(key), key
 
 
+async def test_dead_letters_of_the_callers_tenant_equal_grpc(corpus: GatewayCorpus) -> None:
+    async with corpus.client() as http:
+        answer = await http.get("/v1/index/dead-letters", params={"limit": "10"})
+        assert answer.status_code == 200, answer.text
+        letters = answer.json()["letters"]
+        assert [letter["itemId"] for letter in letters] == ["broken-dev.png"]  # never tenant-b's
+        assert letters[0]["reason"] == "REASON_CORRUPT_MEDIA" and letters[0]["eventId"]
+        assert letters[0]["originalSize"] != "0"
+        direct = await grpc_call(
+            corpus, "index", "ListDeadLetters", indexer_pb2.ListDeadLettersRequest(limit=10)
+        )
+        assert answer.json() == as_json(direct)
+        assert (await http.get("/v1/index/dead-letters", params={"limit": "5000"})).status_code == 413
+        assert (await http.get("/v1/index/dead-letters", params={"limit": "-1"})).status_code == 400
+    async with corpus.client(TENANT_B_TOKEN) as other:  # no index-admin role
+        assert (await other.get("/v1/index/dead-letters")).status_code == 403
+
+
 async def test_item_and_thumbnail_of_the_callers_tenant_only(corpus: GatewayCorpus) -> None:
     async with corpus.client() as http:
         item = await http.get("/v1/items/chelsea.png")

@@ -167,13 +167,36 @@ async function loadStatus() {
       letters.length
         ? el("ul", { id: "dlq" }, letters.map(([reason, count]) => el("li", { text: `${reason}: ${count}` })))
         : el("p", { text: "None since the indexer started." }),
+      el("h3", { text: "Dead letters (your tenant, newest first)" }),
+      el("div", { id: "dead-letters" }, [el("p", { text: "Loading…" })]),
       el("h3", { text: "Dependencies" }),
       el("ul", {}, (s.dependencies || []).map((d) => el("li", { text: `${d.name}: ${d.ready ? "ready" : "not ready: " + d.detail}` }))),
       el("h3", { text: "Spaces" }),
       el("ul", {}, (s.spaces || []).map((sp) => el("li", { text: `${sp.space}: ${sp.itemCount || 0} items` }))),
     );
+    loadDeadLetters();
   } catch (error) {
     box.replaceChildren(el("p", { class: "error", text: "Status unavailable: " + error.message }));
+  }
+}
+
+async function loadDeadLetters() {
+  const box = $("dead-letters");
+  if (!box) return;
+  try {
+    const answer = await api("/v1/index/dead-letters?limit=100");
+    const letters = answer.letters || [];
+    if (!letters.length) { box.replaceChildren(el("p", { text: "No dead letters for your tenant." })); return; }
+    const columns = ["when", "reason", "event id", "item", "original size", "where", "detail"];
+    box.replaceChildren(el("table", { class: "letters" }, [
+      el("thead", {}, [el("tr", {}, columns.map((h) => el("th", { scope: "col", text: h })))]),
+      el("tbody", {}, letters.map((l) => el("tr", {}, [
+        l.deadLetteredAt || "", l.reason, l.eventId || "–", l.itemId || "–", `${l.originalSize || 0} B`,
+        `${l.topic}[${l.partition || 0}]@${l.offset || 0}`, l.detail || "",
+      ].map((v) => el("td", { text: String(v) }))))),
+    ]));
+  } catch (error) {
+    box.replaceChildren(el("p", { class: "error", text: "Dead letters unavailable: " + error.message }));
   }
 }
 
