@@ -99,7 +99,13 @@ def _drive(url: str, driver: WebDriver) -> None:
 
     query = driver.find_element(By.ID, "query")
     query.send_keys("a photo of a cat", Keys.ENTER)
-    wait(driver).until(lambda d: first_hit(d) == "chelsea.png")
+    try:
+        wait(driver).until(lambda d: first_hit(d) == "chelsea.png")
+    except Exception:
+        state = [driver.find_element(By.ID, i).text for i in ("message", "summary", "results")]
+        raise AssertionError(
+            f"the cat photo is not first: {state}, logs {driver.get_log('browser')}"
+        ) from None
     thumb = driver.find_element(By.CSS_SELECTOR, "#results li.hit:first-child img.thumb")
     wait(driver).until(
         lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumb)
@@ -138,3 +144,5 @@ def _drive(url: str, driver: WebDriver) -> None:
     message = driver.find_element(By.ID, "message").text
     assert "token was not accepted" in message and "invalid token" in message, message
     wait(driver).until(lambda d: d.find_element(By.ID, "token-dialog").get_attribute("open"))
+    script_errors = [e for e in driver.get_log("browser") if e.get("source") == "javascript"]
+    assert not script_errors, script_errors

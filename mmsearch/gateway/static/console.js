@@ -85,6 +85,34 @@ function requestFromForm() {
 async function runSearch(pageToken) {
   const request = Object.assign({}, state.request);
   if (pageToken) request.pageToken = pageToken;
+  $("summary").textContent = "Searching…";
+  try {
+    let answer;
+    if (state.upload) {
+      const form = new FormData();
+      form.append("file", state.upload, state.upload.name || "query");
+      form.append("request", JSON.stringify(request));
+      answer = await api("/v1/search/upload", { method: "POST", body: form });
+    } else {
+      answer = await api("/v1/search", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(request),
+      });
+    }
+    showMessage("");
+    render(answer, Boolean(pageToken));
+  } catch (error) {
+    $("summary").textContent = "";
+    if (error.status !== 401 && error.status !== 403) showMessage("Search failed: " + error.message, "error");
+  }
+}
+
+function render(answer, append) {
+  const list = $("results");
+  if (!append) list.replaceChildren();
+  const hits = answer.hits || [];
+  const t = answer.timings || {};
   const stages = [["embed", t.embedMs], ["ann", t.annMs], ["bm25", t.bm25Ms], ["fusion", t.fusionMs], ["rerank", t.rerankMs]]
     .filter(([, ms]) => ms !== undefined).map(([name, ms]) => `${name} ${fmt(ms, 1)} ms`);
   $("summary").textContent =
