@@ -94,7 +94,7 @@ test: install models samples kcat chromium
 test-unit: install samples
 	$(PY) -m pytest tests/unit
 
-test-integration: install models samples
+test-integration: install models samples chromium
 	$(PY) -m pytest tests/integration
 
 lint: install

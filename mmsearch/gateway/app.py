@@ -104,11 +104,14 @@ def build_app(
                     return response
             finally:
                 elapsed = time.perf_counter() - start
-                code = str(response.status_code) if response is not None else "500"
+                status = response.status_code if response is not None else 500
+                code = str(status)
                 metrics.in_flight.dec()
                 metrics.handled.labels(endpoint.method, endpoint.path, code).inc()
                 metrics.latency.labels(endpoint.method, endpoint.path).observe(elapsed)
-                log.info("http_request", status=code, duration_ms=round(elapsed * 1000, 2))
+                # Like the services, which log failures only: successes at debug level.
+                level = log.debug if status < 400 else log.info if status < 500 else log.warning
+                level("http_request", status=code, duration_ms=round(elapsed * 1000, 2))
                 structlog.contextvars.unbind_contextvars("http_route", "http_method", "tenant", "caller")
                 otel_context.detach(token)
 

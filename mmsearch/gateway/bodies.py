@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 from google.protobuf import json_format
@@ -22,11 +22,13 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from mmsearch.gateway.problems import Problem
+from mmsearch.v1 import searcher_pb2
 
 Kind = Literal["image", "audio", "text"]
 M = TypeVar("M", bound=Message)
 MAX_PARTS = 32
 MAX_FIELD_BYTES = 64 * 1024
+FLOAT_MAX = 3.4028234663852886e38  # the largest float32, as json_format checks
 
 
 async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
@@ -60,11 +62,32 @@ def parse_json(body: bytes | str, message: M, what: str = "body") -> M:
         raise Problem(400, f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise Problem(400, f"{what} must be a JSON object")
+    vector = _take_query_vector(value) if isinstance(message, searcher_pb2.SearchRequest) else None
     try:
         json_format.ParseDict(value, message)
     except (json_format.ParseError, RecursionError) as exc:
         raise Problem(400, f"{what}: {exc}") from exc
+    if vector is not None:
+        message.query.vector.values.extend(vector)  # type: ignore[attr-defined]
     return message
+
+
+def _take_query_vector(value: dict[str, Any]) -> list[float] | None:
+    """A search's query vector, taken out of the body when it is a plain list of numbers:
+    json_format converts a float in ~10 us, a third of the gateway's time on a 384-d query.
+    Anything else is left for json_format to parse (and to reject with its message)."""
+    query = value.get("query")
+    vector = query.get("vector") if isinstance(query, dict) else None
+    if not isinstance(vector, dict) or set(vector) != {"values"}:
+        return None
+    values = vector["values"]
+    if not isinstance(values, list):
+        return None
+    # bool is an int subclass, and json_format refuses it; so does this fast path.
+    if not all(type(v) in (float, int) and -FLOAT_MAX <= v <= FLOAT_MAX for v in values):
+        return None
+    del vector["values"]
+    return [float(v) for v in values]
 
 
 @dataclass

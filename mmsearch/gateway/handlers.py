@@ -130,33 +130,29 @@ class Gateway:
         item_id = form.value("item_id") or (files[0].filename if files else "") or ""
         if not item_id.strip():
             raise Problem(400, "form field 'item_id' is required for text content")
-        common = {
-            "title": form.value("title"),
-            "tags": [t.strip() for t in form.value("tags").split(",") if t.strip()],
-            "source": form.value("source") or "gateway",
-            "source_uri": form.value("source_uri"),
-            "version": _version(form.value("version")),
-            "space": form.value("space"),
-        }
         tenant = call.principal.tenant
         if text:
-            event = text_event(tenant, item_id, text, **common)  # type: ignore[arg-type]
+            event = text_event(tenant, item_id, text)
         else:
             upload = files[0]
             kind = media_kind(upload, ("image", "audio", "text"))
             if kind == "text":
-                event = text_event(tenant, item_id, upload.text, **common)  # type: ignore[arg-type]
+                event = text_event(tenant, item_id, upload.text)
             else:
                 modality = common_pb2.MODALITY_IMAGE if kind == "image" else common_pb2.MODALITY_AUDIO
-                mime = upload.content_type if upload.content_type.startswith(kind) else ""
                 event = media_event(
-                    tenant,
-                    item_id,
-                    bytes(upload.data),
-                    modality,
-                    mime_type=mime,
-                    **common,  # type: ignore[arg-type]
+                    tenant, item_id, bytes(upload.data), modality, mime_type=_media(upload, kind).mime_type
                 )
+        event.metadata.CopyFrom(
+            common_pb2.ItemMetadata(
+                title=form.value("title"),
+                tags=[t.strip() for t in form.value("tags").split(",") if t.strip()],
+                source=form.value("source") or "gateway",
+                source_uri=form.value("source_uri"),
+            )
+        )
+        event.version = _version(form.value("version"))
+        event.space = form.value("space")
         return await self._publish(event)
 
     async def delete_item(self, call: Call) -> Response:

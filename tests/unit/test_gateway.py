@@ -155,3 +155,28 @@ async def test_a_service_down_is_503_and_one_that_hangs_is_504(
     # Authentication happens before the body is read or a service is called.
     anonymous = await down.post("/v1/search", json={}, headers={"authorization": ""})
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_query_vector_takes_the_fast_path_and_parses_the_same() -> None:
+    from google.protobuf import json_format
+
+    from mmsearch.gateway.bodies import parse_json
+    from mmsearch.v1 import searcher_pb2
+
+    values = [0.25, -1, 3.0e-8, 1e30] + [0.0] * 380
+    body = json.dumps(
+        {"query": {"vector": {"values": values}}, "topK": 3, "filter": {"condition": {"field": "tags"}}}
+    )
+    fast = parse_json(body, searcher_pb2.SearchRequest())
+    slow = json_format.Parse(body, searcher_pb2.SearchRequest())
+    assert fast == slow and len(fast.query.vector.values) == 384
+    # Anything but plain numbers is left to json_format: it takes what json_format takes...
+    odd = json.dumps({"query": {"vector": {"values": [True, "0.5", 2]}}})
+    assert parse_json(odd, searcher_pb2.SearchRequest()) == json_format.Parse(odd, searcher_pb2.SearchRequest())
+    # ... and refuses what it refuses, with its message.
+    for bad in (["0.5", "x"], [1e39]):
+        with pytest.raises(Problem) as refused:
+            parse_json(json.dumps({"query": {"vector": {"values": bad}}}), searcher_pb2.SearchRequest())
+        assert refused.value.status == 400
+    with pytest.raises(Problem):
+        parse_json('{"query": {"vector": {"values": [NaN]}, "text": "x"}}', searcher_pb2.SearchRequest())
