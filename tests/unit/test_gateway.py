@@ -172,7 +172,9 @@ def test_a_query_vector_takes_the_fast_path_and_parses_the_same() -> None:
     assert fast == slow and len(fast.query.vector.values) == 384
     # Anything but plain numbers is left to json_format: it takes what json_format takes...
     odd = json.dumps({"query": {"vector": {"values": [True, "0.5", 2]}}})
-    assert parse_json(odd, searcher_pb2.SearchRequest()) == json_format.Parse(odd, searcher_pb2.SearchRequest())
+    assert parse_json(odd, searcher_pb2.SearchRequest()) == json_format.Parse(
+        odd, searcher_pb2.SearchRequest()
+    )
     # ... and refuses what it refuses, with its message.
     for bad in (["0.5", "x"], [1e39]):
         with pytest.raises(Problem) as refused:
@@ -180,3 +182,50 @@ def test_a_query_vector_takes_the_fast_path_and_parses_the_same() -> None:
         assert refused.value.status == 400
     with pytest.raises(Problem):
         parse_json('{"query": {"vector": {"values": [NaN]}, "text": "x"}}', searcher_pb2.SearchRequest())
+
+
+async def test_a_request_continues_the_callers_trace_and_is_counted() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    closed = socket.create_server(("127.0.0.1", 0))
+    dead = closed.getsockname()[1]
+    closed.close()
+    upstream = Upstream(f"127.0.0.1:{dead}", timeout_s=2, max_message_bytes=1 << 20, tracer_provider=provider)
+    gateway = Gateway(make_settings(), upstream)
+    registry = CollectorRegistry()
+
+    async def ready() -> str | None:
+        return None
+
+    app = build_app(gateway, TokenAuthenticator.from_file(DEV_TOKENS_FILE), registry, provider, ready)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        answer = await client.get(
+            "/v1/spaces",
+            headers={
+                "authorization": f"Bearer {DEV_TOKEN}",
+                "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+            },
+        )
+    await gateway.close()
+    assert answer.status_code == 503  # nothing listens upstream
+    assert answer.json()["trace_id"] == trace_id and answer.headers["traceparent"].startswith(
+        f"00-{trace_id}-"
+    )
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    server = spans["GET /v1/spaces"]
+    assert format(server.context.trace_id, "032x") == trace_id
+    assert server.attributes is not None and server.attributes["http.response.status_code"] == 503
+    client_spans = [
+        s for s in spans.values() if s.parent is not None and s.parent.span_id == server.context.span_id
+    ]
+    assert client_spans, spans  # the gRPC call is a child of the HTTP request's span
+    counted = registry.get_sample_value(
+        "mmsearch_http_requests_total", {"method": "GET", "route": "/v1/spaces", "code": "503"}
+    )
+    assert counted == 1.0
