@@ -5,8 +5,11 @@ to HTTP statuses with problem+json, uploads are limited while they stream."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +19,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from openapi_spec_validator import validate
 
+from mmsearch.dev.mmsearch import start_mmsearch
+from mmsearch.dev.processes import free_port
 from mmsearch.gateway.openapi import missing_fields
 from mmsearch.v1 import (
     common_pb2,
@@ -394,3 +399,35 @@ async def test_cors_is_off_openapi_validates_and_metrics_count(corpus: GatewayCo
         "mmsearch_http_requests_total", {"method": "POST", "route": "/v1/search", "code": "200"}
     )
     assert counted is not None and counted >= 1
+
+
+async def test_the_gateway_as_its_own_process_fronts_another(corpus: GatewayCorpus, tmp_path: Path) -> None:
+    """`--target gateway` (its own Deployment) in front of the services of another process."""
+    grpc_port, gateway_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
+    env.update(
+        MMSEARCH_GRPC_PORT=str(grpc_port),
+        MMSEARCH_METRICS_PORT=str(free_port()),
+        MMSEARCH_GATEWAY_PORT=str(gateway_port),
+        MMSEARCH_GATEWAY_UPSTREAM_ADDR=corpus.grpc_addr,
+        MMSEARCH_READINESS_INTERVAL_S="0.5",
+    )
+    # Ready (health SERVING) once the Searcher it fronts answers SERVING.
+    process = await asyncio.to_thread(
+        start_mmsearch, "gateway", env, tmp_path / "gateway.log", f"127.0.0.1:{grpc_port}", 60.0
+    )
+    try:
+        body = {"query": {"text": "a cup of coffee"}, "modalities": ["MODALITY_IMAGE"], "topK": 3}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{gateway_port}", headers={"authorization": f"Bearer {DEV_TOKEN}"}
+        ) as http:
+            answer = await http.post("/v1/search", json=body, timeout=60)
+            assert answer.status_code == 200, answer.text
+            direct = await grpc_call(
+                corpus, "search", "Search", json_format.ParseDict(body, searcher_pb2.SearchRequest())
+            )
+            assert_same_hits(answer.json(), direct)
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
