@@ -16,8 +16,9 @@ GEN_STAMP := mmsearch/v1/.generated
 MODEL_STAMP := model_repository/.built
 SAMPLES_STAMP := .cache/samples/.fetched
 KCAT := .cache/kcat/bin/kcat
+CHROMIUM := .cache/chromium/bin/chromedriver
 
-.PHONY: install proto models samples kcat demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples kcat chromium demo up down status serve test test-unit test-integration lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -64,6 +65,12 @@ kcat: $(KCAT)
 $(KCAT): mmsearch/dev/kcat.py requirements/kcat.txt $(VENV)/.installed
 	$(PY) -m mmsearch.dev.kcat
 
+# Headless Chromium + chromedriver from Debian packages (unpacked, no root) for the console's browser test.
+chromium: $(CHROMIUM)
+$(CHROMIUM): mmsearch/dev/chromium.py mmsearch/dev/debian.py $(VENV)/.installed
+	rm -f .cache/chromium/bin/chromium $(CHROMIUM)
+	$(PY) -m mmsearch.dev.chromium
+
 # The main job on the embedded default: bring the local stack up and run the demo.
 demo: install models samples
 	$(PY) -m mmsearch.cli stack up
@@ -81,13 +88,13 @@ status: install
 serve: install models
 	$(PY) -m mmsearch.cli serve --target all
 
-test: install models samples kcat
+test: install models samples kcat chromium
 	$(PY) -m pytest
 
 test-unit: install samples
 	$(PY) -m pytest tests/unit
 
-test-integration: install models samples
+test-integration: install models samples chromium
 	$(PY) -m pytest tests/integration
 
 lint: install

@@ -19,9 +19,10 @@ from prometheus_client import CollectorRegistry
 
 from mmsearch import edge
 from mmsearch.embedder.service import build_embedder
+from mmsearch.gateway.service import HttpGateway, build_gateway
 from mmsearch.indexer.service import build_indexer
 from mmsearch.kit.component import Component, Deps, Module
-from mmsearch.kit.config import Settings, Target
+from mmsearch.kit.config import ConfigError, Settings, Target
 from mmsearch.kit.server import RunningServer, start_server
 from mmsearch.reranker.service import build_reranker
 from mmsearch.searcher.service import build_searcher
@@ -37,8 +38,9 @@ WITH_STORE: dict[str, Callable[[Deps, StoreProvider], Component]] = {
     "searcher": build_searcher,
 }
 # Start order under `all`: the embedder first (the others call it), the indexer
-# last among the stores' users, so shutdown drains it first.
-ORDER = ("embedder", "reranker", "searcher", "indexer")
+# last among the stores' users, and the HTTP gateway last of all, so shutdown
+# drains it first (no new HTTP requests while the services behind it drain).
+ORDER = ("embedder", "reranker", "searcher", "indexer", "gateway")
 
 
 def store_settings(settings: Settings) -> StoreSettings:
@@ -58,20 +60,28 @@ class Assembly:
     components: list[Component]
     modules: list[Module]
     stores: StoreProvider | None
+    # The HTTP gateway (its bound port once started), when the target runs it.
+    gateway: HttpGateway | None = None
 
 
 def assemble(target: Target, deps: Deps) -> Assembly:
     """The components of a target and the modules they share."""
     names = [name for name in ORDER if target in ("all", name)]
+    if target == "gateway" and not deps.settings.gateway_upstream_addr:
+        raise ConfigError("--target gateway needs MMSEARCH_GATEWAY_UPSTREAM_ADDR (the services it fronts)")
     stores = StoreProvider(store_settings(deps.settings)) if any(n in WITH_STORE for n in names) else None
     components = []
+    gateway = None
     for name in names:
-        if name in WITH_STORE:
+        if name == "gateway":
+            component, gateway = build_gateway(deps)
+            components.append(component)
+        elif name in WITH_STORE:
             assert stores is not None
             components.append(WITH_STORE[name](deps, stores))
         else:
             components.append(STATELESS[name](deps))
-    return Assembly(components, [stores] if stores is not None else [], stores)
+    return Assembly(components, [stores] if stores is not None else [], stores, gateway)
 
 
 async def start_target(

@@ -173,6 +173,15 @@ class ContentProducer:
         self._pending: list[FutureRecordMetadata] = []
 
     def publish(self, event: events_pb2.ContentEvent) -> None:
+        self._pending.append(self._send(event))
+
+    def publish_and_wait(self, event: events_pb2.ContentEvent, timeout_s: float = 30.0) -> tuple[int, int]:
+        """Publish one event and wait for the broker's ack (the HTTP gateway answers
+        each upload with where it landed); returns (partition, offset)."""
+        metadata = self._send(event).get(timeout=timeout_s)
+        return int(metadata.partition), int(metadata.offset)
+
+    def _send(self, event: events_pb2.ContentEvent) -> FutureRecordMetadata:
         headers: dict[str, str] = {}
         propagate.inject(headers)
         if self._as_json:
@@ -181,7 +190,7 @@ class ContentProducer:
         else:
             value = event.SerializeToString()
             content_type = b"application/x-protobuf"
-        future = self._producer.send(
+        future: FutureRecordMetadata = self._producer.send(
             self.topic,
             key=f"{event.tenant}/{event.item_id}".encode(),
             value=value,
@@ -191,7 +200,7 @@ class ContentProducer:
                 *((k, v.encode()) for k, v in headers.items()),
             ],
         )
-        self._pending.append(future)
+        return future
 
     def flush(self, timeout_s: float = 60.0) -> dict[int, int]:
         """Wait until the broker acked every published event (raises KafkaError

@@ -29,8 +29,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "searcher": frozenset({"v1", "kit", "clients", "stores"}),
     "producer": frozenset({"v1", "kit"}),
     "edge": frozenset({"v1", "kit", "clients", "stores"}),
+    # The HTTP gateway calls the services over gRPC only; it publishes uploads with the SDK.
+    "gateway": frozenset({"v1", "kit", "clients", "producer"}),
     "modules": frozenset(
-        {"v1", "kit", "clients", "stores", "edge", "embedder", "indexer", "searcher", "reranker"}
+        {"v1", "kit", "clients", "stores", "edge", "embedder", "indexer", "searcher", "reranker", "gateway"}
     ),
     "dev": frozenset({"v1", "kit", "clients"}),
     "cli": frozenset({"v1", "kit", "clients", "modules", "producer", "dev"}),

@@ -88,6 +88,7 @@ def make_settings(**overrides: object) -> Settings:
         # Never the working tree's .run/store: each settings object gets its own.
         "store_dir": Path(tempfile.mkdtemp(prefix="mmsearch-store-")),
         "metrics_port": 0,
+        "gateway_port": 0,
         "readiness_interval_s": 0.5,
         "log_format": "console",
     }
@@ -101,6 +102,8 @@ class ServiceHandle:
     registry: CollectorRegistry
     # The target's store module (None for targets without one).
     stores: StoreProvider | None
+    # The HTTP gateway's bound port (targets all and gateway).
+    gateway_port: int | None = None
 
     @property
     def addr(self) -> str:
@@ -115,7 +118,8 @@ async def start_service(
     running, assembly = await start_target(
         settings, target, registry=registry, tracer_provider=tracer_provider, serve_metrics=False
     )
-    return ServiceHandle(running, registry, assembly.stores)
+    gateway_port = assembly.gateway.port if assembly.gateway is not None else None
+    return ServiceHandle(running, registry, assembly.stores, gateway_port)
 
 
 @pytest.fixture

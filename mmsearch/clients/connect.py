@@ -20,6 +20,8 @@ HEALTH_SERVICES = (
     "mmsearch.v1.IndexerAdmin",
     "mmsearch.v1.Searcher",
     "mmsearch.v1.Reranker",
+    # The HTTP gateway's entry (SERVING while the Searcher it fronts is).
+    "mmsearch.v1.Gateway",
 )
 
 

@@ -160,11 +160,14 @@ def service_settings(
     triton_url: str,
     bootstrap: str,
     topic: str = CONTENT_TOPIC,
+    gateway_port: int = 0,
 ) -> dict[str, str]:
-    """The MMSEARCH_* settings that point a service at this stack."""
+    """The MMSEARCH_* settings that point a service at this stack (the HTTP gateway
+    of `all` on `gateway_port`, by default any free port)."""
     settings = {
         "MMSEARCH_GRPC_HOST": "127.0.0.1",
         "MMSEARCH_GRPC_PORT": str(grpc_port),
+        "MMSEARCH_GATEWAY_PORT": str(gateway_port),
         "MMSEARCH_METRICS_PORT": str(metrics_port),
         "MMSEARCH_TRITON_URL": triton_url,
         "MMSEARCH_KAFKA_BOOTSTRAP": bootstrap,

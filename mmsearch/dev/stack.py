@@ -35,6 +35,7 @@ class StackConfig:
     broker_port: int
     grpc_port: int
     metrics_port: int
+    gateway_port: int
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -52,6 +53,7 @@ class StackConfig:
             broker_port=_env_int("MMSEARCH_STACK_BROKER_PORT", 9092),
             grpc_port=_env_int("MMSEARCH_STACK_GRPC_PORT", 50051),
             metrics_port=_env_int("MMSEARCH_STACK_METRICS_PORT", 9464),
+            gateway_port=_env_int("MMSEARCH_STACK_GATEWAY_PORT", 8080),
         )
 
     @property
@@ -69,6 +71,7 @@ def _service_env(config: StackConfig) -> dict[str, str]:
         MMSEARCH_GRPC_HOST="127.0.0.1",
         MMSEARCH_GRPC_PORT=str(config.grpc_port),
         MMSEARCH_METRICS_PORT=str(config.metrics_port),
+        MMSEARCH_GATEWAY_PORT=str(config.gateway_port),
         MMSEARCH_TRITON_URL=f"127.0.0.1:{config.triton.grpc}",
         MMSEARCH_KAFKA_BOOTSTRAP=f"127.0.0.1:{config.broker_port}",
         MMSEARCH_STORE_DIR=str(config.run_dir / "store"),
@@ -96,7 +99,7 @@ def _part_ports(config: StackConfig, name: str) -> list[int]:
     return {
         "triton": [t.http, t.grpc, t.metrics],
         "broker": [config.broker_port],
-        "mmsearch": [config.grpc_port, config.metrics_port],
+        "mmsearch": [config.grpc_port, config.metrics_port, config.gateway_port],
     }[name]
 
 
@@ -116,6 +119,7 @@ def _start_part(config: StackConfig, name: str) -> dict[str, object]:
         "pid": service.pid,
         "grpc_port": config.grpc_port,
         "metrics_port": config.metrics_port,
+        "gateway_port": config.gateway_port,
         "log": str(logs / "mmsearch.log"),
     }
 
@@ -150,7 +154,10 @@ def up(config: StackConfig) -> int:
         print(f"stack failed to start: {exc}", file=sys.stderr)
         down(config)
         return 1
-    print(f"stack is up: gRPC {config.grpc_addr}, metrics http://127.0.0.1:{config.metrics_port}/metrics")
+    print(
+        f"stack is up: gRPC {config.grpc_addr}, console http://127.0.0.1:{config.gateway_port}/, "
+        f"metrics http://127.0.0.1:{config.metrics_port}/metrics"
+    )
     return 0
 
 

@@ -30,6 +30,7 @@ from opentelemetry import propagate, trace
 
 from mmsearch.clients.errors import DependencyDown, DependencyError
 from mmsearch.indexer.batch import REASON, BatchResult, Record, dead_letter, fit
+from mmsearch.indexer.letters import RecentLetters
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.ocr import task_headers
 from mmsearch.v1 import events_pb2
@@ -84,6 +85,8 @@ class ConsumerState:
     applied: int = 0
     # Not fetching because another consumer's work comes first (see IndexerConsumer `hold`).
     holding: bool = False
+    # The last dead letters, summarized (IndexerAdmin.ListDeadLetters).
+    recent_letters: RecentLetters = field(default_factory=RecentLetters)
 
     def lag(self) -> int:
         """Records not yet committed, over the assigned partitions last seen."""
@@ -385,6 +388,7 @@ class IndexerConsumer:
             name = events_pb2.DeadLetter.Reason.Name(letter.reason)
             events.labels("dlq", name).inc()
             self.state.dead_letters[name] = self.state.dead_letters.get(name, 0) + 1
+            self.state.recent_letters.add(letter)
         now = datetime.now(UTC)
         for space, event_time in result.applied:
             self._metrics.freshness_seconds.labels(space).observe(

@@ -25,10 +25,10 @@ from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.ocr import OcrStage
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
-from mmsearch.kit.auth import ROLE_INDEX_ADMIN
+from mmsearch.kit.auth import ROLE_INDEX_ADMIN, current_principal
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import ConfigError, Settings
-from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from mmsearch.kit.signing import ProducerKeys, ProducersFileError
 from mmsearch.stores.base import collection_name
 from mmsearch.stores.errors import StoreError
@@ -38,6 +38,7 @@ from mmsearch.v1 import indexer_pb2, indexer_pb2_grpc
 SERVICE = indexer_pb2.DESCRIPTOR.services_by_name["IndexerAdmin"]
 # Aliases a space can be live under even when no configured space declares them.
 LIVE_ALIASES = ("default", "text", "image", "audio")
+DEFAULT_LETTERS, MAX_LETTERS = 50, 1000
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -81,6 +82,21 @@ class IndexerAdminService(indexer_pb2_grpc.IndexerAdminServicer):
         if all(d.ready for d in response.dependencies if d.name in ("embedder", "store")):
             await self._space_counts(response)
         return response
+
+    async def ListDeadLetters(
+        self, request: indexer_pb2.ListDeadLettersRequest, context: Context
+    ) -> indexer_pb2.ListDeadLettersResponse:
+        if request.limit > MAX_LETTERS:
+            raise ResourceExhausted(f"limit {request.limit} is over {MAX_LETTERS}")
+        limit = request.limit or DEFAULT_LETTERS
+        tenant = current_principal().tenant  # only the caller's own letters
+        letters = [
+            letter
+            for consumer in self.consumers()
+            for letter in consumer.state.recent_letters.of_tenant(tenant, limit)
+        ]
+        letters.sort(key=lambda letter: letter.dead_lettered_at.ToNanoseconds(), reverse=True)
+        return indexer_pb2.ListDeadLettersResponse(letters=letters[:limit])
 
     async def close_clients(self) -> None:
         for consumer in self.consumers():

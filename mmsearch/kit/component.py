@@ -40,6 +40,9 @@ class Component:
     checks: list[Check] = field(default_factory=list)
     # False while the service's RPCs answer UNIMPLEMENTED: health says NOT_SERVING.
     implemented: bool = True
+    # False for a component that serves no gRPC service of its own (the HTTP gateway):
+    # it still has a health entry under `service_name`, but is not listed by reflection.
+    grpc_service: bool = True
     # Called once the server is serving, with its bound gRPC port.
     start: Callable[[int], Awaitable[None]] | None = None
     # Called at shutdown while the server still serves (so work in flight can still

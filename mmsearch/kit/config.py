@@ -21,8 +21,11 @@ TOOL_PREFIXES = (ENV_PREFIX + "STACK_", ENV_PREFIX + "CLIENT_")
 DEV_TOKENS_FILE = Path(__file__).with_name("dev_tokens.json")
 DEV_PRODUCERS_FILE = Path(__file__).with_name("dev_producers.json")
 
-Target = Literal["all", "embedder", "indexer", "searcher", "reranker"]
-TARGETS: tuple[Target, ...] = ("all", "embedder", "indexer", "searcher", "reranker")
+Target = Literal["all", "embedder", "indexer", "searcher", "reranker", "gateway"]
+TARGETS: tuple[Target, ...] = ("all", "embedder", "indexer", "searcher", "reranker", "gateway")
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+# The development producer secret (mmsearch/kit/dev_producers.json, public in README.md).
+DEV_PRODUCER_SECRET = "mmsearch-dev-producer-secret"
 
 
 class ConfigError(ValueError):
@@ -190,6 +193,24 @@ class Settings(BaseSettings):
     # bytes) or float16 (docs/benchmarks.md "Rerank within budget" measures both).
     rerank_token_encoding: Literal["int8", "float16"] = "int8"
 
+    # HTTP/JSON gateway and web console (mmsearch/gateway): its listen address, the gRPC
+    # services it fronts (empty: this process), and its own bound on each upstream call.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8080, ge=0, le=65535)
+    gateway_upstream_addr: str = ""
+    gateway_timeout_s: float = Field(30.0, gt=0, le=300)
+    # Largest multipart upload (all parts) and largest JSON body; both are counted while
+    # the body streams in, so a larger one is refused (413) before it is buffered.
+    gateway_max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    gateway_max_json_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # Origins allowed to call the gateway from a browser (comma separated); empty: no
+    # CORS headers at all, so only the console the gateway serves itself can call it.
+    gateway_cors_origins: str = ""
+    # The producer key the gateway signs uploaded content events with; it must be allowed
+    # the callers' tenants in the indexer's MMSEARCH_PRODUCER_KEYS_FILE.
+    gateway_producer_id: str = Field("dev", min_length=1, max_length=128)
+    gateway_producer_secret: SecretStr = SecretStr(DEV_PRODUCER_SECRET)
+
     @property
     def enrichment_topic(self) -> str:
         """Where images go for their OCR text; empty when it is read inline."""
@@ -205,7 +226,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _dev_tokens_only_on_loopback(self) -> Settings:
-        loopback = self.grpc_host in {"127.0.0.1", "::1", "localhost"}
+        loopback = self.grpc_host in LOOPBACK and self.gateway_host in LOOPBACK
         if self.uses_dev_producers and self.kafka_bootstrap and not loopback and not self.allow_dev_tokens:
             raise ValueError(
                 f"the public development producer key cannot be used on {self.grpc_host}: set "
@@ -213,8 +234,14 @@ class Settings(BaseSettings):
             )
         if self.uses_dev_tokens and not loopback and not self.allow_dev_tokens:
             raise ValueError(
-                f"the public development tokens cannot be used on {self.grpc_host}: set "
+                f"the public development tokens cannot be used on {self.grpc_host}/{self.gateway_host}: set "
                 f"{ENV_PREFIX}AUTH_TOKENS_FILE (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true for a throwaway install)"
+            )
+        dev_secret = self.gateway_producer_secret.get_secret_value() == DEV_PRODUCER_SECRET
+        if dev_secret and self.kafka_bootstrap and not loopback and not self.allow_dev_tokens:
+            raise ValueError(
+                f"the public development producer secret cannot be used on a non-loopback address: set "
+                f"{ENV_PREFIX}GATEWAY_PRODUCER_ID and _SECRET (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true)"
             )
         return self
 

@@ -119,7 +119,7 @@ async def start_server(
         readiness.register(component.service_name, component.checks, implemented=component.implemented)
     reflection.enable_server_reflection(
         [
-            *(c.service_name for c in components),
+            *(c.service_name for c in components if c.grpc_service),
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ],

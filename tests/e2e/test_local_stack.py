@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def kill_triton_then_up_restarts_only_triton(cli: list[str], env: dict[str, str]
 
 def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
-    grpc_port = free_port()
+    grpc_port, gateway_port = free_port(), free_port()
     env.update(
         MMSEARCH_STACK_RUN_DIR=str(tmp_path / "run"),
         MMSEARCH_STACK_TRITON_HTTP_PORT=str(free_port()),
@@ -98,6 +99,7 @@ def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
         MMSEARCH_STACK_BROKER_PORT=str(free_port()),
         MMSEARCH_STACK_GRPC_PORT=str(grpc_port),
         MMSEARCH_STACK_METRICS_PORT=str(free_port()),
+        MMSEARCH_STACK_GATEWAY_PORT=str(gateway_port),
         MMSEARCH_CLIENT_ADDR=f"127.0.0.1:{grpc_port}",
     )
     cli = [sys.executable, "-m", "mmsearch.cli"]
@@ -127,6 +129,19 @@ def test_stack_up_demo_grpcurl_down(tmp_path: Path) -> None:
         found = run([*cli, "search", "a cup of coffee", "--only", "image", "--top-k", "1", "--json"], env)
         assert found.returncode == 0, found.stderr
         assert json.loads(found.stdout)["hits"][0]["itemId"] == "photo:coffee.png"
+
+        # The same search over HTTP/JSON through the stack's gateway, and its console.
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{gateway_port}/v1/search",
+            data=json.dumps(
+                {"query": {"text": "a cup of coffee"}, "modalities": ["MODALITY_IMAGE"], "topK": 1}
+            ).encode(),
+            headers={"authorization": "Bearer mmsearch-dev-token", "content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert json.loads(answer.read())["hits"][0]["itemId"] == "photo:coffee.png"
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/", timeout=30) as console:
+            assert b"<title>mmsearch console</title>" in console.read()
 
         listed = run([str(GRPCURL), "-plaintext", f"127.0.0.1:{grpc_port}", "list"], env, timeout=30)
         assert listed.returncode == 0, listed.stderr

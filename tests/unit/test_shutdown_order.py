@@ -4,9 +4,11 @@ last opened first. A module is never closed while a component still uses it."""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from mmsearch.kit.component import Component, Deps
+from mmsearch.kit.config import ConfigError
 from mmsearch.kit.server import start_server
 from mmsearch.modules import assemble
 from tests.conftest import make_settings
@@ -65,7 +67,8 @@ async def test_drain_then_server_then_stop_hooks_then_modules() -> None:
 
 async def test_indexer_and_searcher_share_one_store_module_that_neither_closes() -> None:
     assembly = assemble("all", Deps(make_settings(), CollectorRegistry()))
-    assert [c.name for c in assembly.components] == ["embedder", "reranker", "searcher", "indexer"]
+    # The gateway starts last, so it drains first (no new HTTP requests while the rest drain).
+    assert [c.name for c in assembly.components] == ["embedder", "reranker", "searcher", "indexer", "gateway"]
     assert assembly.modules == [assembly.stores] and assembly.stores is not None
     store = await assembly.stores.get()
     for component in assembly.components:
@@ -75,3 +78,9 @@ async def test_indexer_and_searcher_share_one_store_module_that_neither_closes()
     assert await store.resolve("default") is None  # still open: "the store is closed" would raise
     await assembly.stores.close()
     assert assemble("embedder", Deps(make_settings(), CollectorRegistry())).modules == []
+    gateway = assemble(
+        "gateway", Deps(make_settings(gateway_upstream_addr="127.0.0.1:1"), CollectorRegistry())
+    )
+    assert [c.name for c in gateway.components] == ["gateway"] and gateway.modules == []
+    with pytest.raises(ConfigError, match="MMSEARCH_GATEWAY_UPSTREAM_ADDR"):
+        assemble("gateway", Deps(make_settings(), CollectorRegistry()))

@@ -1,0 +1,1 @@
+"""HTTP/JSON gateway and web console in front of the gRPC services."""
