@@ -141,7 +141,7 @@ class TritonPythonModel:
             if vectors is None:
                 vectors = np.empty((len(texts), out.shape[1]), dtype=np.float32)
             vectors[bucket] = out  # back to request order
-            for i, rows in zip(bucket, token_rows):
+            for i, rows in zip(bucket, token_rows if with_tokens else [], strict=with_tokens):
                 maxsim[i] = rows
         assert vectors is not None
         tokens = np.asarray(lengths, dtype=np.int32)
@@ -161,7 +161,7 @@ class TritonPythonModel:
         vectors, tokens, truncated, maxsim = self._encode(texts, any(wants))
         responses = []
         start = 0
-        for count, want in zip(counts, wants):
+        for count, want in zip(counts, wants, strict=True):
             end = start + count
             outputs = [
                 pb_utils.Tensor("EMBEDDING", vectors[start:end]),
