@@ -22,6 +22,7 @@ from mmsearch.dev.harness import (
     start_broker_server,
     start_triton_server,
 )
+from mmsearch.dev.postgres import PostgresServer, start_postgres
 from mmsearch.kit.config import Settings, Target, load_settings
 from mmsearch.kit.server import RunningServer
 from mmsearch.modules import start_target
@@ -124,3 +125,13 @@ async def service(triton: TritonHandle) -> AsyncIterator[ServiceHandle]:
     handle = await start_service(make_settings(triton_url=triton.grpc_url))
     yield handle
     await handle.running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """PostgreSQL + pgvector on a free loopback port in a temporary directory (removed after)."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
