@@ -189,13 +189,17 @@ def _condition(cond: Condition, params: list[Any]) -> sql.Composable:
     return sql.SQL(" AND ").join(parts)
 
 
-def filter_sql(node: FilterNode, params: list[Any]) -> sql.Composable:
-    """The tree as a boolean SQL expression over the points table (alias p), never NULL: a
-    missing field makes a condition false, so its negation is true (the contract's semantics)."""
+def filter_sql(node: FilterNode, params: list[Any], negated: bool = False) -> sql.Composable:
+    """The tree as a boolean SQL expression over the points table (alias p). A missing field
+    makes a condition false, so its negation is true (the contract's semantics): under a NOT, a
+    condition on a nullable column is wrapped in coalesce(..., false). Elsewhere NULL already
+    acts as false (AND / OR / WHERE are monotone), and the bare condition keeps its index usable."""
     if isinstance(node, Condition):
-        return sql.SQL("coalesce(({}), false)").format(_condition(node, params))
+        condition = _condition(node, params)
+        nullable = node.field.startswith(ATTRIBUTE_PREFIX) or node.field == "created_at"
+        return sql.SQL("coalesce(({}), false)").format(condition) if negated and nullable else condition
     if isinstance(node, Not):
-        return sql.SQL("(NOT {})").format(filter_sql(node.node, params))
+        return sql.SQL("(NOT {})").format(filter_sql(node.node, params, not negated))
     joiner = " AND " if isinstance(node, AllOf) else " OR "
     assert isinstance(node, AllOf | AnyOf)
-    return sql.SQL("({})").format(sql.SQL(joiner).join(filter_sql(n, params) for n in node.nodes))
+    return sql.SQL("({})").format(sql.SQL(joiner).join(filter_sql(n, params, negated) for n in node.nodes))

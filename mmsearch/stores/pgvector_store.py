@@ -16,10 +16,10 @@ columns). Choices worth knowing:
 - Dense ranking: `ORDER BY embedding <op> q LIMIT n` over the HNSW index (m, ef_construction
   per store; `hnsw.ef_search` per query, at least the fetch size up to pgvector's 1000), with
   `hnsw.iterative_scan = relaxed_order`, so a filter that drops most graph neighbours keeps
-  scanning instead of returning too few; btree / GIN indexes on every filterable field let the
-  planner pick an exact index path for selective filters. Passages are fetched (doubling) until
-  `n` items are settled, as in the embedded store. `exact=True` turns index scans off for the
-  transaction: a sequential (or bitmap) scan and a sort, i.e. brute force.
+  scanning instead of returning too few. Passages are fetched (doubling) until `n` items are
+  settled, as in the embedded store. When at most `exact_threshold` points match the tenant and
+  filter (a capped count over the btree / GIN indexes on every filterable field), or with
+  `exact=True`, the ranking is brute force instead: every matching passage, best per item.
 - Text ranking: PostgreSQL full-text search, not BM25: `to_tsvector('simple', ...)` (lowercase,
   no stemming or stop words) in a GIN index, the query's lexemes OR-ed, ranked by
   `ts_rank(..., 1)` (term frequency with a document-length normalisation; no IDF), best
@@ -178,6 +178,7 @@ class PgVectorStore:
         hnsw_ef_construction: int = 100,
         hnsw_ef_search: int = 100,
         hybrid_window: int = 100,
+        exact_threshold: int = 2000,
         spec_ttl_s: float = 5.0,
     ) -> None:
         self._pool = pool
@@ -185,6 +186,7 @@ class PgVectorStore:
         self._ef_construction = hnsw_ef_construction
         self._ef_search = hnsw_ef_search
         self._window = hybrid_window
+        self._exact_threshold = exact_threshold
         self._ttl = spec_ttl_s
         self._specs: dict[str, _Spec] = {}
         self._closed = False
@@ -737,8 +739,6 @@ class PgVectorStore:
             conn.transaction(),
         ):
             await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            if query.exact:
-                await cur.execute("SELECT set_config('enable_indexscan', 'off', true)")
             vec = await self._dense(cur, spec, checked, n) if checked.vector is not None else []
             txt = await self._text(cur, spec, checked, n) if checked.text else []
             page = self._page(checked, vec, txt)
@@ -799,6 +799,29 @@ class PgVectorStore:
         metric = spec.collection.metric
         return 1.0 - distance if metric == "cosine" else -distance if metric == "dot" else distance
 
+    async def _few(
+        self,
+        cur: psycopg.AsyncCursor[dict[str, Any]],
+        points: sql.Identifier,
+        where: sql.Composable,
+        params: list[Any],
+    ) -> bool:
+        """At most `exact_threshold` points match the tenant and filter: an exact scan of them
+        (through the btree / GIN indexes) is faster than an HNSW walk that skips almost every
+        node and has full recall. Counted with a cap, so a broad filter costs a short index scan;
+        PostgreSQL's own estimate for such plans was seen to pick the graph (0.1% filter at 20k
+        points: 286 ms, recall 0.996)."""
+        if self._exact_threshold <= 0:
+            return False
+        await cur.execute(
+            sql.SQL(
+                "SELECT count(*) AS n FROM (SELECT 1 FROM {} p WHERE p.embedding IS NOT NULL AND {} LIMIT %s) s"
+            ).format(points, where),
+            [*params, self._exact_threshold + 1],
+        )
+        row = await cur.fetchone()
+        return row is not None and int(row["n"]) <= self._exact_threshold
+
     async def _dense(
         self, cur: psycopg.AsyncCursor[dict[str, Any]], spec: _Spec, checked: CheckedQuery, n: int
     ) -> list[_Ranked]:
@@ -807,8 +830,9 @@ class PgVectorStore:
         where = self._where(checked, params)
         op = sql.SQL(q.OPS[spec.collection.metric][0])
         points = q.points_table(spec.table_id)
-        if checked.query.exact:
-            # Brute force: every matching passage, the best one per item, in one statement.
+        if checked.query.exact or await self._few(cur, points, where, params[1:]):
+            # Brute force: every matching passage, the best one per item, in one statement
+            # (DISTINCT ON orders by item first, so the HNSW index cannot serve it).
             statement = sql.SQL(
                 "SELECT * FROM (SELECT DISTINCT ON (p.item_id) "
                 + _RANK_COLUMNS

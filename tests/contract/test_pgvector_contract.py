@@ -5,14 +5,30 @@ processes' worth of pools) on one database see each other's writes, aliases and 
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmsearch.dev.postgres import PostgresServer
-from mmsearch.stores.base import VectorStore
+from mmsearch.dev.processes import free_port
+from mmsearch.kit.config import ConfigError, load_settings
+from mmsearch.modules import store_settings
+from mmsearch.stores.base import Collection, Query, VectorStore
+from mmsearch.stores.errors import CollectionNotFound, InvalidQuery, StoreConflict, StoreUnavailable
 from mmsearch.stores.pgvector_store import PgVectorStore
-from tests.contract.store_contract import VectorStoreContract
+from mmsearch.stores.provider import StoreProvider, StoreSettings
+from tests.contract.store_contract import (
+    ATTRIBUTES,
+    DIM,
+    TENANT,
+    VectorStoreContract,
+    eq,
+    ids,
+    make_record,
+)
 
 
 class TestPgVectorStore(VectorStoreContract):
@@ -26,3 +42,117 @@ class TestPgVectorStore(VectorStoreContract):
     async def open_store(self, root: Path) -> VectorStore:
         # A server store: `root` is unused, persistence across close/reopen is the server's.
         return await PgVectorStore.connect(self.dsn, pool_size=4)
+
+
+@pytest.fixture
+async def pg_store(postgres: PostgresServer) -> AsyncIterator[PgVectorStore]:
+    store = await PgVectorStore.connect(postgres.dsn, pool_size=4)
+    yield store
+    await store.close()
+
+
+def _name(suffix: str) -> str:
+    return f"pg_{uuid.uuid4().hex[:8]}_{suffix}"
+
+
+async def test_provider_opens_pgvector_from_store_settings(postgres: PostgresServer, tmp_path: Path) -> None:
+    provider = StoreProvider(
+        StoreSettings(store_dir=tmp_path, postgres_dsn=postgres.dsn, postgres_pool_size=2)
+    )
+    store = await provider.get()
+    assert isinstance(store, PgVectorStore)
+    await provider.close()
+    assert "postgresql://" not in repr(
+        StoreSettings(store_dir=tmp_path, postgres_dsn="postgresql://u:pw@h/db")
+    )
+
+
+def test_config_refuses_two_stores_and_a_bad_dsn() -> None:
+    with pytest.raises(ConfigError, match="choose one store"):
+        load_settings(
+            {"MMSEARCH_WEAVIATE_URL": "http://w:8080", "MMSEARCH_POSTGRES_DSN": "postgresql://h/db"}
+        )
+    with pytest.raises(ConfigError, match="POSTGRES_DSN"):
+        load_settings({"MMSEARCH_POSTGRES_DSN": "not a dsn"})
+    settings = load_settings({"MMSEARCH_POSTGRES_DSN": "postgresql://u:secret@h/db"})
+    assert store_settings(settings).postgres_dsn == "postgresql://u:secret@h/db"
+    assert "secret" not in repr(settings)
+
+
+async def test_unreachable_database_is_store_unavailable() -> None:
+    with pytest.raises(StoreUnavailable, match=r"\*\*\*"):
+        await PgVectorStore.connect(
+            f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/postgres", connect_timeout_s=2
+        )
+
+
+async def test_two_processes_pools_share_collections_aliases_and_writes(
+    postgres: PostgresServer, pg_store: PgVectorStore
+) -> None:
+    """What an indexer replica writes, a searcher in another process reads; a collection
+    dropped and created again elsewhere is found again (stale table ids are re-read)."""
+    other = await PgVectorStore.connect(postgres.dsn, pool_size=2, spec_ttl_s=3600)
+    name, alias = _name("shared"), _name("live")
+    rng = np.random.default_rng(3)
+    try:
+        await pg_store.ensure_collection(Collection(name, "s@1", DIM, "cosine", ATTRIBUTES))
+        records = [make_record(TENANT, f"x{i}", rng) for i in range(20)]
+        await pg_store.write(name, records)
+        await pg_store.set_alias(alias, name)
+        assert await other.resolve(alias) == name
+        assert await other.count(name, TENANT) == 20
+        hits = await other.search(name, Query(TENANT, limit=1, vector=records[4].vector))
+        assert ids(hits) == ["x4"]
+        # Dropped and created again by the first store: the other store's cached table id is stale.
+        await pg_store.drop_collection(name)
+        assert await other.resolve(alias) is None
+        await pg_store.ensure_collection(Collection(name, "s@1", DIM, "cosine", ATTRIBUTES))
+        await pg_store.write(name, records[:3])
+        assert await other.count(name, TENANT) == 3
+        # A new attribute declared by one process: existing items become filterable by it.
+        await pg_store.ensure_collection(
+            Collection(name, "s@1", DIM, "cosine", {**ATTRIBUTES, "labels": "keyword"})
+        )
+        labelled = {r.item_id for r in records[:3] if r.attributes.get("labels") == "a"}
+        got = await pg_store.search(
+            name, Query(TENANT, limit=10, vector=records[0].vector, filter=eq("attributes.labels", "a"))
+        )
+        assert labelled and set(ids(got)) == labelled
+        with pytest.raises(StoreConflict):
+            await pg_store.ensure_collection(Collection(name, "s@1", DIM + 1, "cosine", ATTRIBUTES))
+        await pg_store.drop_collection(name)
+        with pytest.raises(CollectionNotFound):  # the other store's cached id is stale: re-read
+            await other.count(name)
+    finally:
+        await pg_store.drop_collection(name)  # idempotent
+        await other.close()
+
+
+async def test_hostile_text_queries_are_data_not_syntax(pg_store: PgVectorStore) -> None:
+    name = _name("hostile")
+    await pg_store.ensure_collection(Collection(name, "h@1", DIM, "cosine", ATTRIBUTES))
+    rng = np.random.default_rng(5)
+    texts = {
+        "quote": "O'Reilly's guide to back\\slashes & pipes | and !bangs",
+        "sql": "'); DROP TABLE mmsearch_collections; --",
+        "plain": "a quarterly supplier report",
+    }
+    await pg_store.write(name, [make_record(TENANT, k, rng, text=v) for k, v in texts.items()])
+    try:
+        for text, expected in (
+            ("O'Reilly's", "quote"),
+            ("back\\slashes", "quote"),
+            ("'); DROP TABLE mmsearch_collections; --", "sql"),
+            ("supplier:* & !report", "plain"),
+        ):
+            hits = await pg_store.search(name, Query(TENANT, limit=5, text=text))
+            assert ids(hits)[:1] == [expected], text
+        # No lexemes (punctuation, tsquery operators, a word too long to index): no hits, no error.
+        for text in ("!!! ??? ---", "&|!():*<->", "x" * 5000):
+            assert await pg_store.search(name, Query(TENANT, limit=5, text=text)) == []
+        with pytest.raises(InvalidQuery):
+            await pg_store.search(name, Query(TENANT, limit=5, text="\t\n "))
+        assert await pg_store.resolve("mmsearch_collections; --") is None
+        assert await pg_store.count(name) == 3
+    finally:
+        await pg_store.drop_collection(name)
