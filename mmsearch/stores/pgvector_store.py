@@ -815,7 +815,8 @@ class PgVectorStore:
             return False
         await cur.execute(
             sql.SQL(
-                "SELECT count(*) AS n FROM (SELECT 1 FROM {} p WHERE p.embedding IS NOT NULL AND {} LIMIT %s) s"
+                "SELECT count(*) AS n FROM (SELECT 1 FROM {} p "
+                "WHERE p.embedding IS NOT NULL AND {} LIMIT %s) s"
             ).format(points, where),
             [*params, self._exact_threshold + 1],
         )
