@@ -142,14 +142,30 @@ def create_tables(
     for column in ("modality", "source", "item_id", "created_at", "event_time"):
         statements.append(sql.SQL("CREATE INDEX ON {} (tenant, {})").format(points, sql.Identifier(column)))
     if dimension <= HNSW_MAX_DIM:
-        statements.append(
-            sql.SQL(
-                "CREATE INDEX ON {} USING hnsw (embedding {}) WITH (m = {}, ef_construction = {})"
-            ).format(points, sql.SQL(OPS[metric][1]), sql.Literal(m), sql.Literal(ef))
-        )
+        statements.append(hnsw_index(table_id, metric, m, ef))
     for name, kind in attributes.items():
         statements.append(attribute_index(table_id, name, kind))
     return statements
+
+
+def hnsw_index_name(table_id: int) -> sql.Identifier:
+    return sql.Identifier(f"mmsearch_c{table_id}_hnsw")
+
+
+def hnsw_index(table_id: int, metric: Metric, m: int, ef: int, *, concurrently: bool = False) -> sql.Composed:
+    """The HNSW index of a points table; CONCURRENTLY builds it without blocking writes (and
+    must run outside a transaction)."""
+    return sql.SQL(
+        "CREATE INDEX {how} IF NOT EXISTS {name} ON {points} USING hnsw (embedding {ops}) "
+        "WITH (m = {m}, ef_construction = {ef})"
+    ).format(
+        how=sql.SQL("CONCURRENTLY" if concurrently else ""),
+        name=hnsw_index_name(table_id),
+        points=points_table(table_id),
+        ops=sql.SQL(OPS[metric][1]),
+        m=sql.Literal(m),
+        ef=sql.Literal(ef),
+    )
 
 
 def attribute_index(table_id: int, name: str, kind: FieldKind) -> sql.Composed:

@@ -702,6 +702,39 @@ class PgVectorStore:
 
         return await self._on_tables(collection, run)
 
+    # -- beyond the port: the HNSW index around a bulk load ---------------------------------------
+
+    async def drop_vector_index(self, collection: str) -> None:
+        """Drop the collection's HNSW index before a bulk load (a re-embed's shadow collection,
+        a first import): inserting into a live HNSW index was ~25x slower here (124 vs 3,100
+        points/s at 5k x 384). Searches stay correct meanwhile, as exact scans."""
+        spec = await self._spec(collection)
+        async with self._conn(f"drop the vector index of {collection}") as conn:
+            await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(q.hnsw_index_name(spec.table_id)))
+
+    async def build_vector_index(self, collection: str) -> None:
+        """(Re)build the HNSW index with CREATE INDEX CONCURRENTLY: searches and writes go on
+        while it builds (exact until it is valid). Idempotent."""
+        spec = await self._spec(collection)
+        if spec.collection.dimension > q.HNSW_MAX_DIM:
+            return
+        name = q.hnsw_index_name(spec.table_id)
+        async with self._conn(f"build the vector index of {collection}") as conn:
+            # A concurrent build that died leaves an INVALID index behind: drop it first.
+            cur = await conn.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s",
+                (f"mmsearch_c{spec.table_id}_hnsw",),
+            )
+            row = await cur.fetchone()
+            if row is not None and not row[0]:
+                await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
+            await conn.execute(
+                q.hnsw_index(
+                    spec.table_id, spec.collection.metric, self._m, self._ef_construction, concurrently=True
+                )
+            )
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -5,11 +5,13 @@ processes' worth of pools) on one database see each other's writes, aliases and 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 from mmsearch.dev.postgres import PostgresServer
@@ -154,5 +156,44 @@ async def test_hostile_text_queries_are_data_not_syntax(pg_store: PgVectorStore)
             await pg_store.search(name, Query(TENANT, limit=5, text="\t\n "))
         assert await pg_store.resolve("mmsearch_collections; --") is None
         assert await pg_store.count(name) == 3
+    finally:
+        await pg_store.drop_collection(name)
+
+
+async def test_bulk_load_without_the_vector_index_then_a_concurrent_build(
+    postgres: PostgresServer, pg_store: PgVectorStore
+) -> None:
+    """Drop the HNSW index, load, build it CONCURRENTLY while searches and writes go on: every
+    search answers (exactly, then through the graph), the late writes are found, the index ends
+    valid, and building again is a no-op."""
+    name = _name("bulk")
+    await pg_store.ensure_collection(Collection(name, "b@1", DIM, "cosine", ATTRIBUTES))
+    rng = np.random.default_rng(9)
+    records = [make_record(TENANT, f"b{i:04d}", rng) for i in range(1500)]
+    try:
+        await pg_store.drop_vector_index(name)
+        for start in range(0, 1400, 350):
+            await pg_store.write(name, records[start : start + 350])
+        build = asyncio.create_task(pg_store.build_vector_index(name))
+        searched = 0
+        for record in records[:1400:50]:
+            hits = await pg_store.search(name, Query(TENANT, limit=10, vector=record.vector))
+            assert ids(hits)[0] == record.item_id and len(hits) == 10
+            searched += 1
+        await pg_store.write(name, records[1400:])  # writes during the build
+        await build
+        async with await psycopg.AsyncConnection.connect(postgres.dsn, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname LIKE 'mmsearch_c%%_hnsw' AND i.indrelid = "
+                "(SELECT oid FROM pg_class WHERE relname = %s)",
+                (f"mmsearch_c{(await pg_store._spec(name)).table_id}_points",),
+            )
+            assert await cur.fetchall() == [(True,)]
+        await pg_store.build_vector_index(name)
+        for record in records[1400::20]:
+            hits = await pg_store.search(name, Query(TENANT, limit=5, vector=record.vector))
+            assert ids(hits)[0] == record.item_id
+        assert searched == 28 and await pg_store.count(name) == 1500
     finally:
         await pg_store.drop_collection(name)
