@@ -734,6 +734,9 @@ class PgVectorStore:
                     spec.table_id, spec.collection.metric, self._m, self._ef_construction, concurrently=True
                 )
             )
+            # Fresh statistics: after a bulk load the planner otherwise still sees a small table
+            # and sorts every row instead of walking the new graph.
+            await conn.execute(sql.SQL("ANALYZE {}").format(q.points_table(spec.table_id)))
 
     async def close(self) -> None:
         if self._closed:
