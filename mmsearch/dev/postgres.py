@@ -77,7 +77,19 @@ class PostgresServer:
         return None
 
     def stop(self) -> None:
-        """Fast shutdown (rolls back open transactions, keeps committed data); idempotent."""
+        """Fast shutdown (rolls back open transactions, keeps committed data); idempotent. A
+        temporary root is removed."""
+        self.shutdown()
+        if self.owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def restart(self, timeout_s: float = 60.0) -> None:
+        """Shut down and start again on the same port and data (an outage for fault tests)."""
+        self.shutdown()
+        _start(self, timeout_s)
+
+    def shutdown(self) -> None:
+        """Stop the server, keeping its data directory."""
         pid = self.postmaster_pid()
         if pid is not None and pid_alive(pid):
             argv = [
@@ -94,8 +106,6 @@ class PostgresServer:
             result = subprocess.run(_as_server_user(argv), capture_output=True, check=False)
             if result.returncode != 0 and pid_alive(pid):
                 stop_pid(pid, timeout_s=10.0)  # the postmaster we started (its pid file says so)
-        if self.owns_root:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def start_postgres(

@@ -14,7 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from mmsearch.dev.postgres import PostgresServer
+from mmsearch.dev.postgres import PostgresServer, start_postgres
 from mmsearch.dev.processes import free_port
 from mmsearch.kit.config import ConfigError, load_settings
 from mmsearch.modules import store_settings
@@ -197,3 +197,35 @@ async def test_bulk_load_without_the_vector_index_then_a_concurrent_build(
         assert searched == 28 and await pg_store.count(name) == 1500
     finally:
         await pg_store.drop_collection(name)
+
+
+async def test_postgres_outage_is_store_unavailable_then_the_pool_recovers() -> None:
+    """The database restarts under an open store: calls fail as StoreUnavailable (the indexer
+    pauses and retries, the searcher answers UNAVAILABLE) and work again once it is back, with
+    every committed write still there."""
+    server = start_postgres()
+    try:
+        store = await PgVectorStore.connect(server.dsn, pool_size=2, connect_timeout_s=3)
+        name = _name("outage")
+        rng = np.random.default_rng(12)
+        records = [make_record(TENANT, f"o{i}", rng) for i in range(10)]
+        await store.ensure_collection(Collection(name, "o@1", DIM, "cosine", ATTRIBUTES))
+        await store.write(name, records)
+        await asyncio.to_thread(server.shutdown)
+        with pytest.raises(StoreUnavailable):
+            await store.search(name, Query(TENANT, limit=3, vector=records[0].vector))
+        with pytest.raises(StoreUnavailable):
+            await store.resolve("default")
+        await asyncio.to_thread(server.restart)
+        hits: list[str] = []
+        for _ in range(10):  # connections broken by the restart are dropped as they fail
+            try:
+                hits = ids(await store.search(name, Query(TENANT, limit=3, vector=records[0].vector)))
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.5)
+        assert hits[:1] == ["o0"]
+        assert await store.count(name, TENANT) == 10
+        await store.close()
+    finally:
+        await asyncio.to_thread(server.stop)
