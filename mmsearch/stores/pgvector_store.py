@@ -21,10 +21,10 @@ columns). Choices worth knowing:
   filter (a capped count over the btree / GIN indexes on every filterable field), or with
   `exact=True`, the ranking is brute force instead: every matching passage, best per item.
 - Text ranking: PostgreSQL full-text search, not BM25: `to_tsvector('simple', ...)` (lowercase,
-  no stemming or stop words) in a GIN index, the query's lexemes OR-ed, ranked by
-  `ts_rank(..., 1)` (term frequency with a document-length normalisation; no IDF), best
-  passage per item, ties by item id. Hybrid: both rankings fused by mmsearch.stores.fusion (RRF),
-  the code every adapter uses.
+  no stemming or stop words) in a GIN index, the query's lexemes OR-ed; a passage's score is the
+  number of distinct query words it contains plus r / (1 + r), r = `ts_rank(..., 1)` (term
+  frequency with a length normalisation; no IDF); best passage per item, ties by item id.
+  Hybrid: both rankings fused by mmsearch.stores.fusion (RRF), the code every adapter uses.
 - Token multivectors (Passage.tokens): kept per passage as bytes, returned by `passage_tokens`
   for the passage of the generation a hit names; never read by ranking.
 - Scores: cosine 1 - distance, dot the inner product, euclidean the distance (lower is better,
@@ -915,17 +915,27 @@ class PgVectorStore:
     async def _text(
         self, cur: psycopg.AsyncCursor[dict[str, Any]], spec: _Spec, checked: CheckedQuery, n: int
     ) -> list[_Ranked]:
-        """The best `n` items by full-text rank of their best passage, then item id."""
+        """The best `n` items by the text score of their best passage, then item id.
+
+        Score = (distinct query words the passage contains) + r / (1 + r), r = ts_rank(..., 1):
+        passages matching more of the query's words first (a coordination factor, as in classic
+        Lucene), then by term frequency with a length normalisation. ts_rank alone (no IDF) let a
+        short note matching only "reference code" beat a long report that also held the queried
+        identifier."""
         params: list[Any] = [checked.text]
         where = self._where(checked, params)
         # The query's lexemes OR-ed (quoted for the tsquery syntax), not plainto_tsquery's AND.
         statement = sql.SQL(
             "WITH tq AS (SELECT coalesce(string_agg("
             "'''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | '), '')::tsquery "
-            "AS query FROM unnest(to_tsvector({cfg}, %s))) "
-            "SELECT * FROM (SELECT DISTINCT ON (p.item_id) " + _RANK_COLUMNS + ", "
-            "ts_rank(p.tsv, tq.query, 1) AS rank FROM {points} p, tq WHERE p.tsv @@ tq.query AND {where} "
-            "ORDER BY p.item_id, rank DESC, p.passage) best ORDER BY rank DESC, item_id LIMIT %s"
+            "AS query, coalesce(array_agg(lexeme), '{{}}') AS lexemes "
+            "FROM unnest(to_tsvector({cfg}, %s))), "
+            "scored AS (SELECT " + _RANK_COLUMNS + ", "
+            "length(p.tsv) - length(ts_delete(p.tsv, tq.lexemes)) AS matched, "
+            "ts_rank(p.tsv, tq.query, 1) AS r FROM {points} p, tq WHERE p.tsv @@ tq.query AND {where}) "
+            "SELECT * FROM (SELECT DISTINCT ON (item_id) *, matched + r / (1 + r) AS rank FROM scored "
+            "ORDER BY item_id, matched + r / (1 + r) DESC, passage) best "
+            "ORDER BY rank DESC, item_id LIMIT %s"
         ).format(cfg=sql.Literal(q.TS_CONFIG), points=q.points_table(spec.table_id), where=where)
         await cur.execute(statement, [*params, n])
         return [_Ranked(r["item_id"], float(r["rank"]), _passage_hit(r)) for r in await cur.fetchall()]

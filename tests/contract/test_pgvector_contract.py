@@ -53,6 +53,23 @@ async def pg_store(postgres: PostgresServer) -> AsyncIterator[PgVectorStore]:
     await store.close()
 
 
+SUBJECT_WORDS = [
+    "the",
+    "quarterly",
+    "audit",
+    "covered",
+    "supplier",
+    "contracts,",
+    "travel",
+    "expenses",
+    "and",
+    "the",
+    "new",
+    "warehouse",
+    "lease",
+]
+
+
 def _name(suffix: str) -> str:
     return f"pg_{uuid.uuid4().hex[:8]}_{suffix}"
 
@@ -229,3 +246,31 @@ async def test_postgres_outage_is_store_unavailable_then_the_pool_recovers() -> 
         await store.close()
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_text_ranking_puts_the_passage_with_more_query_words_first(pg_store: PgVectorStore) -> None:
+    """ts_rank alone (no IDF, a length normalisation) let a short note matching only "reference
+    code" beat a long report that also holds the queried identifier. Matching more distinct
+    query words ranks first, then ts_rank."""
+    name = _name("coord")
+    await pg_store.ensure_collection(Collection(name, "c@1", DIM, "cosine", ATTRIBUTES))
+    rng = np.random.default_rng(13)
+    filler = " ".join(SUBJECT_WORDS * 12)
+    notes = [
+        make_record(
+            TENANT,
+            f"n{i:02d}",
+            rng,
+            text=f"Note {i}. {filler if i % 3 == 2 else ''} Reference code ZX{i:04d}R1, reference code.",
+        )
+        for i in range(30)
+    ]
+    await pg_store.write(name, notes)
+    try:
+        for i in (2, 17, 29):  # the long ones
+            hits = await pg_store.search(name, Query(TENANT, limit=5, text=f"reference code ZX{i:04d}R1"))
+            assert ids(hits)[0] == f"n{i:02d}", ids(hits)
+            assert hits[0].bm25_score is not None and hits[1].bm25_score is not None
+            assert hits[0].bm25_score > hits[1].bm25_score
+    finally:
+        await pg_store.drop_collection(name)
