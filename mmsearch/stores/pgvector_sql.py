@@ -25,6 +25,11 @@ REGISTRY = "mmsearch_collections"
 ALIASES = "mmsearch_aliases"
 # Full-text configuration: no stemming, no stop words, lowercase (as the embedded store's BM25).
 TS_CONFIG = "simple"
+# Text is split into words at ASCII punctuation before PostgreSQL's parser sees it (as the
+# embedded store's word tokenizer does): the parser otherwise reads "INV-2024-00731" as 'inv',
+# '-2024', '-00731' (signed numbers) and "a@b.com" as one e-mail token, so a query for "00731"
+# or "b.com" found nothing. Letters of any script are kept. `{}` is the text expression.
+WORDS_SQL = "regexp_replace({}, '[[:punct:]]+', ' ', 'g')"
 # Serialises collection DDL across processes (two indexer replicas starting at once).
 ADMIN_LOCK = 0x6D6D73656172  # "mmsear"
 # pgvector indexes `vector` columns of at most this many dimensions with HNSW.
@@ -128,7 +133,7 @@ def create_tables(
             "created_at timestamptz, event_time timestamptz NOT NULL, generation text NOT NULL, "
             "has_passage boolean NOT NULL, start_at integer NOT NULL, end_at integer NOT NULL, "
             "passage_text text NOT NULL, bm25 text NOT NULL, "
-            "tsv tsvector GENERATED ALWAYS AS (to_tsvector({cfg}, bm25)) STORED, "
+            "tsv tsvector GENERATED ALWAYS AS (to_tsvector({cfg}, " + WORDS_SQL.format("bm25") + ")) STORED, "
             "embedding vector({dim}), tokens bytea NOT NULL{attrs}, PRIMARY KEY (uid, passage))"
         ).format(
             points=points,

@@ -929,7 +929,7 @@ class PgVectorStore:
             "WITH tq AS (SELECT coalesce(string_agg("
             "'''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | '), '')::tsquery "
             "AS query, coalesce(array_agg(lexeme), '{{}}') AS lexemes "
-            "FROM unnest(to_tsvector({cfg}, %s))), "
+            "FROM unnest(to_tsvector({cfg}, " + q.WORDS_SQL.format("%s") + "))), "
             "scored AS (SELECT " + _RANK_COLUMNS + ", "
             "length(p.tsv) - length(ts_delete(p.tsv, tq.lexemes)) AS matched, "
             "ts_rank(p.tsv, tq.query, 1) AS r FROM {points} p, tq WHERE p.tsv @@ tq.query AND {where}) "

@@ -274,3 +274,30 @@ async def test_text_ranking_puts_the_passage_with_more_query_words_first(pg_stor
             assert hits[0].bm25_score > hits[1].bm25_score
     finally:
         await pg_store.drop_collection(name)
+
+
+async def test_identifiers_and_addresses_match_by_their_parts(pg_store: PgVectorStore) -> None:
+    """PostgreSQL's parser reads "INV-2024-00731" as 'inv', '-2024', '-00731' and "a@b.com" as
+    one token; text is split at punctuation first, so a query for a part finds the whole."""
+    name = _name("words")
+    await pg_store.ensure_collection(Collection(name, "w@1", DIM, "cosine", ATTRIBUTES))
+    rng = np.random.default_rng(14)
+    texts = {
+        "invoice": "Payment reminder for invoice INV-2024-00731, due next week.",
+        "mail": "Write to billing@example.org or see docs.example.org/refunds for refunds.",
+        "cafe": "Le café du coin à Montréal ouvre à 7 h; 東京の喫茶店.",
+    }
+    await pg_store.write(name, [make_record(TENANT, k, rng, text=v) for k, v in texts.items()])
+    try:
+        for query, expected in (
+            ("00731", "invoice"),
+            ("INV-2024-00731", "invoice"),
+            ("example.org", "mail"),
+            ("refunds billing", "mail"),
+            ("café Montréal", "cafe"),
+        ):
+            assert ids(await pg_store.search(name, Query(TENANT, limit=3, text=query)))[:1] == [expected], (
+                query
+            )
+    finally:
+        await pg_store.drop_collection(name)
