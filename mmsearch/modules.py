@@ -55,6 +55,7 @@ def store_settings(settings: Settings) -> StoreSettings:
         postgres_hnsw_m=settings.postgres_hnsw_m,
         postgres_hnsw_ef_construction=settings.postgres_hnsw_ef_construction,
         postgres_hnsw_ef_search=settings.postgres_hnsw_ef_search,
+        postgres_index_threshold=settings.postgres_index_threshold,
     )
 
 

@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     postgres_hnsw_m: int = Field(16, ge=2, le=100)
     postgres_hnsw_ef_construction: int = Field(100, ge=4, le=1000)
     postgres_hnsw_ef_search: int = Field(100, ge=1, le=1000)
+    # A collection gets its HNSW index (built concurrently, in the background) once it holds this
+    # many points; below, inserts are fast and searches exact. 0: from the first point.
+    postgres_index_threshold: int = Field(10_000, ge=0, le=100_000_000)
 
     # Embedder limits
     embed_max_items: int = Field(256, ge=1, le=100_000)

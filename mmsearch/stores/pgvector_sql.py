@@ -32,6 +32,8 @@ TS_CONFIG = "simple"
 WORDS_SQL = "regexp_replace({}, '[[:punct:]]+', ' ', 'g')"
 # Serialises collection DDL across processes (two indexer replicas starting at once).
 ADMIN_LOCK = 0x6D6D73656172  # "mmsear"
+# Class of the (class, table id) advisory lock held while one process builds a collection's HNSW index.
+BUILD_LOCK_CLASS = 0x6D6D73
 # pgvector indexes `vector` columns of at most this many dimensions with HNSW.
 HNSW_MAX_DIM = 2000
 
@@ -109,7 +111,14 @@ def backfill_expression(name: str, kind: FieldKind) -> sql.Composable:
 
 
 def create_tables(
-    table_id: int, *, dimension: int, metric: Metric, attributes: Mapping[str, FieldKind], m: int, ef: int
+    table_id: int,
+    *,
+    dimension: int,
+    metric: Metric,
+    attributes: Mapping[str, FieldKind],
+    m: int,
+    ef: int,
+    with_hnsw: bool = True,
 ) -> list[sql.Composed]:
     items, points = items_table(table_id), points_table(table_id)
     attr_columns = sql.SQL("").join(
@@ -146,7 +155,7 @@ def create_tables(
     ]
     for column in ("modality", "source", "item_id", "created_at", "event_time"):
         statements.append(sql.SQL("CREATE INDEX ON {} (tenant, {})").format(points, sql.Identifier(column)))
-    if dimension <= HNSW_MAX_DIM:
+    if with_hnsw and dimension <= HNSW_MAX_DIM:
         statements.append(hnsw_index(table_id, metric, m, ef))
     for name, kind in attributes.items():
         statements.append(attribute_index(table_id, name, kind))

@@ -36,6 +36,7 @@ columns). Choices worth knowing:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -47,6 +48,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
+import structlog
 from pgvector.psycopg import register_vector_async
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -70,6 +72,7 @@ from mmsearch.stores.fusion import reciprocal_rank_fusion
 from mmsearch.stores.query import CheckedQuery, validate_query
 
 T = TypeVar("T")
+log: structlog.stdlib.BoundLogger = structlog.get_logger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_]{1,100}")
 _ITEM_COLUMNS = (
     "tenant, item_id, modality, version, event_time, content_sha256, deleted, model_version, text, "
@@ -179,6 +182,7 @@ class PgVectorStore:
         hnsw_ef_search: int = 100,
         hybrid_window: int = 100,
         exact_threshold: int = 2000,
+        index_threshold: int = 10_000,
         spec_ttl_s: float = 5.0,
     ) -> None:
         self._pool = pool
@@ -187,6 +191,9 @@ class PgVectorStore:
         self._ef_search = hnsw_ef_search
         self._window = hybrid_window
         self._exact_threshold = exact_threshold
+        self._index_threshold = index_threshold
+        self._indexed: set[int] = set()  # table ids whose HNSW index this process saw valid
+        self._builds: dict[int, asyncio.Task[None]] = {}
         self._ttl = spec_ttl_s
         self._specs: dict[str, _Spec] = {}
         self._closed = False
@@ -351,6 +358,7 @@ class PgVectorStore:
                     attributes=collection.attributes,
                     m=self._m,
                     ef=self._ef_construction,
+                    with_hnsw=self._index_threshold <= 0,
                 ):
                     await conn.execute(statement)
                 self._specs.pop(name, None)
@@ -472,8 +480,58 @@ class PgVectorStore:
         async def run(spec: _Spec) -> None:
             items, points = self._rows(spec, latest)
             await self._write_rows(spec, collection, items, points)
+            await self._maybe_build_index(spec, collection)
 
         await self._on_tables(collection, run)
+
+    async def _maybe_build_index(self, spec: _Spec, collection: str) -> None:
+        """A collection starts without its HNSW index (inserting into a live graph ran ~20x
+        slower than without: ~190 vs 3,360 points/s at 20k x 384), searched exactly; once it
+        holds `index_threshold` points, the index is built in the background with CREATE INDEX
+        CONCURRENTLY, which blocks neither searches nor writes (one builder across processes,
+        by an advisory lock). Searches use it once it is valid."""
+        table_id = spec.table_id
+        if (
+            self._index_threshold <= 0
+            or table_id in self._indexed
+            or spec.collection.dimension > q.HNSW_MAX_DIM
+            or (table_id in self._builds and not self._builds[table_id].done())
+        ):
+            return
+        async with self._conn(f"index check on {collection}") as conn:
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT (SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE c.relname = %s), (SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) s)"
+                ).format(q.points_table(table_id)),
+                (f"mmsearch_c{table_id}_hnsw", self._index_threshold),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        valid, points = row
+        if valid:
+            self._indexed.add(table_id)
+            return
+        if points >= self._index_threshold:
+            self._builds[table_id] = asyncio.create_task(self._background_build(collection, table_id))
+
+    async def _background_build(self, collection: str, table_id: int) -> None:
+        try:
+            async with self._conn(f"build the vector index of {collection}") as conn:
+                cur = await conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", (q.BUILD_LOCK_CLASS, table_id)
+                )
+                row = await cur.fetchone()
+                if row is None or not row[0]:
+                    return  # another process builds it
+                try:
+                    await self._build(conn, table_id)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (q.BUILD_LOCK_CLASS, table_id))
+            self._indexed.add(table_id)
+            log.info("pgvector_index_built", collection=collection)
+        except Exception as exc:  # the next write tries again; searches stay exact meanwhile
+            log.warning("pgvector_index_build_failed", collection=collection, error=str(exc))
 
     def _rows(
         self, spec: _Spec, records: Sequence[ItemRecord]
@@ -711,6 +769,7 @@ class PgVectorStore:
         spec = await self._spec(collection)
         async with self._conn(f"drop the vector index of {collection}") as conn:
             await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(q.hnsw_index_name(spec.table_id)))
+        self._indexed.discard(spec.table_id)
 
     async def build_vector_index(self, collection: str) -> None:
         """(Re)build the HNSW index with CREATE INDEX CONCURRENTLY: searches and writes go on
@@ -718,30 +777,52 @@ class PgVectorStore:
         spec = await self._spec(collection)
         if spec.collection.dimension > q.HNSW_MAX_DIM:
             return
-        name = q.hnsw_index_name(spec.table_id)
         async with self._conn(f"build the vector index of {collection}") as conn:
-            # A concurrent build that died leaves an INVALID index behind: drop it first.
+            await conn.execute("SELECT pg_advisory_lock(%s, %s)", (q.BUILD_LOCK_CLASS, spec.table_id))
+            try:
+                await self._build(conn, spec.table_id)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (q.BUILD_LOCK_CLASS, spec.table_id))
+        self._indexed.add(spec.table_id)
+
+    async def _build(self, conn: psycopg.AsyncConnection[Any], table_id: int) -> None:
+        """With the build lock held: an INVALID index is a build that died (drop it), then
+        CREATE INDEX CONCURRENTLY and fresh statistics."""
+        spec_metric = next(
+            (s.collection.metric for s in self._specs.values() if s.table_id == table_id), None
+        )
+        if spec_metric is None:
             cur = await conn.execute(
-                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                "WHERE c.relname = %s",
-                (f"mmsearch_c{spec.table_id}_hnsw",),
+                sql.SQL("SELECT metric FROM {} WHERE id = %s").format(sql.Identifier(q.REGISTRY)), (table_id,)
             )
             row = await cur.fetchone()
-            if row is not None and not row[0]:
-                await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
-            await conn.execute(
-                q.hnsw_index(
-                    spec.table_id, spec.collection.metric, self._m, self._ef_construction, concurrently=True
-                )
-            )
-            # Fresh statistics: after a bulk load the planner otherwise still sees a small table
-            # and sorts every row instead of walking the new graph.
-            await conn.execute(sql.SQL("ANALYZE {}").format(q.points_table(spec.table_id)))
+            if row is None:
+                return  # dropped meanwhile
+            spec_metric = row[0]
+        name = q.hnsw_index_name(table_id)
+        cur = await conn.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = %s",
+            (f"mmsearch_c{table_id}_hnsw",),
+        )
+        row = await cur.fetchone()
+        if row is not None and not row[0]:
+            await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
+        await conn.execute(
+            q.hnsw_index(table_id, spec_metric, self._m, self._ef_construction, concurrently=True)
+        )
+        # Fresh statistics: after a bulk load the planner otherwise still sees a small table
+        # and sorts every row instead of walking the new graph.
+        await conn.execute(sql.SQL("ANALYZE {}").format(q.points_table(table_id)))
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        builds = [task for task in self._builds.values() if not task.done()]
+        for task in builds:
+            task.cancel()  # the server aborts the build; the next owner drops its INVALID index
+        await asyncio.gather(*builds, return_exceptions=True)
         await self._pool.close()
 
     # -- search -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ class StoreSettings:
     postgres_hnsw_m: int = 16
     postgres_hnsw_ef_construction: int = 100
     postgres_hnsw_ef_search: int = 100
+    postgres_index_threshold: int = 10_000
 
 
 class StoreProvider:
@@ -67,6 +68,7 @@ class StoreProvider:
                 hnsw_m=settings.postgres_hnsw_m,
                 hnsw_ef_construction=settings.postgres_hnsw_ef_construction,
                 hnsw_ef_search=settings.postgres_hnsw_ef_search,
+                index_threshold=settings.postgres_index_threshold,
             )
         from mmsearch.stores.qdrant_edge import QdrantEdgeStore
 

@@ -43,7 +43,9 @@ class TestPgVectorStore(VectorStoreContract):
 
     async def open_store(self, root: Path) -> VectorStore:
         # A server store: `root` is unused, persistence across close/reopen is the server's.
-        return await PgVectorStore.connect(self.dsn, pool_size=4)
+        # The HNSW index from the first point (the default defers it to 10,000 points), so the
+        # contract exercises the graph path too.
+        return await PgVectorStore.connect(self.dsn, pool_size=4, index_threshold=0)
 
 
 @pytest.fixture
@@ -301,3 +303,48 @@ async def test_identifiers_and_addresses_match_by_their_parts(pg_store: PgVector
             )
     finally:
         await pg_store.drop_collection(name)
+
+
+async def test_the_vector_index_is_built_in_the_background_past_the_threshold(
+    postgres: PostgresServer,
+) -> None:
+    """Below `index_threshold` points a collection has no HNSW index (fast inserts, exact
+    search); the write that reaches it starts a concurrent build; searches answer throughout."""
+    store = await PgVectorStore.connect(postgres.dsn, pool_size=4, index_threshold=400)
+    name = _name("auto")
+    rng = np.random.default_rng(15)
+    records = [make_record(TENANT, f"a{i:04d}", rng) for i in range(600)]
+
+    async def index_valid() -> bool | None:
+        async with await psycopg.AsyncConnection.connect(postgres.dsn, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s",
+                (f"mmsearch_c{(await store._spec(name)).table_id}_hnsw",),
+            )
+            row = await cur.fetchone()
+            return None if row is None else bool(row[0])
+
+    try:
+        await store.ensure_collection(Collection(name, "a@1", DIM, "cosine", ATTRIBUTES))
+        await store.write(name, records[:300])
+        assert await index_valid() is None
+        await store.write(name, records[300:])
+        for record in records[::100]:  # while the build runs, or after
+            assert (
+                ids(await store.search(name, Query(TENANT, limit=3, vector=record.vector)))[0]
+                == record.item_id
+            )
+        for _ in range(100):
+            if await index_valid():
+                break
+            await asyncio.sleep(0.2)
+        assert await index_valid() is True
+        for record in records[::50]:
+            assert (
+                ids(await store.search(name, Query(TENANT, limit=3, vector=record.vector)))[0]
+                == record.item_id
+            )
+    finally:
+        await store.drop_collection(name)
+        await store.close()
