@@ -52,6 +52,12 @@ def store_settings(settings: Settings) -> StoreSettings:
         weaviate_shards=settings.weaviate_shards,
         weaviate_replication_factor=settings.weaviate_replication_factor,
         weaviate_multi_tenancy=settings.weaviate_multi_tenancy,
+        postgres_dsn=settings.postgres_dsn.get_secret_value(),
+        postgres_pool_size=settings.postgres_pool_size,
+        postgres_hnsw_m=settings.postgres_hnsw_m,
+        postgres_hnsw_ef_construction=settings.postgres_hnsw_ef_construction,
+        postgres_hnsw_ef_search=settings.postgres_hnsw_ef_search,
+        postgres_index_threshold=settings.postgres_index_threshold,
     )
 
 

@@ -22,6 +22,7 @@ from mmsearch.dev.harness import (
     start_broker_server,
     start_triton_server,
 )
+from mmsearch.dev.postgres import PostgresServer, start_postgres
 from mmsearch.kit.config import Settings, Target, load_settings
 from mmsearch.kit.server import RunningServer
 from mmsearch.modules import start_target
@@ -82,6 +83,33 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
     handle.stop()
 
 
+# PYTEST_MMSEARCH_STORE=pgvector runs the in-process service tests on PostgreSQL + pgvector
+# instead of the embedded store: one server for the session, a fresh database per settings.
+TEST_STORE = os.environ.get("PYTEST_MMSEARCH_STORE", "qdrant")  # not MMSEARCH_*: services refuse unknown ones
+_test_postgres: list[PostgresServer] = []
+
+
+def _fresh_postgres_database() -> str:
+    import uuid
+
+    import psycopg
+
+    if not _test_postgres:
+        _test_postgres.append(start_postgres())
+    dsn = _test_postgres[0].dsn
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_test_postgres() -> Iterator[None]:
+    yield
+    while _test_postgres:
+        _test_postgres.pop().stop()
+
+
 def make_settings(**overrides: object) -> Settings:
     base: dict[str, object] = {
         "grpc_port": 0,
@@ -92,6 +120,8 @@ def make_settings(**overrides: object) -> Settings:
         "readiness_interval_s": 0.5,
         "log_format": "console",
     }
+    if TEST_STORE == "pgvector":
+        base["postgres_dsn"] = _fresh_postgres_database()
     base.update(overrides)
     return load_settings({}, **base)
 
@@ -128,3 +158,13 @@ async def service(triton: TritonHandle) -> AsyncIterator[ServiceHandle]:
     handle = await start_service(make_settings(triton_url=triton.grpc_url))
     yield handle
     await handle.running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """PostgreSQL + pgvector on a free loopback port in a temporary directory (removed after)."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,7 +1,7 @@
 """The `mmsearch` command.
 
 mmsearch serve --target all|embedder|indexer|searcher|reranker
-mmsearch stack up|down|status        local stack on loopback
+mmsearch stack up|down|status        local stack on loopback (up --distributed: one process per replica)
 mmsearch ingest PATH...              publish files as content events to Kafka
 mmsearch embed TEXT...               embed texts through the gRPC API
 mmsearch search TEXT|--image|--audio search the index
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = sub.add_parser("stack", help="local stack: tritonserver, Kafka-protocol broker, mmsearch")
     stack.add_argument("action", choices=("up", "down", "status"))
+    stack.add_argument(
+        "--distributed",
+        action="store_true",
+        help="up: one process per service replica (2 indexers, 2 searchers) over PostgreSQL + pgvector",
+    )
 
     ingest = sub.add_parser("ingest", help="publish files (text, images, audio) as content events to Kafka")
     ingest.add_argument("paths", nargs="+", type=Path, help="files or directories (recursive)")
@@ -107,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stack":
             from mmsearch.dev import stack as local_stack
 
-            config = local_stack.StackConfig.from_env()
+            config = local_stack.StackConfig.from_env(distributed=args.distributed)
             action = {"up": local_stack.up, "down": local_stack.down, "status": local_stack.status}[
                 args.action
             ]

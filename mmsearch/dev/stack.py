@@ -1,5 +1,10 @@
 """`mmsearch stack up|down|status`: the whole local stack on loopback ports,
-tracked by pid in .run/stack.json so `down` stops exactly what `up` started."""
+tracked by pid in .run/stack.json so `down` stops exactly what `up` started.
+
+`stack up --distributed` runs the services as separate processes instead of one `--target all`:
+PostgreSQL + pgvector as the shared store and one process per replica of
+mmsearch/dev/distributed.py's LAYOUT (searcher-1 on the stack's gRPC port, the others on the
+following ports; metrics likewise)."""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from pathlib import Path
 
 from mmsearch.clients.connect import HEALTH_SERVICES, health_status
 from mmsearch.dev.broker import start_broker
+from mmsearch.dev.distributed import LAYOUT, Ports, replica_settings
 from mmsearch.dev.mmsearch import start_mmsearch
+from mmsearch.dev.postgres import PostgresServer, start_postgres
 from mmsearch.dev.processes import pid_alive, port_open, stop_group
 from mmsearch.dev.triton import TritonPorts, start_triton
 
@@ -36,9 +43,11 @@ class StackConfig:
     grpc_port: int
     metrics_port: int
     gateway_port: int
+    postgres_port: int = 55432
+    distributed: bool = False
 
     @classmethod
-    def from_env(cls) -> StackConfig:
+    def from_env(cls, distributed: bool = False) -> StackConfig:
         return cls(
             run_dir=Path(os.environ.get("MMSEARCH_STACK_RUN_DIR", ROOT / ".run")),
             triton_venv=Path(os.environ.get("MMSEARCH_STACK_TRITON_VENV", ROOT / ".venv-triton")),
@@ -54,6 +63,8 @@ class StackConfig:
             grpc_port=_env_int("MMSEARCH_STACK_GRPC_PORT", 50051),
             metrics_port=_env_int("MMSEARCH_STACK_METRICS_PORT", 9464),
             gateway_port=_env_int("MMSEARCH_STACK_GATEWAY_PORT", 8080),
+            postgres_port=_env_int("MMSEARCH_STACK_POSTGRES_PORT", 55432),
+            distributed=distributed,
         )
 
     @property
@@ -92,13 +103,37 @@ def _write_state(config: StackConfig, state: dict[str, dict[str, object]]) -> No
 
 
 PARTS = ("triton", "broker", "mmsearch")
+DISTRIBUTED_PARTS = ("triton", "broker", "postgres", *(name for name, _ in LAYOUT))
+# searcher-1 answers on the stack's own port (what the CLI and demo call); the rest follow.
+_REPLICA_OFFSET = {
+    name: i for i, name in enumerate(["searcher-1", *(n for n, _ in LAYOUT if n != "searcher-1")])
+}
+
+
+def parts(config: StackConfig) -> tuple[str, ...]:
+    return DISTRIBUTED_PARTS if config.distributed else PARTS
+
+
+def _replica_ports(config: StackConfig) -> dict[str, Ports]:
+    return {
+        name: Ports(config.grpc_port + offset, config.metrics_port + offset)
+        for name, offset in _REPLICA_OFFSET.items()
+    }
+
+
+def _postgres(config: StackConfig) -> PostgresServer:
+    return PostgresServer(config.postgres_port, config.run_dir / "postgres", owns_root=False)
 
 
 def _part_ports(config: StackConfig, name: str) -> list[int]:
     t = config.triton
+    if name in _REPLICA_OFFSET:
+        ports = _replica_ports(config)[name]
+        return [ports.grpc, ports.metrics]
     return {
         "triton": [t.http, t.grpc, t.metrics],
         "broker": [config.broker_port],
+        "postgres": [config.postgres_port],
         "mmsearch": [config.grpc_port, config.metrics_port, config.gateway_port],
     }[name]
 
@@ -113,6 +148,12 @@ def _start_part(config: StackConfig, name: str) -> dict[str, object]:
         print(f"starting Kafka-protocol broker (127.0.0.1:{config.broker_port}) ...", flush=True)
         broker = start_broker(config.broker_port, logs / "broker.log")
         return {"pid": broker.pid, "port": config.broker_port, "log": str(logs / "broker.log")}
+    if name == "postgres":
+        print(f"starting PostgreSQL + pgvector (127.0.0.1:{config.postgres_port}) ...", flush=True)
+        server = start_postgres(config.run_dir / "postgres", config.postgres_port)
+        return {"pid": server.postmaster_pid(), "port": config.postgres_port, "log": str(server.log_path)}
+    if name in _REPLICA_OFFSET:
+        return _start_replica(config, name)
     print(f"starting mmsearch --target all (gRPC {config.grpc_addr}) ...", flush=True)
     service = start_mmsearch("all", _service_env(config), logs / "mmsearch.log", config.grpc_addr)
     return {
@@ -124,20 +165,63 @@ def _start_part(config: StackConfig, name: str) -> dict[str, object]:
     }
 
 
+def _start_replica(config: StackConfig, name: str) -> dict[str, object]:
+    target = dict(LAYOUT)[name]
+    ports = _replica_ports(config)
+    env = _service_env(config)
+    env.update(
+        replica_settings(
+            name,
+            ports,
+            work_dir=config.run_dir,
+            triton_url=f"127.0.0.1:{config.triton.grpc}",
+            bootstrap=f"127.0.0.1:{config.broker_port}",
+            postgres_dsn=_postgres(config).dsn,
+            # Every searcher replica must sign page tokens with the same key; a stable one for the
+            # local stack (loopback only, like the development tokens).
+            page_token_key="mmsearch-local-stack-page-token-key",
+        )
+    )
+    log = config.run_dir / "logs" / f"{name}.log"
+    addr = f"127.0.0.1:{ports[name].grpc}"
+    print(f"starting mmsearch --target {target} as {name} (gRPC {addr}) ...", flush=True)
+    process = start_mmsearch(target, env, log, addr, timeout_s=180)
+    return {
+        "pid": process.pid,
+        "target": target,
+        "grpc_port": ports[name].grpc,
+        "metrics_port": ports[name].metrics,
+        "log": str(log),
+    }
+
+
+def _stop_part(config: StackConfig, name: str, entry: dict[str, object]) -> bool:
+    if name == "postgres":
+        server = PostgresServer(int(str(entry["port"])), config.run_dir / "postgres", owns_root=False)
+        server.stop()
+        return not pid_alive(int(str(entry["pid"])))
+    return stop_group(int(str(entry["pid"])), timeout_s=20)
+
+
 def up(config: StackConfig) -> int:
     """Start what is not running. A part that died is restarted alone (its leftover
     process group, e.g. a killed Triton's backend stubs, stopped first): restarting
     the others would, among other things, empty the in-memory broker."""
     state = _read_state(config)
-    running = {n: e for n, e in state.items() if n in PARTS and pid_alive(int(str(e["pid"])))}
-    if len(running) == len(PARTS):
+    wanted = parts(config)
+    if state and set(state) - set(wanted):
+        mode = "distributed" if "postgres" in state else "single-process"
+        print(f"the stack is running in {mode} mode: `mmsearch stack down` first", file=sys.stderr)
+        return 1
+    running = {n: e for n, e in state.items() if n in wanted and pid_alive(int(str(e["pid"])))}
+    if len(running) == len(wanted):
         print(f"stack already running (state in {config.state_file}); `mmsearch stack down` stops it")
         return 0
     for name, entry in state.items():
         if name not in running:
-            stop_group(int(str(entry["pid"])), timeout_s=5)  # leftovers of a dead part
+            _stop_part(config, name, entry)  # leftovers of a dead part
             print(f"{name} (pid {entry['pid']}) was not running: restarting it")
-    missing = [n for n in PARTS if n not in running]
+    missing = [n for n in wanted if n not in running]
     busy = [port for n in missing for port in _part_ports(config, n) if port_open("127.0.0.1", port)]
     if busy:
         print(
@@ -167,11 +251,12 @@ def down(config: StackConfig) -> int:
         print("stack is not running")
         return 0
     clean = True
-    for name in reversed(PARTS):
+    order = DISTRIBUTED_PARTS if "postgres" in state else PARTS
+    for name in reversed(order):
         entry = state.get(name)
         if entry is None:
             continue
-        stopped = stop_group(int(str(entry["pid"])), timeout_s=20)
+        stopped = _stop_part(config, name, entry)
         clean &= stopped
         print(f"stopped {name} (pid {entry['pid']}){'' if stopped else ' with SIGKILL'}")
     config.state_file.unlink(missing_ok=True)
@@ -191,4 +276,8 @@ def status(config: StackConfig) -> int:
     if "mmsearch" in state:
         for service in HEALTH_SERVICES:
             print(f"  health {service or '(overall)':26s} {health_status(config.grpc_addr, service)}")
+    for name, entry in state.items():
+        if "target" in entry:
+            addr = f"127.0.0.1:{entry['grpc_port']}"
+            print(f"  health {name:12s} {entry['target']:9s} {addr:16s} {health_status(addr, '')}")
     return 0 if ok else 1

@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     # Fraction of live vector queries re-run as exact search for the live recall metric.
     search_recall_sample_rate: float = Field(0.01, ge=0, le=1)
 
-    # Vector store: the embedded Qdrant Edge directory, or Weaviate when its URL is set.
+    # Vector store: the embedded Qdrant Edge directory, or Weaviate / PostgreSQL when set.
     store_dir: Path = Path(".run/store")
     weaviate_url: str = ""
     weaviate_api_key: SecretStr = SecretStr("")
@@ -164,6 +164,18 @@ class Settings(BaseSettings):
     # (with multi-tenancy, each tenant is one shard).
     weaviate_shards: int = Field(1, ge=1, le=1024)
     weaviate_multi_tenancy: bool = True
+    # PostgreSQL + pgvector: a libpq DSN (postgresql://user:password@host:port/db); when set,
+    # every process of the deployment shares that database (the distributed mode that runs here).
+    postgres_dsn: SecretStr = SecretStr("")
+    # Connections each process keeps to PostgreSQL.
+    postgres_pool_size: int = Field(8, ge=1, le=200)
+    # pgvector HNSW: graph degree and build width (new collections), search width (per query).
+    postgres_hnsw_m: int = Field(16, ge=2, le=100)
+    postgres_hnsw_ef_construction: int = Field(100, ge=4, le=1000)
+    postgres_hnsw_ef_search: int = Field(100, ge=1, le=1000)
+    # A collection gets its HNSW index (built concurrently, in the background) once it holds this
+    # many points; below, inserts are fast and searches exact. 0: from the first point.
+    postgres_index_threshold: int = Field(10_000, ge=0, le=100_000_000)
 
     # Embedder limits
     embed_max_items: int = Field(256, ge=1, le=100_000)
@@ -223,6 +235,17 @@ class Settings(BaseSettings):
     @property
     def uses_dev_producers(self) -> bool:
         return self.producer_keys_file.resolve() == DEV_PRODUCERS_FILE.resolve()
+
+    @model_validator(mode="after")
+    def _one_store(self) -> Settings:
+        if self.weaviate_url and self.postgres_dsn.get_secret_value():
+            raise ValueError(
+                f"{ENV_PREFIX}WEAVIATE_URL and {ENV_PREFIX}POSTGRES_DSN are both set: choose one store"
+            )
+        dsn = self.postgres_dsn.get_secret_value()
+        if dsn and not dsn.startswith(("postgresql://", "postgres://")) and "=" not in dsn:
+            raise ValueError(f"{ENV_PREFIX}POSTGRES_DSN must be a postgresql:// URL or key=value DSN")
+        return self
 
     @model_validator(mode="after")
     def _dev_tokens_only_on_loopback(self) -> Settings:

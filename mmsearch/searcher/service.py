@@ -431,7 +431,9 @@ def build_searcher(deps: Deps, stores: StoreProvider) -> Component:
 
     async def ready() -> str | None:
         try:
-            await stores.get()
+            # A round trip, not only the first open: a networked store (PostgreSQL, Weaviate)
+            # can go away after the searcher started.
+            await (await stores.get()).resolve("default")
         except StoreUnavailable as exc:
             return f"store unavailable: {exc}"
         # A searcher whose embedder is down can only answer vector queries: not ready.

@@ -15,7 +15,8 @@ from mmsearch.stores.base import VectorStore
 
 @dataclass(frozen=True)
 class StoreSettings:
-    """Which store to open: Weaviate when `weaviate_url` is set, else Qdrant Edge at `store_dir`."""
+    """Which store to open: Weaviate when `weaviate_url` is set, PostgreSQL + pgvector when
+    `postgres_dsn` is, else Qdrant Edge at `store_dir`."""
 
     store_dir: Path
     weaviate_url: str = ""
@@ -24,6 +25,12 @@ class StoreSettings:
     weaviate_shards: int = 1
     weaviate_replication_factor: int = 1
     weaviate_multi_tenancy: bool = True
+    postgres_dsn: str = field(default="", repr=False)  # may carry a password
+    postgres_pool_size: int = 8
+    postgres_hnsw_m: int = 16
+    postgres_hnsw_ef_construction: int = 100
+    postgres_hnsw_ef_search: int = 100
+    postgres_index_threshold: int = 10_000
 
 
 class StoreProvider:
@@ -52,6 +59,17 @@ class StoreProvider:
                 multi_tenancy=settings.weaviate_multi_tenancy,
             )
             return store
+        if settings.postgres_dsn:
+            from mmsearch.stores.pgvector_store import PgVectorStore
+
+            return await PgVectorStore.connect(
+                settings.postgres_dsn,
+                pool_size=settings.postgres_pool_size,
+                hnsw_m=settings.postgres_hnsw_m,
+                hnsw_ef_construction=settings.postgres_hnsw_ef_construction,
+                hnsw_ef_search=settings.postgres_hnsw_ef_search,
+                index_threshold=settings.postgres_index_threshold,
+            )
         from mmsearch.stores.qdrant_edge import QdrantEdgeStore
 
         return await asyncio.to_thread(QdrantEdgeStore, Path(settings.store_dir))
