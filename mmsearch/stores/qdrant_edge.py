@@ -1143,26 +1143,30 @@ class QdrantEdgeStore:
 
     # -- beyond the port: index build, snapshot, restore --------------------------------------------
 
-    async def optimize(self, collection: str) -> bool:
+    async def optimize(self, collection: str, *, niceness: int | None = None) -> bool:
         """Build the HNSW graph (and payload links) over everything written so far and wait for it.
-        The build runs in a child process (`build_index`); searches and writes go on meanwhile."""
+        The build runs in a child process; searches and writes go on meanwhile. `niceness`
+        overrides `build_niceness` (e.g. 0 for a first build before the store serves)."""
         name = await self.resolve(collection) or collection
         handle = await self._get(name)
         running = handle.build_task
         if running is not None and not running.done():
             # Its copy predates the latest writes: let it finish, then build again.
             await asyncio.shield(running)
-        return await self._start_build(name, handle)
+        return await self._start_build(name, handle, niceness)
 
-    def _start_build(self, collection: str, handle: _Open) -> asyncio.Task[bool]:
+    def _start_build(self, collection: str, handle: _Open, niceness: int | None = None) -> asyncio.Task[bool]:
         task = handle.build_task
         if task is None or task.done():
-            task = asyncio.create_task(self._build(collection, handle), name=f"store-build-{collection}")
+            nice = self._build_niceness if niceness is None else niceness
+            task = asyncio.create_task(
+                self._build(collection, handle, nice), name=f"store-build-{collection}"
+            )
             task.add_done_callback(_log_build_failure)
             handle.build_task = task
         return task
 
-    async def _build(self, collection: str, handle: _Open) -> bool:
+    async def _build(self, collection: str, handle: _Open, niceness: int) -> bool:
         """Copy, build in a child process, catch up, swap. Raises StoreUnavailable on failure (the
         live shard is then untouched)."""
         directory = self._collection_dir(collection)
@@ -1186,7 +1190,7 @@ class QdrantEdgeStore:
                 *self._builder,
                 str(copy_dir),
                 "--nice",
-                str(self._build_niceness),
+                str(niceness),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
