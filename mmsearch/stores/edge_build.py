@@ -4,7 +4,7 @@ qdrant-edge-py 0.9.0 keeps the GIL for the whole of `EdgeShard.optimize()` (~90 
 two cores): run in the serving process it freezes searches, ingest and health checks. So
 `QdrantEdgeStore` copies the collection's shard (writes held for the copy only), runs this module
 over the copy as a separate process, and swaps the built copy in once it exits 0
-(mmsearch/stores/qdrant_edge.py, `build_index`). The live shard is never touched by a build.
+(mmsearch/stores/qdrant_edge.py, `QdrantEdgeStore.optimize`). The live shard is never touched by a build.
 
     python -m mmsearch.stores.edge_build SHARD_DIR [--nice N]
 

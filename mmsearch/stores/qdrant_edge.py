@@ -42,7 +42,8 @@ Choices worth knowing:
 - qdrant-edge-py 0.9.0 quirks handled here: MatchValue(False) is taken as the integer 0 and silently
   matches nothing on a bool field, so bool matches pass numpy.bool_; the engine keeps the GIL during
   optimize() (an HNSW build of minutes freezes the whole process), so the graph is built only when
-  `optimize()` / `build_index()` runs (or after `auto_optimize_points` unindexed points, off by default).
+  a build runs: `optimize()`, or after `auto_optimize_points` unindexed points (off by default here;
+  the services set it from MMSEARCH_STORE_BUILD_UNINDEXED_POINTS).
   Until then the newest points live in a plain segment and are searched exactly.
 - Index builds never run in this process (docs/architecture.md, "Index builds"): the shard is
   flushed and copied with the collection's writes held (searches go on), a child process

