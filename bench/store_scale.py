@@ -365,6 +365,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--modes", default="none,int8,binary", help="quantization modes to run")
     parser.add_argument("--no-pg", action="store_true", help="skip the pgvector peer")
+    parser.add_argument("--no-during-build", action="store_true", help="skip the search-during-build run")
     parser.add_argument("--work", help="data and store directory (default: a temporary one)")
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--worker", choices=["edge"], help=argparse.SUPPRESS)
@@ -396,7 +397,7 @@ def main() -> None:
         log(f"data and exact truth: {time.perf_counter() - t0:.1f} s")
         for mode in args.modes.split(","):
             command = [sys.executable, __file__, "--worker", "edge", "--mode", mode, "--work", str(work)]
-            if mode == "none":
+            if mode == "none" and not args.no_during_build:
                 command.append("--during-build")
             report["runs"].append(run_worker(command, work / f"edge-{mode}.json"))
             save(report, args.json)
