@@ -100,7 +100,11 @@ class Postgres:
 
     def connect(self, *, vector: bool = True) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+            autocommit=True,
+            # No server-side prepared statements: a generic plan (after 5 runs) picked the HNSW
+            # index for the 1 % tenant filter at every query, recall 0.82; custom plans use the btree.
+            prepare_threshold=None,
         )
         if vector:  # the type exists once the extension is created
             register_vector(conn)
