@@ -261,3 +261,20 @@ async def test_enough_unindexed_points_start_a_background_build(tmp_path: Path) 
         assert info["indexed_vectors"] == 1600 and info["building"] == 0
     finally:
         await store.close()
+
+
+async def test_the_services_start_builds_from_their_settings(tmp_path: Path) -> None:
+    from mmsearch.kit.config import load_settings
+    from mmsearch.modules import store_settings
+    from mmsearch.stores.provider import StoreProvider
+
+    env = {"MMSEARCH_STORE_DIR": str(tmp_path)}
+    assert load_settings(env).store_build_unindexed_points == 20_000  # on by default
+    settings = store_settings(load_settings({**env, "MMSEARCH_STORE_BUILD_UNINDEXED_POINTS": "1234"}))
+    provider = StoreProvider(settings)
+    store = await provider.get()
+    assert isinstance(store, QdrantEdgeStore) and store._auto_optimize == 1234
+    await provider.close()
+    off = StoreProvider(store_settings(load_settings({**env, "MMSEARCH_STORE_BUILD_UNINDEXED_POINTS": "0"})))
+    assert (await off.get())._auto_optimize is None  # type: ignore[attr-defined]
+    await off.close()
