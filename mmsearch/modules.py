@@ -46,6 +46,7 @@ ORDER = ("embedder", "reranker", "searcher", "indexer", "gateway")
 def store_settings(settings: Settings) -> StoreSettings:
     return StoreSettings(
         store_dir=settings.store_dir,
+        build_unindexed_points=settings.store_build_unindexed_points,
         weaviate_url=settings.weaviate_url,
         weaviate_api_key=settings.weaviate_api_key.get_secret_value(),
         weaviate_grpc_port=settings.weaviate_grpc_port,

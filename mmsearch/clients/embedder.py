@@ -27,7 +27,12 @@ from mmsearch.clients.errors import (
     RequestTooLarge,
 )
 from mmsearch.clients.priority import PRIORITY_HEADER, Priority
-from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo, chunking_from_message
+from mmsearch.clients.spaces import (
+    MODALITY_NAMES,
+    SpaceInfo,
+    chunking_from_message,
+    quantization_from_message,
+)
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 DEPENDENCY = "embedder"
@@ -128,6 +133,10 @@ class EmbedderClient:
                 ) from err
             spaces: dict[str, SpaceInfo] = {}
             for space in listed.spaces:
+                try:
+                    quantization = quantization_from_message(space)
+                except ValueError as exc:  # a newer embedder's mode: creating the collection would be wrong
+                    raise DependencyError(DEPENDENCY, str(exc)) from exc
                 info = SpaceInfo(
                     space.id,
                     space.dimension,
@@ -135,6 +144,7 @@ class EmbedderClient:
                         MODALITY_NAMES[e.modality] for e in space.encoders if e.modality in MODALITY_NAMES
                     ),
                     chunking_from_message(space),
+                    quantization,
                 )
                 spaces[space.id] = info
                 for alias in space.aliases:

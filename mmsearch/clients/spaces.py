@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mmsearch.kit.passages import DEFAULT_CHUNKING, ChunkingPolicy
-from mmsearch.stores.base import collection_name
+from mmsearch.stores.base import Quantization, collection_name
 from mmsearch.v1 import common_pb2, embedder_pb2
 
 MODALITY_NAMES = {
@@ -32,6 +32,8 @@ class SpaceInfo:
     modalities: frozenset[str]
     # How the indexer splits long text for this space (ListSpaces' Space.chunking).
     chunking: ChunkingPolicy = DEFAULT_CHUNKING
+    # How the store keeps the space's vectors (ListSpaces' Space.quantization).
+    quantization: Quantization = "none"
 
 
 def chunking_from_message(space: embedder_pb2.Space) -> ChunkingPolicy:
@@ -47,6 +49,23 @@ def chunking_from_message(space: embedder_pb2.Space) -> ChunkingPolicy:
         max_text_bytes=message.max_text_bytes or DEFAULT_CHUNKING.max_text_bytes,
         estimator=message.estimator or DEFAULT_CHUNKING.estimator,
     )
+
+
+_QUANTIZATIONS: dict[int, Quantization] = {
+    embedder_pb2.QUANTIZATION_UNSPECIFIED: "none",  # an embedder older than the field
+    embedder_pb2.QUANTIZATION_NONE: "none",
+    embedder_pb2.QUANTIZATION_INT8: "int8",
+    embedder_pb2.QUANTIZATION_BINARY: "binary",
+}
+
+
+def quantization_from_message(space: embedder_pb2.Space) -> Quantization:
+    """A space's quantization as ListSpaces published it. A value this client does not know (a
+    newer embedder) is an error, not a silent "none": the collection would be created wrong."""
+    mode = _QUANTIZATIONS.get(space.quantization)
+    if mode is None:
+        raise ValueError(f"space {space.id}: unknown quantization {space.quantization}")
+    return mode
 
 
 class SpaceDirectory(Protocol):

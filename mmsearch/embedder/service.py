@@ -339,6 +339,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
                 ],
                 preprocessing_sha256=s.preprocessing_sha256,
                 chunking=s.chunking_message(),
+                quantization=s.quantization_message(),
                 aliases=self._registry.aliases_of(s.id),
             )
             for s in self._registry.spaces.values()

@@ -18,6 +18,7 @@ from mmsearch.kit.passages import DEFAULT_CHUNKING, ChunkingPolicy
 from mmsearch.v1 import common_pb2, embedder_pb2
 
 DEFAULT_ALIAS = "default"
+QuantizationName = Literal["none", "int8", "binary"]
 AISFX_DIMENSION = 512
 
 
@@ -41,6 +42,9 @@ class Space:
     aliases: tuple[str, ...] = ()
     # How the indexer splits long text into passages; part of the space (hashed below).
     chunking: ChunkingPolicy = DEFAULT_CHUNKING
+    # How the store keeps this space's vectors (none / int8 / binary, rescored on the originals).
+    # Not hashed: the vectors are the same; the store fixes it when it creates the collection.
+    quantization: QuantizationName = "none"
 
     @property
     def id(self) -> str:
@@ -57,6 +61,10 @@ class Space:
     def chunking_message(self) -> embedder_pb2.ChunkingPolicy:
         """The chunking policy as ListSpaces publishes it (`Space.chunking`)."""
         return chunking_message(self.chunking)
+
+    def quantization_message(self) -> embedder_pb2.Quantization.ValueType:
+        """The quantization as ListSpaces publishes it (`Space.quantization`)."""
+        return QUANTIZATIONS[self.quantization]
 
     def encoder_for(self, modality: common_pb2.Modality.ValueType) -> Encoder | None:
         return next((e for e in self.encoders if e.modality == modality), None)
@@ -141,6 +149,11 @@ MODALITIES = {
     "image": common_pb2.MODALITY_IMAGE,
     "audio": common_pb2.MODALITY_AUDIO,
 }
+QUANTIZATIONS: dict[QuantizationName, embedder_pb2.Quantization.ValueType] = {
+    "none": embedder_pb2.QUANTIZATION_NONE,
+    "int8": embedder_pb2.QUANTIZATION_INT8,
+    "binary": embedder_pb2.QUANTIZATION_BINARY,
+}
 METRICS = {
     "cosine": embedder_pb2.DISTANCE_METRIC_COSINE,
     "dot": embedder_pb2.DISTANCE_METRIC_DOT,
@@ -174,6 +187,7 @@ class SpaceSpec(_Strict):
     encoders: list[EncoderSpec] = Field(min_length=1)
     aliases: list[str] = []
     chunking: ChunkingSpec = ChunkingSpec()
+    quantization: QuantizationName = "none"
 
 
 class SpacesFile(_Strict):
@@ -213,6 +227,7 @@ def registry_from_file(path: Path) -> SpaceRegistry:
                 ),
                 aliases=tuple(space.aliases),
                 chunking=chunking,
+                quantization=space.quantization,
             )
         )
     if DEFAULT_ALIAS not in registry.aliases:

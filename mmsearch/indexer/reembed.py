@@ -165,7 +165,9 @@ class ReembedManager:
         target = collection_name(job.target.id)
         if await self._store.resolve(target) != target:
             # Nothing was indexed into the target (empty topic): create it so the alias has a home.
-            await self._store.ensure_collection(Collection(target, job.target.id, job.target.dimension))
+            await self._store.ensure_collection(
+                Collection(target, job.target.id, job.target.dimension, quantization=job.target.quantization)
+            )
         for alias in job.aliases:
             await self._store.set_alias(alias, target)
         job.state = State.STATE_SWAPPED

@@ -43,7 +43,9 @@ class Writer:
         name = collection_name(space.id)
         if name not in self._collections:
             try:
-                await self._store.ensure_collection(Collection(name, space.id, space.dimension))
+                await self._store.ensure_collection(
+                    Collection(name, space.id, space.dimension, quantization=space.quantization)
+                )
             except StoreUnavailable as exc:
                 raise DependencyDown(DEPENDENCY, str(exc)) from exc
             self._collections.add(name)

@@ -155,6 +155,9 @@ class Settings(BaseSettings):
 
     # Vector store: the embedded Qdrant Edge directory, or Weaviate / PostgreSQL when set.
     store_dir: Path = Path(".run/store")
+    # Embedded store: start a background HNSW build (in a child process) once this many points
+    # are unindexed (and at least 10% of the indexed ones); 0 = never (searches then scan them).
+    store_build_unindexed_points: int = Field(20_000, ge=0, le=1_000_000_000)
     weaviate_url: str = ""
     weaviate_api_key: SecretStr = SecretStr("")
     # gRPC port of Weaviate; 0 = 50051 (443 for https).

@@ -40,6 +40,10 @@ from mmsearch.stores.errors import StoreUnavailable as StoreUnavailable  # noqa:
 from mmsearch.v1 import common_pb2
 
 Metric = Literal["cosine", "dot", "euclidean"]
+# How a collection keeps its vectors for the approximate search: full float32, int8 (4x smaller)
+# or 1 bit per dimension (32x smaller); the top candidates are always rescored on the originals.
+Quantization = Literal["none", "int8", "binary"]
+QUANTIZATIONS: tuple[Quantization, ...] = ("none", "int8", "binary")
 FieldKind = Literal["keyword", "keyword_list", "int", "float", "bool", "datetime"]
 AttributeValue = str | int | float | bool | datetime
 
@@ -82,6 +86,9 @@ class Collection:
     metric: Metric = "cosine"
     # Declared filterable attributes ("attributes.<name>" in filters) and their kinds.
     attributes: Mapping[str, FieldKind] = field(default_factory=dict)
+    # Chosen in the space definition; fixed when the collection is created (a store that cannot
+    # quantize keeps full vectors).
+    quantization: Quantization = "none"
 
 
 def passage_uuid(tenant: str, item_id: str, generation: str, index: int) -> uuid.UUID:

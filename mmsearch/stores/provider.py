@@ -19,6 +19,8 @@ class StoreSettings:
     `postgres_dsn` is, else Qdrant Edge at `store_dir`."""
 
     store_dir: Path
+    # Qdrant Edge: unindexed points that start a background index build; 0 = never.
+    build_unindexed_points: int = 0
     weaviate_url: str = ""
     weaviate_api_key: str = field(default="", repr=False)  # "" = no authentication
     weaviate_grpc_port: int = 0  # 0 = the default for the URL's scheme (50051 / 443)
@@ -72,7 +74,10 @@ class StoreProvider:
             )
         from mmsearch.stores.qdrant_edge import QdrantEdgeStore
 
-        return await asyncio.to_thread(QdrantEdgeStore, Path(settings.store_dir))
+        auto = settings.build_unindexed_points or None
+        return await asyncio.to_thread(
+            lambda: QdrantEdgeStore(Path(settings.store_dir), auto_optimize_points=auto)
+        )
 
     async def close(self) -> None:
         async with self._lock:

@@ -4,8 +4,10 @@ Layout under `root`:
 
     root/.lock                     flock held while a store is open (one process per directory)
     root/aliases.json              {"alias": "collection"}, replaced atomically (tmp + fsync + rename)
-    root/<collection>/collection.json  the Collection (dimension, metric, declared attributes)
-    root/<collection>/shard/       the Qdrant Edge shard (segments + WAL)
+    root/<collection>/collection.json  the Collection (dimension, metric, declared attributes,
+                                   quantization) and `shard`: the name of the live shard directory
+    root/<collection>/shard[-<tag>]/  the live Qdrant Edge shard (segments + WAL)
+    root/<collection>/.build-<tag>/   a copy being indexed by a builder process (see below)
 
 Choices worth knowing:
 
@@ -40,8 +42,20 @@ Choices worth knowing:
 - qdrant-edge-py 0.9.0 quirks handled here: MatchValue(False) is taken as the integer 0 and silently
   matches nothing on a bool field, so bool matches pass numpy.bool_; the engine keeps the GIL during
   optimize() (an HNSW build of minutes freezes the whole process), so the graph is built only when
-  `optimize()` is called (or after `auto_optimize_points` unindexed points, off by default). Until then
-  the newest points live in a plain segment and are searched exactly.
+  a build runs: `optimize()`, or after `auto_optimize_points` unindexed points (off by default here;
+  the services set it from MMSEARCH_STORE_BUILD_UNINDEXED_POINTS).
+  Until then the newest points live in a plain segment and are searched exactly.
+- Index builds never run in this process (docs/architecture.md, "Index builds"): the shard is
+  flushed and copied with the collection's writes held (searches go on), a child process
+  (mmsearch.stores.edge_build) builds the HNSW graph over the copy, then the built copy is loaded
+  here, the writes made meanwhile (kept as the engine operations they were) are applied to it, and
+  it replaces the live shard under the write lock: `collection.json` names the new directory
+  (one atomic rename), and the old shard is closed once the searches still reading it are done.
+  A builder that fails or dies leaves the live shard as it was; a crash of this process mid-build
+  leaves `collection.json` naming the old shard, and the leftovers are removed at the next open.
+- Quantization (Collection.quantization, from the space definition): int8 (scalar, quantile 0.99)
+  or binary, kept in RAM for the graph walk; the candidates (oversampled) are rescored on the
+  original float32 vectors. Exact searches ignore it. Fixed when the collection is created.
 """
 
 from __future__ import annotations
@@ -53,7 +67,10 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +90,7 @@ from mmsearch.stores.base import (
     Metric,
     Passage,
     PassageHit,
+    Quantization,
     Query,
     StoreHit,
     generation,
@@ -110,10 +128,46 @@ class StoreLocked(StoreUnavailable):
 
 
 @dataclass
+class _ShardRef:
+    """One shard directory, open, and how many reads are using it right now: a shard replaced by
+    a build is closed only when its last reader is done (reads capture the ref, not the handle)."""
+
+    shard: qe.EdgeShard
+    directory: str
+    readers: int = 0
+    retired: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Build:
+    """A build in progress: the engine operations written since its copy was taken (applied to the
+    built copy before the swap, so no write made during a build is lost) and the builder process."""
+
+    ops: list[qe.UpdateOperation] = field(default_factory=list)
+    process: asyncio.subprocess.Process | None = None
+
+
+@dataclass
 class _Open:
     collection: Collection
-    shard: qe.EdgeShard
+    live: _ShardRef
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    build: _Build | None = None  # set under write_lock, while a copy is being indexed
+    build_task: asyncio.Task[bool] | None = None
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        """The live shard, for writers (they hold write_lock, so no swap happens meanwhile)."""
+        return self.live.shard
+
+    def apply(self, ops: Sequence[qe.UpdateOperation]) -> None:
+        """Apply engine writes to the live shard (write_lock held), kept for a running build."""
+        shard, build = self.live.shard, self.build
+        for op in ops:
+            shard.update(op)
+            if build is not None:
+                build.ops.append(op)
 
 
 def _utc(value: datetime) -> datetime:
@@ -145,6 +199,7 @@ def _collection_to_json(collection: Collection) -> dict[str, Any]:
         "dimension": collection.dimension,
         "metric": collection.metric,
         "attributes": dict(collection.attributes),
+        "quantization": collection.quantization,
     }
 
 
@@ -155,7 +210,36 @@ def _collection_from_json(data: Mapping[str, Any]) -> Collection:
         dimension=int(data["dimension"]),
         metric=data["metric"],
         attributes=dict(data["attributes"]),
+        quantization=data.get("quantization", "none"),
     )
+
+
+def _live_dir(data: Mapping[str, Any]) -> str:
+    """The live shard's directory name (collections from before builds: `shard`)."""
+    name = str(data.get("shard", SHARD_DIR))
+    if name != SHARD_DIR and not name.startswith(f"{SHARD_DIR}-"):
+        raise StoreUnavailable(f"collection.json names an unexpected shard directory {name!r}")
+    return name
+
+
+def _read_collection(directory: Path) -> tuple[Collection, str]:
+    data = json.loads((directory / COLLECTION_FILE).read_text("utf-8"))
+    return _collection_from_json(data), _live_dir(data)
+
+
+def _write_collection(directory: Path, collection: Collection, live: str) -> None:
+    _atomic_write_json(directory / COLLECTION_FILE, {**_collection_to_json(collection), "shard": live})
+
+
+def _quantization_config(
+    mode: Quantization,
+) -> qe.ScalarQuantizationConfig | qe.BinaryQuantizationConfig | None:
+    if mode == "int8":
+        # quantile 0.99: a few outlying coordinates do not stretch the int8 range of all the others.
+        return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+    if mode == "binary":
+        return qe.BinaryQuantizationConfig(always_ram=True)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -487,6 +571,9 @@ class QdrantEdgeStore:
         hybrid_window: int = 100,
         auto_optimize_points: int | None = None,
         max_search_threads: int | None = None,
+        build_niceness: int = 10,
+        builder_command: Sequence[str] = (sys.executable, "-m", "mmsearch.stores.edge_build"),
+        oversampling: Mapping[Quantization, float] | None = None,
     ) -> None:
         self._root = Path(root)
         self._root.mkdir(parents=True, exist_ok=True)
@@ -507,6 +594,12 @@ class QdrantEdgeStore:
         self._window = hybrid_window
         self._auto_optimize = auto_optimize_points
         self._search_threads = max_search_threads
+        self._build_niceness = build_niceness
+        self._builder = tuple(builder_command)
+        # Candidates fetched per result before rescoring on the original vectors. Binary needs many
+        # more: at 384-d one bit per dimension ranks poorly (recall@10 0.79 at 4x, 0.99 at 8x on
+        # clustered data; docs/benchmarks.md, quantization table).
+        self._oversampling = {"int8": 2.0, "binary": 8.0, **(oversampling or {})}
         self._open: dict[str, _Open] = {}
         self._admin = asyncio.Lock()  # create / drop / alias changes
         self._closed = False
@@ -558,20 +651,42 @@ class QdrantEdgeStore:
                 VECTOR: qe.EdgeVectorParams(size=collection.dimension, distance=_DISTANCE[collection.metric])
             },
             hnsw_config=self._hnsw,
+            quantization_config=_quantization_config(collection.quantization),
             optimizers=self._optimizers,
             max_search_threads=self._search_threads,
         )
 
     def _load_sync(self, name: str) -> _Open:
         directory = self._collection_dir(name)
-        collection = _collection_from_json(json.loads((directory / COLLECTION_FILE).read_text("utf-8")))
+        collection, live = _read_collection(directory)
         try:
-            shard = qe.EdgeShard.load(str(directory / SHARD_DIR))
+            shard = qe.EdgeShard.load(str(directory / live))
         except Exception as exc:
             if "WouldBlock" in str(exc):
                 raise StoreLocked(f"collection {name} ({directory}) is open in another process") from exc
             raise StoreUnavailable(f"cannot open collection {name}: {exc}") from exc
-        return _Open(collection, shard)
+        # Leftovers of a build this process did not finish (it crashed, or was killed): a copy being
+        # built, or a built one not yet named in collection.json. We own the store directory.
+        for entry in directory.iterdir():
+            stale = entry.name.startswith(".build-") or (
+                entry.name.startswith(f"{SHARD_DIR}-") and entry.name != live
+            )
+            if entry.is_dir() and entry.name != live and (stale or entry.name == SHARD_DIR):
+                log.info("store_build_leftover_removed", collection=name, directory=str(entry))
+                shutil.rmtree(entry, ignore_errors=True)
+        return _Open(collection, _ShardRef(shard, live))
+
+    @contextlib.asynccontextmanager
+    async def _reading(self, handle: _Open) -> AsyncIterator[qe.EdgeShard]:
+        """The live shard for one read; a swap meanwhile waits for this read before closing it."""
+        ref = handle.live
+        ref.readers += 1
+        try:
+            yield ref.shard
+        finally:
+            ref.readers -= 1
+            if ref.readers == 0:
+                ref.idle.set()
 
     async def _get(self, name: str) -> _Open:
         if self._closed:
@@ -623,8 +738,8 @@ class QdrantEdgeStore:
                     for name, schema in self._index_fields(collection):
                         shard.update(qe.UpdateOperation.create_field_index(name, schema))
                     shard.flush()
-                    _atomic_write_json(directory / COLLECTION_FILE, _collection_to_json(collection))
-                    return _Open(collection, shard)
+                    _write_collection(directory, collection, SHARD_DIR)
+                    return _Open(collection, _ShardRef(shard, SHARD_DIR))
 
                 try:
                     self._open[collection.name] = await self._run(create)
@@ -639,6 +754,11 @@ class QdrantEdgeStore:
                 f"collection {collection.name} exists with dimension {current.dimension} / "
                 f"{current.metric}, not {collection.dimension} / {collection.metric}"
             )
+        if current.quantization != collection.quantization:
+            raise StoreConflict(
+                f"collection {collection.name} exists with quantization {current.quantization}, not "
+                f"{collection.quantization}: it is fixed at creation (a new space version changes it)"
+            )
         changed = sorted(k for k, v in collection.attributes.items() if current.attributes.get(k, v) != v)
         if changed:
             raise StoreConflict(f"collection {collection.name}: attribute kinds cannot change ({changed})")
@@ -646,14 +766,23 @@ class QdrantEdgeStore:
         if not added:
             return
         merged = Collection(
-            current.name, current.space_id, current.dimension, current.metric, {**current.attributes, **added}
+            current.name,
+            current.space_id,
+            current.dimension,
+            current.metric,
+            {**current.attributes, **added},
+            current.quantization,
         )
 
         def add_indexes() -> None:
-            for name, schema in self._attribute_indexes(added):
-                handle.shard.update(qe.UpdateOperation.create_field_index(name, schema))
+            handle.apply(
+                [
+                    qe.UpdateOperation.create_field_index(name, schema)
+                    for name, schema in self._attribute_indexes(added)
+                ]
+            )
             handle.shard.flush()
-            _atomic_write_json(directory / COLLECTION_FILE, _collection_to_json(merged))
+            _write_collection(directory, merged, handle.live.directory)
 
         async with handle.write_lock:
             try:
@@ -666,6 +795,8 @@ class QdrantEdgeStore:
         async with self._admin:
             handle = self._open.pop(name, None)
             directory = self._collection_dir(name)
+            if handle is not None:
+                await self._cancel_build(handle)
 
             def drop() -> None:
                 if handle is not None:
@@ -710,11 +841,12 @@ class QdrantEdgeStore:
         handle = await self._get(collection)
         ids: list[qe.PointId] = [item_uuid(tenant, i) for i in dict.fromkeys(item_ids)]
         try:
-            records = await self._run(
-                lambda: handle.shard.retrieve(
-                    ids, with_payload=qe.PayloadSelector.Include(_STATE_FIELDS), with_vector=False
+            async with self._reading(handle) as shard:
+                records = await self._run(
+                    lambda: shard.retrieve(
+                        ids, with_payload=qe.PayloadSelector.Include(_STATE_FIELDS), with_vector=False
+                    )
                 )
-            )
         except Exception as exc:
             raise StoreUnavailable(f"states on {collection} failed: {exc}") from exc
         result: dict[str, ItemState] = {}
@@ -781,9 +913,9 @@ class QdrantEdgeStore:
             # then the old passages go. A failure in between leaves every item searchable as its
             # old or its new generation; the retry of the batch completes the write.
             if further:
-                handle.shard.update(qe.UpdateOperation.upsert_points(further))
-            handle.shard.update(qe.UpdateOperation.upsert_points(heads))
-            handle.shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
+                handle.apply([qe.UpdateOperation.upsert_points(further)])
+            handle.apply([qe.UpdateOperation.upsert_points(heads)])
+            handle.apply([qe.UpdateOperation.delete_points_by_filter(stale)])
             handle.shard.flush()
 
         async with handle.write_lock:
@@ -794,8 +926,8 @@ class QdrantEdgeStore:
                     f"write of {len(heads)} records ({len(heads) + len(further)} points) "
                     f"to {collection} failed: {exc}"
                 ) from exc
-            if self._auto_optimize is not None:
-                await self._maybe_optimize(handle)
+        if self._auto_optimize is not None:
+            await self._maybe_build(collection, handle)
 
     @staticmethod
     def _vector(record: ItemRecord, vector: Any, spec: Collection) -> dict[str, Any]:
@@ -813,19 +945,18 @@ class QdrantEdgeStore:
             raise InvalidQuery(f"item {record.item_id}: vector has NaN or infinite values")
         return {VECTOR: array.tolist()}
 
-    async def _maybe_optimize(self, handle: _Open) -> None:
+    async def _maybe_build(self, collection: str, handle: _Open) -> None:
+        """Start a background build once enough points are unindexed: at least
+        `auto_optimize_points`, and at least 10% of the indexed ones (each build copies the whole
+        collection, so builds get rarer as it grows)."""
         assert self._auto_optimize is not None
-        threshold = self._auto_optimize
-
-        def maybe() -> None:
-            info = handle.shard.info()
-            if info.points_count - info.indexed_vectors_count >= threshold:
-                handle.shard.optimize()
-
-        try:
-            await self._run(maybe)
-        except Exception as exc:  # the write is durable already; the next write retries the build
-            log.warning("store_optimize_failed", collection=handle.collection.name, error=str(exc))
+        if handle.build_task is not None and not handle.build_task.done():
+            return
+        async with self._reading(handle) as shard:
+            info = await self._run(shard.info)
+        unindexed = info.points_count - info.indexed_vectors_count
+        if unindexed >= max(self._auto_optimize, info.indexed_vectors_count // 10):
+            self._start_build(collection, handle)
 
     async def search(self, collection: str, query: Query) -> list[StoreHit]:
         handle = await self._get(collection)
@@ -836,7 +967,9 @@ class QdrantEdgeStore:
         depth = checked.depth
         # Hybrid: both rankings take a fixed number of candidates, so pages are cut from one fused ranking.
         n = checked.candidates(self._window) if checked.hybrid else depth
-        params = qe.SearchParams(hnsw_ef=max(self._hnsw_ef, n), exact=query.exact)
+        params = qe.SearchParams(
+            hnsw_ef=max(self._hnsw_ef, n), exact=query.exact, quantization=self._rescoring(spec, query.exact)
+        )
         vector_ascending = spec.metric == "euclidean"  # Qdrant scores Euclid as a distance
 
         def vector_request(limit: int) -> qe.QueryRequest:
@@ -854,14 +987,10 @@ class QdrantEdgeStore:
                 limit=limit, query=qe.TextQuery("text", text), filter=flt, with_payload=_RANK_PAYLOAD
             )
 
-        def run() -> list[StoreHit]:
-            heads = _Heads(handle.shard, query.tenant)
-            vec = (
-                _ranked(handle.shard, vector_request, n, vector_ascending, heads)
-                if vector is not None
-                else []
-            )
-            txt = _ranked(handle.shard, text_request, n, False, heads) if text else []
+        def run(shard: qe.EdgeShard) -> list[StoreHit]:
+            heads = _Heads(shard, query.tenant)
+            vec = _ranked(shard, vector_request, n, vector_ascending, heads) if vector is not None else []
+            txt = _ranked(shard, text_request, n, False, heads) if text else []
             best_vec = {r.item_id: r for r in vec}
             best_txt = {r.item_id: r for r in txt}
             # (item id, score, (vector rank, vector score), (bm25 rank, bm25 score)) per hit of the page
@@ -906,9 +1035,18 @@ class QdrantEdgeStore:
             return hits
 
         try:
-            return await self._run(run)
+            async with self._reading(handle) as shard:
+                return await self._run(lambda: run(shard))
         except Exception as exc:
             raise StoreUnavailable(f"search on {collection} failed: {exc}") from exc
+
+    def _rescoring(self, spec: Collection, exact: bool) -> qe.QuantizationSearchParams | None:
+        if spec.quantization == "none":
+            return None
+        # Exact means exact: the original vectors, not their quantized copies.
+        return qe.QuantizationSearchParams(
+            ignore=exact, rescore=True, oversampling=self._oversampling[spec.quantization]
+        )
 
     async def count(self, collection: str, tenant: str | None = None) -> int:
         handle = await self._get(collection)
@@ -918,7 +1056,8 @@ class QdrantEdgeStore:
         )
         request = qe.CountRequest(exact=True, filter=heads)
         try:
-            return await self._run(lambda: handle.shard.count(request))
+            async with self._reading(handle) as shard:
+                return await self._run(lambda: shard.count(request))
         except Exception as exc:
             raise StoreUnavailable(f"count on {collection} failed: {exc}") from exc
 
@@ -935,9 +1074,7 @@ class QdrantEdgeStore:
             point = item_uuid(tenant, item_id)
 
             def update() -> None:
-                handle.shard.update(
-                    qe.UpdateOperation.set_payload([point], {"text": text, "snippet": snippet})
-                )
+                handle.apply([qe.UpdateOperation.set_payload([point], {"text": text, "snippet": snippet})])
                 handle.shard.flush()
 
             try:
@@ -960,11 +1097,10 @@ class QdrantEdgeStore:
         ]
         selector = qe.PayloadSelector.Include(["tenant", "item_id", "generation", "deleted", TOKENS])
         try:
-            records = await self._run(
-                lambda: handle.shard.retrieve(
-                    list(dict.fromkeys(ids)), with_payload=selector, with_vector=False
+            async with self._reading(handle) as shard:
+                records = await self._run(
+                    lambda: shard.retrieve(list(dict.fromkeys(ids)), with_payload=selector, with_vector=False)
                 )
-            )
         except Exception as exc:
             raise StoreUnavailable(f"passage tokens on {collection} failed: {exc}") from exc
         found = {str(r.id): r.payload or {} for r in records}
@@ -986,7 +1122,8 @@ class QdrantEdgeStore:
         flt = _live_filter(tenant, [qe.FieldCondition("item_id", match=qe.MatchValue(item_id))])
         request = qe.CountRequest(exact=True, filter=flt)
         try:
-            return await self._run(lambda: handle.shard.count(request))
+            async with self._reading(handle) as shard:
+                return await self._run(lambda: shard.count(request))
         except Exception as exc:
             raise StoreUnavailable(f"count on {collection} failed: {exc}") from exc
 
@@ -998,6 +1135,7 @@ class QdrantEdgeStore:
             handles = list(self._open.values())
             self._open.clear()
             for handle in handles:
+                await self._cancel_build(handle)
                 async with handle.write_lock:
                     await self._run(handle.shard.close)
             with contextlib.suppress(OSError):
@@ -1006,24 +1144,153 @@ class QdrantEdgeStore:
 
     # -- beyond the port: index build, snapshot, restore --------------------------------------------
 
-    async def optimize(self, collection: str) -> bool:
-        """Build the HNSW graph (and payload links) over everything written so far; blocking.
-        qdrant-edge-py 0.9.0 holds the GIL while it runs: call it when the process may pause."""
-        handle = await self._get(collection)
-        async with handle.write_lock:
-            try:
-                return await self._run(handle.shard.optimize)
-            except Exception as exc:
-                raise StoreUnavailable(f"optimize of {collection} failed: {exc}") from exc
+    async def optimize(self, collection: str, *, niceness: int | None = None) -> bool:
+        """Build the HNSW graph (and payload links) over everything written so far and wait for it.
+        The build runs in a child process; searches and writes go on meanwhile. `niceness`
+        overrides `build_niceness` (e.g. 0 for a first build before the store serves)."""
+        name = await self.resolve(collection) or collection
+        handle = await self._get(name)
+        running = handle.build_task
+        if running is not None and not running.done():
+            # Its copy predates the latest writes: let it finish, then build again.
+            await asyncio.shield(running)
+        return await self._start_build(name, handle, niceness)
+
+    def _start_build(self, collection: str, handle: _Open, niceness: int | None = None) -> asyncio.Task[bool]:
+        task = handle.build_task
+        if task is None or task.done():
+            nice = self._build_niceness if niceness is None else niceness
+            task = asyncio.create_task(
+                self._build(collection, handle, nice), name=f"store-build-{collection}"
+            )
+            task.add_done_callback(_log_build_failure)
+            handle.build_task = task
+        return task
+
+    async def _build(self, collection: str, handle: _Open, niceness: int) -> bool:
+        """Copy, build in a child process, catch up, swap. Raises StoreUnavailable on failure (the
+        live shard is then untouched)."""
+        directory = self._collection_dir(collection)
+        tag = uuid.uuid4().hex[:12]
+        copy_dir = directory / f".build-{tag}"
+        built_dir = directory / f"{SHARD_DIR}-{tag}"
+        build = _Build()
+        new: _ShardRef | None = None
+        started = time.perf_counter()
+        try:
+            async with handle.write_lock:
+
+                def copy() -> None:
+                    handle.shard.flush()
+                    shutil.copytree(directory / handle.live.directory, copy_dir)
+
+                await self._run(copy)
+                handle.build = build  # every write from here on is kept for the catch-up
+            copied = time.perf_counter()
+            build.process = await asyncio.create_subprocess_exec(
+                *self._builder,
+                str(copy_dir),
+                "--nice",
+                str(niceness),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await build.process.communicate()
+            if build.process.returncode != 0:
+                detail = err.decode(errors="replace").strip().splitlines()[-3:]
+                raise StoreUnavailable(
+                    f"index build of {collection} failed: builder exited with {build.process.returncode}"
+                    f" {' | '.join(detail)}"
+                )
+            built = time.perf_counter()
+            await self._run(lambda: copy_dir.replace(built_dir))
+            shard = await self._run(lambda: qe.EdgeShard.load(str(built_dir)))
+            new = _ShardRef(shard, built_dir.name)
+            async with handle.write_lock:
+                caught_up = len(build.ops)
+
+                def catch_up() -> None:
+                    for op in build.ops:
+                        shard.update(op)
+                    shard.flush()
+                    _write_collection(directory, handle.collection, built_dir.name)  # the commit point
+
+                await self._run(catch_up)
+                old, handle.live, handle.build = handle.live, new, None
+        except Exception as exc:
+            handle.build = None
+            await self._discard(build, new, copy_dir, built_dir)
+            if isinstance(exc, StoreUnavailable):
+                raise
+            raise StoreUnavailable(f"index build of {collection} failed: {exc}") from exc
+        except BaseException:  # cancelled (close, drop): the live shard stays as it is
+            handle.build = None
+            await self._discard(build, new, copy_dir, built_dir)
+            raise
+        log.info(
+            "store_index_built",
+            collection=collection,
+            builder=out.decode(errors="replace").strip(),
+            copy_s=round(copied - started, 3),
+            build_s=round(built - copied, 3),
+            swap_s=round(time.perf_counter() - built, 3),
+            writes_caught_up=caught_up,
+        )
+        # Shielded: a close() now must not leave the replaced shard open.
+        await asyncio.shield(self._retire(directory, old))
+        return True
+
+    async def _retire(self, directory: Path, old: _ShardRef) -> None:
+        """Close a replaced shard once no read uses it, and delete its directory."""
+        old.retired = True
+        while old.readers:
+            old.idle.clear()
+            await old.idle.wait()
+
+        def close() -> None:
+            old.shard.close()
+            shutil.rmtree(directory / old.directory, ignore_errors=True)
+
+        await self._run(close)
+
+    async def _discard(self, build: _Build, new: _ShardRef | None, *dirs: Path) -> None:
+        process = build.process
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+
+        def remove() -> None:
+            if new is not None:
+                new.shard.close()
+            for path in dirs:
+                shutil.rmtree(path, ignore_errors=True)
+
+        await asyncio.shield(self._run(remove))
+
+    async def _cancel_build(self, handle: _Open) -> None:
+        task = handle.build_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
     async def info(self, collection: str) -> dict[str, int]:
         handle = await self._get(collection)
-        info = await self._run(handle.shard.info)
+        async with self._reading(handle) as shard:
+            info = await self._run(shard.info)
         return {
             "points": info.points_count,
             "indexed_vectors": info.indexed_vectors_count,
             "segments": info.segments_count,
+            "building": int(handle.build is not None),
         }
+
+    def building_pid(self, collection: str) -> int | None:
+        """The builder process of a running build (for operators and tests), else None."""
+        handle = self._open.get(collection)
+        build = None if handle is None else handle.build
+        process = None if build is None else build.process
+        return None if process is None or process.returncode is not None else process.pid
 
     async def snapshot(self, collection: str, dest: Path) -> Path:
         """A consistent copy of one collection at `dest/<collection>/` (writes held meanwhile).
@@ -1042,7 +1309,15 @@ class QdrantEdgeStore:
             handle.shard.flush()
             tmp = target.with_name(f".{target.name}.partial")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(self._collection_dir(name), tmp, ignore=shutil.ignore_patterns("*.tmp"))
+            tmp.mkdir(parents=True)
+            source = self._collection_dir(name)
+            shutil.copy2(source / COLLECTION_FILE, tmp / COLLECTION_FILE)
+            # The live shard only: not a build in progress, not a replaced shard not yet removed.
+            shutil.copytree(
+                source / handle.live.directory,
+                tmp / handle.live.directory,
+                ignore=shutil.ignore_patterns("*.tmp"),
+            )
             tmp.replace(target)
 
         async with handle.write_lock:
@@ -1056,7 +1331,11 @@ class QdrantEdgeStore:
         """Install a `snapshot()` copy as collection `name` (which must not exist yet)."""
         directory = self._collection_dir(name)
         source = Path(snapshot_dir)
-        if not (source / COLLECTION_FILE).exists() or not (source / SHARD_DIR).is_dir():
+        try:
+            _, live = _read_collection(source)
+        except (OSError, ValueError, KeyError, StoreUnavailable) as exc:
+            raise InvalidQuery(f"{source} is not a snapshot made by QdrantEdgeStore.snapshot") from exc
+        if not (source / live).is_dir():
             raise InvalidQuery(f"{source} is not a snapshot made by QdrantEdgeStore.snapshot")
         async with self._admin:
             if directory.exists():
@@ -1066,9 +1345,16 @@ class QdrantEdgeStore:
                 tmp = directory.with_name(f".{name}.restoring")
                 shutil.rmtree(tmp, ignore_errors=True)
                 shutil.copytree(source, tmp)
-                spec = _collection_from_json(json.loads((tmp / COLLECTION_FILE).read_text("utf-8")))
-                renamed = Collection(name, spec.space_id, spec.dimension, spec.metric, spec.attributes)
-                _atomic_write_json(tmp / COLLECTION_FILE, _collection_to_json(renamed))
+                spec, _ = _read_collection(tmp)
+                renamed = Collection(
+                    name, spec.space_id, spec.dimension, spec.metric, spec.attributes, spec.quantization
+                )
+                _write_collection(tmp, renamed, live)
                 tmp.replace(directory)
 
             await self._run(install)
+
+
+def _log_build_failure(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("store_index_build_failed", error=str(task.exception()))

@@ -106,3 +106,43 @@ def test_chunking_is_part_of_the_space_and_its_hash(tmp_path: Path) -> None:
     assert (loaded.chunking.passage_tokens, loaded.chunking.max_passages) == (60, 9)
     with pytest.raises(ConfigError, match="chunking"):
         registry_from_file(write(tmp_path, {"spaces": [{**CLIP, "chunking": {"overlap_tokens": 150}}]}))
+
+
+def test_quantization_is_chosen_in_the_space_and_reaches_the_store(tmp_path: Path) -> None:
+    import asyncio
+    from dataclasses import replace
+
+    from mmsearch.clients.spaces import SpaceInfo, quantization_from_message
+    from mmsearch.indexer.write import Writer
+    from mmsearch.stores.base import Collection
+    from mmsearch.v1 import embedder_pb2
+    from tests.fakes import MemoryStore
+
+    space = default_registry("minilm_l6_text", "image", "audio").resolve("")
+    assert space.quantization == "none"
+    binary = replace(space, quantization="binary")
+    assert binary.preprocessing_sha256 == space.preprocessing_sha256  # same vectors, same space hash
+    for mode in ("none", "int8", "binary"):
+        message = embedder_pb2.Space(
+            id="clip@1", quantization=replace(space, quantization=mode).quantization_message()
+        )
+        assert quantization_from_message(message) == mode
+    assert quantization_from_message(embedder_pb2.Space(id="x@1")) == "none"  # an older embedder
+    with pytest.raises(ValueError, match="unknown quantization 9"):
+        quantization_from_message(embedder_pb2.Space(id="x@1", quantization=9))  # type: ignore[arg-type]
+    loaded = registry_from_file(write(tmp_path, {"spaces": [{**CLIP, "quantization": "int8"}]}))
+    assert loaded.resolve("clip@1").quantization == "int8"
+    with pytest.raises(ConfigError, match="quantization"):
+        registry_from_file(write(tmp_path, {"spaces": [{**CLIP, "quantization": "pq"}]}))
+
+    class Recording(MemoryStore):
+        created: list[Collection] = []
+
+        async def ensure_collection(self, collection: Collection) -> None:
+            self.created.append(collection)
+            await super().ensure_collection(collection)
+
+    store = Recording()
+    writer = Writer(store)  # type: ignore[arg-type]  # the fake keeps no rerank tokens
+    asyncio.run(writer.collection(SpaceInfo("clip@1", 512, frozenset({"text"}), quantization="int8")))
+    assert [(c.name, c.quantization) for c in store.created] == [("clip_1", "int8")]
