@@ -45,6 +45,9 @@ DLQ_RECORD_OVERHEAD = 4096
 # The longest a held consumer (the enrichment stage while ingest has lag) waits in a row
 # before one batch runs anyway, so enrichment cannot starve under a long ingest.
 MAX_HOLD_S = 120.0
+# A consumer that finished a batch this recently counts as busy even at zero lag: between its
+# commit and its next poll, the highwater it knows is the offset it just committed.
+BUSY_GRACE_S = 3.0
 
 
 class Processor(Protocol):
@@ -85,6 +88,8 @@ class ConsumerState:
     applied: int = 0
     # Not fetching because another consumer's work comes first (see IndexerConsumer `hold`).
     holding: bool = False
+    # time.monotonic() when the last batch was committed.
+    last_batch_at: float = -BUSY_GRACE_S
     # The last dead letters, summarized (IndexerAdmin.ListDeadLetters).
     recent_letters: RecentLetters = field(default_factory=RecentLetters)
 
@@ -93,7 +98,7 @@ class ConsumerState:
         return sum(max(0, high - self.committed.get(tp, high)) for tp, high in self.highwater.items())
 
     def busy(self) -> bool:
-        return self.lag() > 0
+        return self.lag() > 0 or time.monotonic() - self.last_batch_at < BUSY_GRACE_S
 
 
 def _headers(headers: Any) -> tuple[tuple[str, bytes], ...]:
@@ -384,6 +389,7 @@ class IndexerConsumer:
         events.labels("deleted", "").inc(result.deleted)
         events.labels("duplicate", "").inc(result.duplicates)
         self.state.applied += result.indexed + result.deleted
+        self.state.last_batch_at = time.monotonic()
         for letter in result.dead_letters:
             name = events_pb2.DeadLetter.Reason.Name(letter.reason)
             events.labels("dlq", name).inc()

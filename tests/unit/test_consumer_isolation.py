@@ -5,6 +5,7 @@ dead-lettered (the dependency is broken, not the records)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -12,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from mmsearch.clients.errors import DependencyDown, DependencyError
 from mmsearch.indexer.batch import REASON, BatchResult, Record
-from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
+from mmsearch.indexer.consumer import ConsumerConfig, ConsumerState, IndexerConsumer
 from mmsearch.indexer.metrics import IndexerMetrics
 
 
@@ -73,3 +74,11 @@ def test_a_held_consumer_yields_while_told_but_never_longer_than_its_bound() -> 
     assert [t for t, h in zip(range(0, 181, 10), steps, strict=True) if not h] == [60, 130]
     busy[0] = False
     assert not held.holding()
+
+
+def test_a_consumer_is_busy_between_its_commit_and_its_next_poll() -> None:
+    state = ConsumerState()
+    state.highwater = state.committed = {("t", 0): 10}  # caught up, as seen at the last poll
+    assert not state.busy()
+    state.last_batch_at = time.monotonic()  # a batch just committed: more may be waiting
+    assert state.busy()
