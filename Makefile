@@ -16,8 +16,9 @@ GEN_STAMP := mmsearch/v1/.generated
 MODEL_STAMP := model_repository/.built
 SAMPLES_STAMP := .cache/samples/.fetched
 KCAT := .cache/kcat/bin/kcat
+MOTO := .cache/moto/venv/.installed
 
-.PHONY: install proto models samples kcat demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples kcat moto faults faults-short load soak demo up down status serve test test-unit test-integration lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -63,6 +64,14 @@ $(SAMPLES_STAMP): scripts/fetch_samples.py requirements/samples.txt $(VENV)/.ins
 kcat: $(KCAT)
 $(KCAT): mmsearch/dev/kcat.py requirements/kcat.txt $(VENV)/.installed
 	$(PY) -m mmsearch.dev.kcat
+
+# moto_server, the local S3 endpoint behind the fault suite's durable broker (its own venv:
+# a tool, like Triton's).
+moto: $(MOTO)
+$(MOTO): requirements/moto.txt
+	test -x .cache/moto/venv/bin/python || $(PYTHON) -m venv .cache/moto/venv
+	.cache/moto/venv/bin/python -m pip install -q --no-deps -r requirements/moto.txt $(QUIET_PIP)
+	touch $@
 
 # The main job on the embedded default: bring the local stack up and run the demo.
 demo: install models samples
