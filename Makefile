@@ -18,7 +18,7 @@ SAMPLES_STAMP := .cache/samples/.fetched
 KCAT := .cache/kcat/bin/kcat
 MOTO := .cache/moto/venv/.installed
 
-.PHONY: install proto models samples kcat moto faults faults-short load soak demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples kcat moto faults load soak demo up down status serve test test-unit test-integration lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -90,7 +90,7 @@ status: install
 serve: install models
 	$(PY) -m mmsearch.cli serve --target all
 
-test: install models samples kcat
+test: install models samples kcat moto
 	$(PY) -m pytest
 
 test-unit: install samples
@@ -98,6 +98,20 @@ test-unit: install samples
 
 test-integration: install models samples
 	$(PY) -m pytest tests/integration
+
+# Fault suite (docs/reliability.md): kill -9 of each process, Triton and its stubs, the durable
+# broker and the store owner, slow and unreachable dependencies; each run audits the store item
+# by item. Results append to .run/faults/results.jsonl. `make test` runs only its short scenario.
+faults: install models samples moto
+	MMSEARCH_FAULTS=full nice -n 15 $(PY) -m pytest tests/faults -s
+
+# Open-loop load: the max sustainable Search rate at the search SLO (bench/load.py).
+load: install models samples
+	nice -n 15 $(PY) bench/load.py max --rpc search
+
+# 10-minute soak at 70% of the max sustainable Search rate, sampling RSS and fds of every process.
+soak: install models samples
+	nice -n 15 $(PY) bench/load.py soak --rpc search --minutes 10 --fraction 0.7
 
 lint: install
 	$(PY) -m ruff check mmsearch tests scripts bench model_repository

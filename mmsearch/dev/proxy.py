@@ -17,9 +17,8 @@ class DelayProxy:
         self.target_port = target_port
         self.port = listen_port or free_port()
         self.delay_s = 0.0
-        self._open = threading.Event()
-        self._open.set()
         self._loop = asyncio.new_event_loop()
+        self._open = asyncio.Event()  # set: forwarding; clear: holding every byte
         self._server: asyncio.Server | None = None
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"proxy-{self.port}", daemon=True)
@@ -32,10 +31,7 @@ class DelayProxy:
         return f"127.0.0.1:{self.port}"
 
     def set_blackhole(self, on: bool) -> None:
-        if on:
-            self._open.clear()
-        else:
-            self._open.set()
+        self._loop.call_soon_threadsafe(self._open.clear if on else self._open.set)
 
     def close(self) -> None:
         async def shutdown() -> None:
@@ -52,6 +48,7 @@ class DelayProxy:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._open.set()
         self._server = self._loop.run_until_complete(
             asyncio.start_server(self._handle, "127.0.0.1", self.port)
         )
@@ -71,8 +68,7 @@ class DelayProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while chunk := await reader.read(65536):
-                while not self._open.is_set():
-                    await asyncio.sleep(0.05)
+                await self._open.wait()
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 writer.write(chunk)
