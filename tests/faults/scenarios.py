@@ -34,6 +34,8 @@ class Window:
     start: float
     end: float  # when the fault was over (the part restarted, the dependency back)
     what: str
+    # A killed process: from its (last) SIGKILL until its restart answered SERVING.
+    restart_s: float | None = None
 
 
 Fault = Callable[[Rig, random.Random], Window]
@@ -51,7 +53,8 @@ def kill_service(name: str, times: int = 1, gap_s: tuple[float, float] = (0.3, 1
             rig.kill_service(name)
             end = time.monotonic()
             rig.start_service(name)
-        return Window(start, end, f"kill -9 {name}" + (f" x{times}" if times > 1 else ""))
+        restart = time.monotonic() - end
+        return Window(start, end, f"kill -9 {name}" + (f" x{times}" if times > 1 else ""), restart)
 
     return fault
 
@@ -121,7 +124,13 @@ def sequence(*faults: Fault) -> Fault:
         for one in faults:
             windows.append(one(rig, rng))
             rig.wait("progress", 180, since=windows[-1].end)
-        return Window(windows[0].start, windows[-1].end, "; ".join(w.what for w in windows))
+        restarts = [w.restart_s for w in windows if w.restart_s is not None]
+        return Window(
+            windows[0].start,
+            windows[-1].end,
+            "; ".join(w.what for w in windows),
+            max(restarts) if restarts else None,
+        )
 
     return fault
 
@@ -161,6 +170,8 @@ async def run(
         window = fault(rig, rng)
         row["fault"] = window.what
         row["fault_s"] = round(window.end - window.start, 1)
+        if window.restart_s is not None:
+            row["restart_to_serving_s"] = round(window.restart_s, 1)
         row["serving_after_s"] = round(rig.wait("serving", 180, since=window.end), 1)
         done = rig.wait("done", 600, since=window.end)
         try:

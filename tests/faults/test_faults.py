@@ -16,7 +16,7 @@ from tests.faults.workload import Workload, build
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-FULL_DOCS = (120, 40)
+FULL_DOCS = (60, 20)
 
 
 def check(row: dict[str, Any]) -> None:

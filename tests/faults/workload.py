@@ -256,6 +256,8 @@ def _check(result: Audit, where: str, items: dict[str, Expected], points: list[d
             continue
         gen, total = str(head.get("generation")), int(head.get("passages") or 0)
         got = passages.get(item_id, [])
-        wanted_idx = list(range(1, total)) if total > 1 else []
-        if sorted(i for g, i in got if g == gen) != wanted_idx or any(g != gen for g, _ in got):
+        current = sorted(i for g, i in got if g == gen)
+        if set(range(1, total)) - set(current):
+            result.lost.append(f"{where}/{item_id}: passages {current[:4]}..., head says {total}")
+        elif len(current) != max(total - 1, 0) or any(g != gen for g, _ in got):
             result.duplicated.append(f"{where}/{item_id}: passages {sorted(got)[:4]}..., head says {total}")
