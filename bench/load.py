@@ -82,7 +82,7 @@ class StepResult:
     dropped: int = 0
 
     def summary(self) -> dict[str, Any]:
-        lat = np.array(self.latencies) if self.latencies else np.array([float("nan")])
+        lat = np.array(self.latencies) if self.latencies else np.array([float("inf")])
         errors = sum(v for k, v in self.codes.items() if k != "OK")
         failed = (errors + self.dropped) / max(self.sent + self.dropped, 1)
         achieved = self.codes.get("OK", 0) / self.seconds
@@ -95,10 +95,10 @@ class StepResult:
             "ok": self.codes.get("OK", 0),
             "errors": {k: v for k, v in self.codes.items() if k != "OK"},
             "dropped": self.dropped,
-            "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 1),
-            "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 1),
-            "p999_ms": round(float(np.percentile(lat, 99.9)) * 1000, 1),
-            "max_ms": round(float(lat.max()) * 1000, 1),
+            "p50_ms": _ms(np.percentile(lat, 50)),
+            "p99_ms": _ms(np.percentile(lat, 99)),
+            "p999_ms": _ms(np.percentile(lat, 99.9)),
+            "max_ms": _ms(lat.max()),
             "error_ratio": round(failed, 5),
             "meets_slo": bool(
                 float(np.percentile(lat, 99)) <= SLO_P99_S
@@ -109,6 +109,11 @@ class StepResult:
 
 
 Call = Callable[[grpc.aio.Channel], Awaitable[object]]
+
+
+def _ms(seconds: float) -> float | None:
+    """Milliseconds, None when nothing answered (JSON has no infinity)."""
+    return round(float(seconds) * 1000, 1) if np.isfinite(seconds) else None
 
 
 def requests(rpc: str, seed: int) -> Iterator[Call]:
@@ -315,7 +320,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="soak: duration")
     parser.add_argument("--fraction", type=float, default=0.7, help="soak without --rate: of the max found")
     parser.add_argument("--sample-seconds", type=float, default=5.0, help="soak: process sampling period")
-    parser.add_argument("--docs", type=int, default=1000, help="corpus sections indexed before the load")
+    parser.add_argument("--docs", type=int, default=500, help="corpus sections indexed before the load")
     parser.add_argument("--max-in-flight", type=int, default=256)
     parser.add_argument("--addr", default="", help="a running server instead of a fresh stack")
     args = parser.parse_args()
