@@ -17,8 +17,9 @@ MODEL_STAMP := model_repository/.built
 SAMPLES_STAMP := .cache/samples/.fetched
 KCAT := .cache/kcat/bin/kcat
 CHROMIUM := .cache/chromium/bin/chromedriver
+MOTO := .cache/moto/venv/.installed
 
-.PHONY: install proto models samples kcat chromium demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples kcat chromium moto faults load soak demo up down status serve test test-unit test-integration lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -71,6 +72,14 @@ $(CHROMIUM): mmsearch/dev/chromium.py mmsearch/dev/debian.py $(VENV)/.installed
 	rm -f .cache/chromium/bin/chromium $(CHROMIUM)
 	$(PY) -m mmsearch.dev.chromium
 
+# moto_server, the local S3 endpoint behind the fault suite's durable broker (its own venv:
+# a tool, like Triton's).
+moto: $(MOTO)
+$(MOTO): requirements/moto.txt
+	test -x .cache/moto/venv/bin/python || $(PYTHON) -m venv .cache/moto/venv
+	.cache/moto/venv/bin/python -m pip install -q --no-deps -r requirements/moto.txt $(QUIET_PIP)
+	touch $@
+
 # The main job on the embedded default: bring the local stack up and run the demo.
 demo: install models samples
 	$(PY) -m mmsearch.cli stack up
@@ -88,7 +97,7 @@ status: install
 serve: install models
 	$(PY) -m mmsearch.cli serve --target all
 
-test: install models samples kcat chromium
+test: install models samples kcat chromium moto
 	$(PY) -m pytest
 
 test-unit: install samples
@@ -96,6 +105,20 @@ test-unit: install samples
 
 test-integration: install models samples chromium
 	$(PY) -m pytest tests/integration
+
+# Fault suite (docs/reliability.md): kill -9 of each process, Triton and its stubs, the durable
+# broker and the store owner, slow and unreachable dependencies; each run audits the store item
+# by item. Results append to .run/faults/results.jsonl. `make test` runs only its short scenario.
+faults: install models samples moto
+	MMSEARCH_FAULTS=full nice -n 15 $(PY) -m pytest tests/faults -s
+
+# Open-loop load: the max sustainable Search rate at the search SLO (bench/load.py).
+load: install models samples
+	nice -n 15 $(PY) bench/load.py max --rpc search
+
+# 10-minute soak at 70% of the max sustainable Search rate, sampling RSS and fds of every process.
+soak: install models samples
+	nice -n 15 $(PY) bench/load.py soak --rpc search --minutes 10 --fraction 0.7
 
 lint: install
 	$(PY) -m ruff check mmsearch tests scripts bench model_repository

