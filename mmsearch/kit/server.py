@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from mmsearch.kit.auth import TokenAuthenticator
 from mmsearch.kit.component import Component, Module
 from mmsearch.kit.config import Settings
-from mmsearch.kit.health import Readiness
+from mmsearch.kit.health import LIVENESS_SERVICE, SERVING, Readiness
 from mmsearch.kit.interceptor import RpcPolicyInterceptor, Translate
 from mmsearch.kit.logging import get_logger
 from mmsearch.kit.metrics import DependencyMetrics, MetricsServer, RpcMetrics, start_metrics_server
@@ -130,6 +130,7 @@ async def start_server(
         raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
 
     await readiness.refresh()
+    await health.set(LIVENESS_SERVICE, SERVING)
     metrics_server = (
         start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
         if serve_metrics
