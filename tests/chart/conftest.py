@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "mmsearch"
@@ -25,7 +25,10 @@ EVERYTHING = [
     "--set=monitoring.dashboards.enabled=true",
     "--set=kafka.strimziTopics.enabled=true",
     "--set=config.otlpEndpoint=http://otel.observability:4317",
-    *(f"--set={c}.autoscaling.enabled=true" for c in ("embedder", "indexer", "searcher", "reranker", "triton")),
+    *(
+        f"--set={c}.autoscaling.enabled=true"
+        for c in ("embedder", "indexer", "searcher", "reranker", "triton")
+    ),
 ]
 VALUE_SETS: dict[str, list[str]] = {
     "default": [],
@@ -45,7 +48,9 @@ def tool(name: str) -> Path:
 
 
 def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def render(values: list[str]) -> list[dict[str, Any]]:

@@ -22,10 +22,10 @@ PYTRITON_TRITON = {"0.7.0": "2.51.0"}
 def _names(path: Path, stop_at: str | None = None) -> dict[str, str]:
     """Package name (normalized) -> pinned version ('' when unpinned) of a requirements file."""
     out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if stop_at and line.startswith(stop_at):
+    for raw in path.read_text().splitlines():
+        if stop_at and raw.startswith(stop_at):
             break
-        line = line.split("#", 1)[0].strip()
+        line = raw.split("#", 1)[0].strip()
         match = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*(==\s*([^\s;]+))?", line)
         if match:
             out[_norm(match.group(1))] = match.group(4) or ""
@@ -53,7 +53,9 @@ def test_services_image_uses_the_makefile_python() -> None:
     makefile_python = re.search(r"^PYTHON \?= python(\d+\.\d+)$", (ROOT / "Makefile").read_text(), re.M)
     assert makefile_python
     for dockerfile in (SERVICES, TRITON):
-        images = re.findall(r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)\.\d+-slim-\w+$", dockerfile.read_text(), re.M)
+        images = re.findall(
+            r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)\.\d+-slim-\w+$", dockerfile.read_text(), re.M
+        )
         assert images == [makefile_python.group(1)], dockerfile.name
 
 
