@@ -395,3 +395,15 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
     file.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
     result = run(tool("promtool"), "check", "rules", file)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    """Each alert's runbook_url anchor is a heading of docs/runbook.md."""
+    headings = {
+        line.removeprefix("## ").strip().lower()
+        for line in (ROOT / "docs" / "runbook.md").read_text().splitlines()
+        if line.startswith("## ")
+    }
+    for rule in (r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r):
+        anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
+        assert anchor == rule["alert"].lower() and anchor in headings, rule["alert"]
