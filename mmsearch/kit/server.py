@@ -105,14 +105,17 @@ async def start_server(
             translate=translate,
         ),
     ]
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+    options: list[tuple[str, int]] = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.grpc_max_connection_age_s:
+        age_ms = int(settings.grpc_max_connection_age_s * 1000)
+        # In-flight RPCs on an aged connection get the shutdown grace to finish.
+        grace_ms = int(settings.shutdown_grace_s * 1000)
+        options += [("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", grace_ms)]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for component in components:
         component.register(server)

@@ -210,7 +210,8 @@ def test_each_deployment_passes_the_services_config_validation(values: str, tmp_
         assert not settings.uses_dev_tokens and not settings.allow_dev_tokens
         if container["args"][-1] == "indexer":
             assert not settings.uses_dev_producers and settings.kafka_bootstrap
-            assert settings.indexer_embedder_addr.startswith("mm-mmsearch-embedder:")
+            assert settings.indexer_embedder_addr == "dns:///mm-mmsearch-embedder-pods:50051"
+            assert settings.indexer_reranker_addr == "dns:///mm-mmsearch-reranker-pods:50051"
         else:
             assert not settings.kafka_bootstrap, "only the indexer talks to Kafka"
         if container["args"][-1] in ("indexer", "searcher"):

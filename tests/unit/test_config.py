@@ -62,3 +62,10 @@ def test_public_dev_tokens_are_refused_off_loopback() -> None:
         {"MMSEARCH_GRPC_HOST": "0.0.0.0", "MMSEARCH_ALLOW_DEV_TOKENS": "true"}
     ).allow_dev_tokens
     load_settings({"MMSEARCH_GRPC_HOST": "0.0.0.0", "MMSEARCH_AUTH_TOKENS_FILE": "/etc/mmsearch/tokens.json"})
+
+
+def test_connection_age_is_validated_and_off_by_default() -> None:
+    assert load_settings({}).grpc_max_connection_age_s == 0
+    assert load_settings({"MMSEARCH_GRPC_MAX_CONNECTION_AGE_S": "300"}).grpc_max_connection_age_s == 300
+    with pytest.raises(ConfigError, match="GRPC_MAX_CONNECTION_AGE_S"):
+        load_settings({"MMSEARCH_GRPC_MAX_CONNECTION_AGE_S": "-1"})

@@ -60,9 +60,11 @@ mmsearch.io/job: mmsearch-{{ .component }}
 {{- default (printf "%s-auth" (include "mmsearch.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
 
-{{/* Address of a component's gRPC Service inside the cluster. */}}
+{{/* Address the services call each other at: the headless Service through DNS, so the caller's
+round-robin policy spreads requests over every ready pod (a ClusterIP pins one connection to one
+pod). */}}
 {{- define "mmsearch.addr" -}}
-{{ include "mmsearch.fullname" .root }}-{{ .component }}:{{ .root.Values.ports.grpc }}
+dns:///{{ include "mmsearch.fullname" .root }}-{{ .component }}-pods:{{ .root.Values.ports.grpc }}
 {{- end -}}
 
 {{/* Hardened security context shared by every container. */}}
