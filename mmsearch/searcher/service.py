@@ -38,6 +38,7 @@ from mmsearch.kit.errors import (
     NotFound,
     ResourceExhausted,
 )
+from mmsearch.kit.metrics import trace_exemplar
 from mmsearch.searcher.cursor import Cursor, PageTokens, fingerprint
 from mmsearch.searcher.metrics import SearcherMetrics
 from mmsearch.stores.base import (
@@ -178,7 +179,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             timings.fusion_ms = elapsed * 1000  # vector + BM25 + RRF run together in the store
         else:
             timings.ann_ms = elapsed * 1000
-        self._metrics.stage_seconds.labels("hybrid" if plan.hybrid_text else "ann").observe(elapsed)
+        stage_metric = self._metrics.stage_seconds.labels("hybrid" if plan.hybrid_text else "ann")
+        stage_metric.observe(elapsed, exemplar=trace_exemplar())
         self._metrics.candidates.observe(len(hits))
 
         rerank_scores: dict[int, float] = {}
@@ -195,7 +197,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
                     collection=collection,
                 )
             timings.rerank_ms = (time.perf_counter() - t0) * 1000
-            self._metrics.stage_seconds.labels("rerank").observe(timings.rerank_ms / 1000)
+            rerank_s = timings.rerank_ms / 1000
+            self._metrics.stage_seconds.labels("rerank").observe(rerank_s, exemplar=trace_exemplar())
 
         end = plan.offset + plan.top_k
         for position, hit in enumerate(hits[plan.offset : end], start=plan.offset):
@@ -206,7 +209,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         if len(hits) > end:
             response.next_page_token = self._tokens.encode(Cursor(end, plan.space.id, plan.fingerprint))
         timings.total_ms = (time.perf_counter() - started) * 1000
-        self._metrics.stage_seconds.labels("total").observe(timings.total_ms / 1000)
+        total_s = timings.total_ms / 1000
+        self._metrics.stage_seconds.labels("total").observe(total_s, exemplar=trace_exemplar())
         sampled = random.random() < self._settings.search_recall_sample_rate
         if vector is not None and not plan.hybrid_text and not plan.offset and sampled:
             self._sample_recall(store, collection, query, [h.record.item_id for h in hits[: plan.top_k]])

@@ -105,6 +105,7 @@ class Prometheus:
                     f"--config.file={config}",
                     f"--storage.tsdb.path={work / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--enable-feature=exemplar-storage",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -126,6 +127,17 @@ class Prometheus:
             body = json.load(response)
         assert body["status"] == "success", (expr, body)
         result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def exemplars(self, expr: str) -> list[dict[str, Any]]:
+        now = time.time()
+        query = urllib.parse.urlencode({"query": expr, "start": now - 600, "end": now})
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.port}/api/v1/query_exemplars?{query}", timeout=10
+        ) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]
         return result
 
     def stop(self) -> None:
@@ -277,3 +289,13 @@ def test_autoscaler_queries_return_what_the_scalers_would_see(live: Prometheus) 
     # The indexer's scaler reads the lag from Kafka; the exported lag agrees: caught up.
     lag = live.query(f'mmsearch:indexer_consumer_lag:sum{{namespace="{NAMESPACE}", topic="content.v1"}}')
     assert _values(lag) == [0.0]
+
+
+def test_latency_exemplars_link_to_traces(live: Prometheus) -> None:
+    """The searches' latency buckets carry their trace ids (OpenMetrics exemplars)."""
+    found = live.exemplars(
+        'mmsearch_searcher_stage_seconds_bucket{stage="total"} or '
+        'grpc_server_handling_seconds_bucket{grpc_method="Search"}'
+    )
+    trace_ids = {e["labels"]["trace_id"] for series in found for e in series["exemplars"]}
+    assert trace_ids and all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids), found
