@@ -3,7 +3,6 @@ and the chart rendered with the default, production and every-feature values."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,3 @@ def rendered(name: str) -> list[dict[str, Any]]:
 
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
-
-
-def have_tools() -> bool:
-    return shutil.which(str(BIN / "helm")) is not None
