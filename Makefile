@@ -8,6 +8,7 @@ PYTHON ?= python3.11
 VENV := .venv
 TRITON_VENV := .venv-triton
 BUILD_VENV := .venv-build
+CHART_VENV := .venv-chart
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -18,8 +19,9 @@ SAMPLES_STAMP := .cache/samples/.fetched
 KCAT := .cache/kcat/bin/kcat
 CHROMIUM := .cache/chromium/bin/chromedriver
 MOTO := .cache/moto/venv/.installed
+CHART_BIN := .cache/chart-tools/bin
 
-.PHONY: install proto models samples kcat chromium moto faults load soak demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples kcat chromium moto chart-tools chart-test faults load soak demo up down status serve test test-unit test-integration lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -80,6 +82,21 @@ $(MOTO): requirements/moto.txt
 	.cache/moto/venv/bin/python -m pip install -q --no-deps -r requirements/moto.txt $(QUIET_PIP)
 	touch $@
 
+# Tools for the chart checks: helm, hadolint, promtool and prometheus (mmsearch/dev/charttools.py),
+# kubernetes-validate and checkov in their own venv (they pin libraries the services do not use).
+chart-tools: $(CHART_BIN)/helm $(CHART_VENV)/.installed
+$(CHART_BIN)/helm: mmsearch/dev/charttools.py requirements/chart-tools.txt $(VENV)/.installed
+	$(PY) -m mmsearch.dev.charttools
+$(CHART_VENV)/.installed: requirements/chart.lock.txt
+	test -x $(CHART_VENV)/bin/python || $(PYTHON) -m venv $(CHART_VENV)
+	$(CHART_VENV)/bin/python -m pip install -q -r requirements/chart.lock.txt $(QUIET_PIP)
+	touch $@
+
+# Helm lint/template, kubernetes-validate, CRD schemas, checkov, hadolint, promtool (tests/chart);
+# the live Prometheus check needs the models too.
+chart-test: install models chart-tools
+	$(PY) -m pytest tests/chart
+
 # The main job on the embedded default: bring the local stack up and run the demo.
 demo: install models samples
 	$(PY) -m mmsearch.cli stack up
@@ -97,7 +114,7 @@ status: install
 serve: install models
 	$(PY) -m mmsearch.cli serve --target all
 
-test: install models samples kcat chromium moto
+test: install models samples kcat chromium moto chart-tools
 	$(PY) -m pytest
 
 test-unit: install samples
@@ -131,4 +148,4 @@ typecheck: install
 check: lint typecheck test
 
 clean: down
-	rm -rf $(VENV) $(TRITON_VENV) $(BUILD_VENV) .run $(GEN_STAMP) $(MODEL_STAMP) $(SAMPLES_STAMP) mmsearch/v1/*_pb2*
+	rm -rf $(VENV) $(TRITON_VENV) $(BUILD_VENV) $(CHART_VENV) .run $(GEN_STAMP) $(MODEL_STAMP) $(SAMPLES_STAMP) mmsearch/v1/*_pb2*

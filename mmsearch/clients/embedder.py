@@ -17,7 +17,9 @@ from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.trace import TracerProvider
 
+from mmsearch.clients.channel import service_channel
 from mmsearch.clients.errors import (
     DependencyDeadline,
     DependencyDown,
@@ -92,12 +94,15 @@ class EmbedderClient:
         self._spaces_at = 0.0
 
     @classmethod
-    def connect(cls, addr: str, token: str, timeout_s: float) -> EmbedderClient:
+    def connect(
+        cls, addr: str, token: str, timeout_s: float, tracer_provider: TracerProvider | None = None
+    ) -> EmbedderClient:
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ]
-        return cls(grpc.aio.insecure_channel(addr, options=options), token, timeout_s, owns_channel=True)
+        channel = service_channel(addr, options, tracer_provider)
+        return cls(channel, token, timeout_s, owns_channel=True)
 
     async def close(self) -> None:
         if self._owns_channel:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import cast
 
 import grpc
+from opentelemetry.trace import TracerProvider
 
+from mmsearch.clients.channel import service_channel
 from mmsearch.clients.embedder import MAX_MESSAGE_BYTES, dependency_error
 from mmsearch.clients.errors import DependencyError
 from mmsearch.v1 import reranker_pb2, reranker_pb2_grpc
@@ -25,13 +27,13 @@ class RerankerClient:
         self._metadata = (("authorization", f"Bearer {token}"),)
 
     @classmethod
-    def connect(cls, addr: str, token: str) -> RerankerClient:
+    def connect(cls, addr: str, token: str, tracer_provider: TracerProvider | None = None) -> RerankerClient:
         """A client on its own channel (EncodeDocuments answers are megabytes: raised limits)."""
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ]
-        client = cls(grpc.aio.insecure_channel(addr, options=options), token)
+        client = cls(service_channel(addr, options, tracer_provider), token)
         client._owns_channel = True
         return client
 

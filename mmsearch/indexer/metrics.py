@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mmsearch.kit.metrics import LATENCY_BUCKETS
+from mmsearch.v1 import events_pb2
 
 FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -19,6 +20,13 @@ class IndexerMetrics:
             ("outcome", "reason"),
             registry=registry,
         )
+        # Every series exists from start-up at 0: a series born at 1 hides its first events from
+        # rate() and increase(), so the first burst of dead letters of a reason would not alert.
+        for outcome in ("indexed", "deleted", "duplicate"):
+            self.events.labels(outcome, "")
+        for reason in events_pb2.DeadLetter.Reason.keys():  # noqa: SIM118 (an enum wrapper, not a dict)
+            if reason != "REASON_UNSPECIFIED":
+                self.events.labels("dlq", reason)
         self.lag = Gauge(
             "mmsearch_indexer_consumer_lag",
             "Records between the committed offset and the partition's highwater.",

@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from opentelemetry import trace
+
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.batch import BatchResult, Record
 from mmsearch.indexer.embedding import WorkBudget
@@ -39,6 +41,7 @@ class Pipeline:
         ocr_inline: bool = True,
         producers: ProducerKeys | None = None,
         tokens: TokenEncoder | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         """`redirect` = (source space id, target space): a re-embed job's pipeline,
         which writes the source space's events into the target space only.
@@ -49,6 +52,7 @@ class Pipeline:
         self._enricher = Enricher(embedder, budget, metrics, tokens, ocr_inline=ocr_inline)
         self._writer = Writer(store)
         self._metrics = metrics
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         plan = await self._planner.plan(records)
@@ -63,7 +67,11 @@ class Pipeline:
             if not writes:
                 continue
             started = time.perf_counter()
-            await self._writer.write(collection, writes)
+            # Under the consumer's indexer.batch span, beside the batch's Embed calls.
+            with self._tracer.start_as_current_span(
+                "indexer.store_write", attributes={"records": len(writes)}
+            ):
+                await self._writer.write(collection, writes)
             self._metrics.store_write_seconds.observe(time.perf_counter() - started)
             result.followups += [(p.record, space_id) for p in enriched.ocr_deferred]
             for record in writes:

@@ -278,7 +278,10 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             return
         addr = settings.indexer_embedder_addr or f"127.0.0.1:{port}"
         service.embedder = EmbedderClient.connect(
-            addr, settings.service_token.get_secret_value(), settings.indexer_embed_timeout_s
+            addr,
+            settings.service_token.get_secret_value(),
+            settings.indexer_embed_timeout_s,
+            deps.tracer_provider,
         )
         store = await stores.get()
         embedder = service.embedder
@@ -288,6 +291,7 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             service.reranker = RerankerClient.connect(
                 settings.indexer_reranker_addr or f"127.0.0.1:{port}",
                 settings.service_token.get_secret_value(),
+                deps.tracer_provider,
             )
             tokens = TokenEncoder(service.reranker, metrics)
 
@@ -305,6 +309,7 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
                 ocr_inline=inline,
                 producers=producers,
                 tokens=tokens,
+                tracer_provider=deps.tracer_provider,
             )
 
         config = consumer_config(settings)

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # server stops taking RPCs and gives in-flight ones shutdown_grace_s.
     shutdown_delay_s: float = Field(0.0, ge=0, le=60)
     shutdown_grace_s: float = Field(10.0, gt=0, le=300)
+    # Close each client connection after this long (0: never), so clients that balance over
+    # DNS (round robin over a headless Service) reconnect, resolve again and reach new replicas.
+    grpc_max_connection_age_s: float = Field(0.0, ge=0, le=86_400)
 
     # Observability
     metrics_host: str = "127.0.0.1"

@@ -33,6 +33,10 @@ CHECK_TIMEOUT_S = 2.0
 FAIL_THRESHOLD = 2
 PASS_THRESHOLD = 2
 RECHECK_S = 0.5
+# Health name for liveness probes: SERVING from start-up until shutdown, whatever the
+# dependencies say, so a liveness probe restarts a process whose event loop no longer
+# answers, never one that waits for Triton or the store (readiness does that).
+LIVENESS_SERVICE = "mmsearch.liveness"
 
 log = get_logger(__name__)
 

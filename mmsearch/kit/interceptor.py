@@ -19,7 +19,7 @@ import structlog
 from mmsearch.kit.auth import Principal, TokenAuthenticator, bind_principal, unbind_principal
 from mmsearch.kit.errors import InvalidArgument, PermissionDenied, ServiceError
 from mmsearch.kit.logging import get_logger
-from mmsearch.kit.metrics import RpcMetrics, split_method
+from mmsearch.kit.metrics import RpcMetrics, split_method, trace_exemplar
 
 PUBLIC_SERVICE_PREFIXES = ("grpc.health.v1.", "grpc.reflection.")
 
@@ -122,7 +122,9 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
                 structlog.contextvars.unbind_contextvars("rpc", "tenant", "caller")
                 metrics.in_flight.labels(service).dec()
                 metrics.handled.labels("unary", service, name, code.name).inc()
-                metrics.latency.labels("unary", service, name).observe(time.perf_counter() - start)
+                metrics.latency.labels("unary", service, name).observe(
+                    time.perf_counter() - start, exemplar=trace_exemplar()
+                )
 
         return wrapped
 

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # Buckets from 1 ms to 30 s: covers embedding batches and ANN lookups alike.
@@ -67,6 +68,16 @@ class MetricsServer:
 def start_metrics_server(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
     server, thread = start_http_server(port, addr=host, registry=registry)
     return MetricsServer(server, thread)
+
+
+def trace_exemplar() -> dict[str, str] | None:
+    """The current sampled span's trace id, as an exemplar for a histogram observation: a slow
+    bucket on a dashboard then links to a trace of a request that landed in it. Exemplars are
+    exposed in the OpenMetrics format only (Prometheus: --enable-feature=exemplar-storage)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return {"trace_id": format(context.trace_id, "032x")}
 
 
 def split_method(full_method: str) -> tuple[str, str]:

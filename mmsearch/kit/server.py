@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from mmsearch.kit.auth import TokenAuthenticator
 from mmsearch.kit.component import Component, Module
 from mmsearch.kit.config import Settings
-from mmsearch.kit.health import Readiness
+from mmsearch.kit.health import LIVENESS_SERVICE, SERVING, Readiness
 from mmsearch.kit.interceptor import RpcPolicyInterceptor, Translate
 from mmsearch.kit.logging import get_logger
 from mmsearch.kit.metrics import DependencyMetrics, MetricsServer, RpcMetrics, start_metrics_server
@@ -105,14 +105,17 @@ async def start_server(
             translate=translate,
         ),
     ]
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+    options: list[tuple[str, int]] = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.grpc_max_connection_age_s:
+        age_ms = int(settings.grpc_max_connection_age_s * 1000)
+        # In-flight RPCs on an aged connection get the shutdown grace to finish.
+        grace_ms = int(settings.shutdown_grace_s * 1000)
+        options += [("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", grace_ms)]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for component in components:
         component.register(server)
@@ -130,6 +133,7 @@ async def start_server(
         raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
 
     await readiness.refresh()
+    await health.set(LIVENESS_SERVICE, SERVING)
     metrics_server = (
         start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
         if serve_metrics

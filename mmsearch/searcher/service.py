@@ -22,7 +22,9 @@ import grpc
 import numpy as np
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
 
+from mmsearch.clients.channel import service_channel
 from mmsearch.clients.embedder import EmbedderClient
 from mmsearch.clients.errors import DependencyError, InputRejected
 from mmsearch.clients.reranker import RerankerClient
@@ -36,6 +38,7 @@ from mmsearch.kit.errors import (
     NotFound,
     ResourceExhausted,
 )
+from mmsearch.kit.metrics import trace_exemplar
 from mmsearch.searcher.cursor import Cursor, PageTokens, fingerprint
 from mmsearch.searcher.metrics import SearcherMetrics
 from mmsearch.stores.base import (
@@ -111,10 +114,18 @@ class Plan:
 
 
 class SearcherService(searcher_pb2_grpc.SearcherServicer):
-    def __init__(self, settings: Settings, stores: StoreProvider, metrics: SearcherMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stores: StoreProvider,
+        metrics: SearcherMetrics,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         self._settings = settings
         self._stores = stores
         self._metrics = metrics
+        # One span per search stage, under the RPC's server span (the stages' timings, as a trace).
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self.embedder: EmbedderClient | None = None
         self.reranker: RerankerClient | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -139,9 +150,10 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         response = searcher_pb2.SearchResponse(space=plan.space.id)
         timings = response.timings
         t0 = time.perf_counter()
-        vector, response.query_truncated = await self._query_vector(
-            request.query, plan.space.id, plan.space.dimension, context
-        )
+        with self._tracer.start_as_current_span("search.embed"):
+            vector, response.query_truncated = await self._query_vector(
+                request.query, plan.space.id, plan.space.dimension, context
+            )
         timings.embed_ms = (time.perf_counter() - t0) * 1000
 
         query = Query(
@@ -157,29 +169,36 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         store = await self._stores.get()
         collection = collection_name(plan.space.id)
         t0 = time.perf_counter()
-        hits = await store.search(collection, query) if await store.resolve(collection) else []
+        # Hybrid: ANN, BM25 and RRF fusion are one store query (prefetch + fusion), so one span.
+        stage = "search.hybrid" if plan.hybrid_text else "search.ann"
+        with self._tracer.start_as_current_span(stage) as span:
+            hits = await store.search(collection, query) if await store.resolve(collection) else []
+            span.set_attribute("search.candidates", len(hits))
         elapsed = time.perf_counter() - t0
         if plan.hybrid_text:
             timings.fusion_ms = elapsed * 1000  # vector + BM25 + RRF run together in the store
         else:
             timings.ann_ms = elapsed * 1000
-        self._metrics.stage_seconds.labels("hybrid" if plan.hybrid_text else "ann").observe(elapsed)
+        stage_metric = self._metrics.stage_seconds.labels("hybrid" if plan.hybrid_text else "ann")
+        stage_metric.observe(elapsed, exemplar=trace_exemplar())
         self._metrics.candidates.observe(len(hits))
 
         rerank_scores: dict[int, float] = {}
         if plan.rerank_n and plan.offset < plan.rerank_n and hits:
             t0 = time.perf_counter()
-            hits, rerank_scores = await self._rerank(
-                request,
-                hits[: plan.rerank_n],
-                hits[plan.rerank_n :],
-                response,
-                context,
-                store=store,
-                collection=collection,
-            )
+            with self._tracer.start_as_current_span("search.rerank"):
+                hits, rerank_scores = await self._rerank(
+                    request,
+                    hits[: plan.rerank_n],
+                    hits[plan.rerank_n :],
+                    response,
+                    context,
+                    store=store,
+                    collection=collection,
+                )
             timings.rerank_ms = (time.perf_counter() - t0) * 1000
-            self._metrics.stage_seconds.labels("rerank").observe(timings.rerank_ms / 1000)
+            rerank_s = timings.rerank_ms / 1000
+            self._metrics.stage_seconds.labels("rerank").observe(rerank_s, exemplar=trace_exemplar())
 
         end = plan.offset + plan.top_k
         for position, hit in enumerate(hits[plan.offset : end], start=plan.offset):
@@ -190,7 +209,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         if len(hits) > end:
             response.next_page_token = self._tokens.encode(Cursor(end, plan.space.id, plan.fingerprint))
         timings.total_ms = (time.perf_counter() - started) * 1000
-        self._metrics.stage_seconds.labels("total").observe(timings.total_ms / 1000)
+        total_s = timings.total_ms / 1000
+        self._metrics.stage_seconds.labels("total").observe(total_s, exemplar=trace_exemplar())
         sampled = random.random() < self._settings.search_recall_sample_rate
         if vector is not None and not plan.hybrid_text and not plan.offset and sampled:
             self._sample_recall(store, collection, query, [h.record.item_id for h in hits[: plan.top_k]])
@@ -412,16 +432,18 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
 
 def build_searcher(deps: Deps, stores: StoreProvider) -> Component:
     settings = deps.settings
-    service = SearcherService(settings, stores, SearcherMetrics(deps.metrics))
+    service = SearcherService(settings, stores, SearcherMetrics(deps.metrics), deps.tracer_provider)
     channels: list[grpc.aio.Channel] = []
 
     async def start(port: int) -> None:
         options = [("grpc.max_send_message_length", 64 << 20)]
         embedder_addr = settings.searcher_embedder_addr or f"127.0.0.1:{port}"
         reranker_addr = settings.searcher_reranker_addr or f"127.0.0.1:{port}"
-        channels.append(grpc.aio.insecure_channel(embedder_addr, options=options))
+        channels.append(service_channel(embedder_addr, options, deps.tracer_provider))
         channels.append(
-            channels[0] if reranker_addr == embedder_addr else grpc.aio.insecure_channel(reranker_addr)
+            channels[0]
+            if reranker_addr == embedder_addr
+            else service_channel(reranker_addr, (), deps.tracer_provider)
         )
         service.connect(channels[0], channels[1], settings.service_token.get_secret_value())
 

@@ -7,6 +7,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from mmsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 from tests.conftest import DEV_TOKEN, TritonHandle, make_settings, start_service
@@ -41,3 +42,29 @@ async def test_embed_spans_continue_the_callers_trace(triton: TritonHandle) -> N
     assert server.context.trace_id == trace_id == infer.context.trace_id
     assert infer.parent is not None and infer.parent.span_id == server.context.span_id
     assert infer.attributes is not None and infer.attributes["triton.model"] == "minilm_l6_text"
+
+
+async def test_latency_histograms_carry_the_trace_as_an_exemplar(triton: TritonHandle) -> None:
+    """OpenMetrics exposition of the RPC latency histogram links the bucket to the trace."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    service = await start_service(make_settings(triton_url=triton.grpc_url), "embedder", provider)
+    try:
+        async with grpc.aio.insecure_channel(service.addr) as channel:
+            stub = embedder_pb2_grpc.EmbedderStub(channel)
+            await stub.Embed(
+                embedder_pb2.EmbedRequest(items=[common_pb2.Content(text="an exemplar, please")]),
+                metadata=(("authorization", f"Bearer {DEV_TOKEN}"),),
+            )
+    finally:
+        await service.running.stop()
+    server = next(s for s in exporter.get_finished_spans() if s.name == "/mmsearch.v1.Embedder/Embed")
+    trace_id = format(server.context.trace_id, "032x")
+    exposition = openmetrics.generate_latest(service.registry).decode()
+    lines = [
+        line
+        for line in exposition.splitlines()
+        if line.startswith("grpc_server_handling_seconds_bucket") and 'grpc_method="Embed"' in line
+    ]
+    assert any(f'# {{trace_id="{trace_id}"}}' in line for line in lines), lines
