@@ -70,6 +70,8 @@ def test_kafka_client_checksums_records_in_c() -> None:
     from kafka.record import util
 
     assert util.crc32c_c is not None
+
+
 def test_connection_age_is_validated_and_off_by_default() -> None:
     assert load_settings({}).grpc_max_connection_age_s == 0
     assert load_settings({"MMSEARCH_GRPC_MAX_CONNECTION_AGE_S": "300"}).grpc_max_connection_age_s == 300
