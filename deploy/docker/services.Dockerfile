@@ -18,7 +18,8 @@ RUN /opt/mmsearch/bin/pip install -c requirements/services.lock.txt \
         weaviate-client "tritonclient[grpc]" grpcio grpcio-health-checking grpcio-reflection \
         protobuf kafka-python prometheus-client opentelemetry-sdk \
         opentelemetry-exporter-otlp-proto-grpc opentelemetry-instrumentation-grpc structlog \
-        qdrant-edge-py numpy pydantic-settings pillow soundfile soxr \
+        qdrant-edge-py "psycopg[binary]" psycopg-pool pgvector numpy pydantic-settings pillow \
+        soundfile soxr crc32c starlette uvicorn python-multipart \
     && /opt/mmsearch/bin/pip check
 COPY pyproject.toml README.md ./
 COPY mmsearch mmsearch

@@ -16,6 +16,7 @@ from mmsearch.gateway.handlers import Gateway
 from mmsearch.gateway.upstream import Upstream
 from mmsearch.kit.auth import TokenAuthenticator
 from mmsearch.kit.component import Component, Deps
+from mmsearch.kit.config import check_gateway_producer
 from mmsearch.kit.logging import get_logger
 
 SERVICE_NAME = "mmsearch.v1.Gateway"
@@ -112,6 +113,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def build_gateway(deps: Deps) -> tuple[Component, HttpGateway]:
+    check_gateway_producer(deps.settings)
     gateway = HttpGateway(deps)
     component = Component(
         name="gateway",

@@ -266,13 +266,19 @@ class Settings(BaseSettings):
                 f"the public development tokens cannot be used on {self.grpc_host}/{self.gateway_host}: set "
                 f"{ENV_PREFIX}AUTH_TOKENS_FILE (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true for a throwaway install)"
             )
-        dev_secret = self.gateway_producer_secret.get_secret_value() == DEV_PRODUCER_SECRET
-        if dev_secret and self.kafka_bootstrap and not loopback and not self.allow_dev_tokens:
-            raise ValueError(
-                f"the public development producer secret cannot be used on a non-loopback address: set "
-                f"{ENV_PREFIX}GATEWAY_PRODUCER_ID and _SECRET (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true)"
-            )
         return self
+
+
+def check_gateway_producer(settings: Settings) -> None:
+    """The gateway publishes ingest events with its own producer key: never the public development
+    secret on a non-loopback address. Checked when the gateway is served, not for other targets."""
+    loopback = settings.grpc_host in LOOPBACK and settings.gateway_host in LOOPBACK
+    dev_secret = settings.gateway_producer_secret.get_secret_value() == DEV_PRODUCER_SECRET
+    if dev_secret and settings.kafka_bootstrap and not loopback and not settings.allow_dev_tokens:
+        raise ConfigError(
+            f"the public development producer secret cannot be used on a non-loopback address: set "
+            f"{ENV_PREFIX}GATEWAY_PRODUCER_ID and _SECRET (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true)"
+        )
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

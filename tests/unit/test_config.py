@@ -77,3 +77,13 @@ def test_connection_age_is_validated_and_off_by_default() -> None:
     assert load_settings({"MMSEARCH_GRPC_MAX_CONNECTION_AGE_S": "300"}).grpc_max_connection_age_s == 300
     with pytest.raises(ConfigError, match="GRPC_MAX_CONNECTION_AGE_S"):
         load_settings({"MMSEARCH_GRPC_MAX_CONNECTION_AGE_S": "-1"})
+
+
+def test_the_gateway_refuses_the_dev_producer_secret_off_loopback() -> None:
+    from mmsearch.kit.config import check_gateway_producer
+
+    public = {"MMSEARCH_GRPC_HOST": "0.0.0.0", "MMSEARCH_KAFKA_BOOTSTRAP": "kafka:9092"}
+    allowed = load_settings(public, allow_dev_tokens=True)
+    check_gateway_producer(allowed)
+    with pytest.raises(ConfigError, match="GATEWAY_PRODUCER_ID"):
+        check_gateway_producer(allowed.model_copy(update={"allow_dev_tokens": False}))
