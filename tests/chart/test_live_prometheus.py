@@ -151,6 +151,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     with running_stack(work / "stack") as stack:
         prometheus = Prometheus(work, _prometheus_config(stack, work))
         try:
+            # Every target scraped before the traffic: a counter's first sample must be its 0, or
+            # increase() and rate() cannot see the traffic (a busy machine delays the first scrape).
+            deadline = time.monotonic() + 60
+            while not (up := prometheus.query("up")) or any(float(s["value"][1]) != 1 for s in up):
+                assert time.monotonic() < deadline, f"targets not up: {up}"
+                time.sleep(0.5)
+            time.sleep(2)
             _traffic(stack)
             # Enough scrapes after the traffic for every 5 m rate to see two samples of it.
             time.sleep(6)
