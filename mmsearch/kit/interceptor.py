@@ -22,6 +22,11 @@ from mmsearch.kit.logging import get_logger
 from mmsearch.kit.metrics import RpcMetrics, split_method
 
 PUBLIC_SERVICE_PREFIXES = ("grpc.health.v1.", "grpc.reflection.")
+# A status message often quotes the caller's input (an unknown job id, a bad field's value).
+# It travels in a trailer, and gRPC clients refuse trailers over 16 KiB (hard limit) with
+# RESOURCE_EXHAUSTED, losing the real status: the message is cut well below that.
+# Counted in UTF-8 bytes: percent-encoded on the wire, that is at most 3 KiB.
+MAX_STATUS_MESSAGE_BYTES = 1024
 
 log = get_logger(__name__)
 
@@ -130,13 +135,13 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         self, context: grpc.aio.ServicerContext[Any, Any], service: str, exc: ServiceError
     ) -> None:
         code = exc.code
-        message = exc.message
+        message = bounded(exc.message)
         if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
             # Details (e.g. a model server's raw error) go to the log, not to the caller.
-            log.error("rpc_failed", code=code.name, error=exc.message)
+            log.error("rpc_failed", code=code.name, error=message)
             message = "internal error"
         else:
-            log.info("rpc_error", code=code.name, error=exc.message)
+            log.info("rpc_error", code=code.name, error=message)
         if code == grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
             self._on_unavailable(service, exc.message)
         await context.abort(code, message)
@@ -146,6 +151,15 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         if role is None:
             raise PermissionDenied(f"{method} declares no role")
         principal.require(role)
+
+
+def bounded(message: str) -> str:
+    """`message` cut to MAX_STATUS_MESSAGE_BYTES (UTF-8), saying how much was left out."""
+    raw = message.encode("utf-8", "replace")
+    if len(raw) <= MAX_STATUS_MESSAGE_BYTES:
+        return message
+    kept = raw[: MAX_STATUS_MESSAGE_BYTES - 48].decode("utf-8", "ignore")
+    return f"{kept}... ({len(raw) - len(kept.encode())} more bytes)"
 
 
 def _parsed(parse: Callable[[bytes], Any], raw: bytes) -> Any:
