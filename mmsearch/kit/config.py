@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     # Pixels one ExtractText request may make OCR work on, after downscaling, checked from
     # the images' headers before any is decoded (ten 7000 x 7000 pages are 168 MP).
     ocr_max_pixels_per_request: int = Field(64_000_000, ge=1_000_000, le=2_000_000_000)
+    # glibc's mmap threshold, pinned at start (mmsearch/kit/memory.py): blocks from this
+    # size up are returned to the OS when freed (a decoded page is, at once); 0 leaves
+    # glibc's dynamic threshold, which keeps freed image buffers in the heap.
+    malloc_mmap_threshold_bytes: int = Field(1024 * 1024, ge=0, le=32 * 1024 * 1024)
     # Embedding cache (content-hash keyed LRU); 0 disables it.
     embed_cache_mb: float = Field(64.0, ge=0, le=65536)
 

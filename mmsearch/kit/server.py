@@ -28,6 +28,7 @@ from mmsearch.kit.config import Settings
 from mmsearch.kit.health import Readiness
 from mmsearch.kit.interceptor import RpcPolicyInterceptor, Translate
 from mmsearch.kit.logging import get_logger
+from mmsearch.kit.memory import fix_mmap_threshold
 from mmsearch.kit.metrics import DependencyMetrics, MetricsServer, RpcMetrics, start_metrics_server
 
 log = get_logger(__name__)
@@ -84,6 +85,7 @@ async def start_server(
     modules: Sequence[Module] = (),
     translate: Translate | None = None,
 ) -> RunningServer:
+    fix_mmap_threshold(settings.malloc_mmap_threshold_bytes)
     authenticator = TokenAuthenticator.from_file(settings.auth_tokens_file)
     if settings.uses_dev_tokens:
         log.warning("dev_tokens_in_use", file=str(settings.auth_tokens_file))

@@ -49,6 +49,7 @@ class Tally:
     target: str
     tried: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, outcome: str) -> None:
