@@ -17,7 +17,7 @@ MODEL_STAMP := model_repository/.built
 SAMPLES_STAMP := .cache/samples/.fetched
 KCAT := .cache/kcat/bin/kcat
 
-.PHONY: install proto models samples kcat demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples kcat demo up down status serve test test-unit test-integration fuzz lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -89,6 +89,14 @@ test-unit: install samples
 
 test-integration: install models samples
 	$(PY) -m pytest tests/integration
+
+# The hostile-input suite at its long budget (tests/fuzz, x FUZZ_SCALE) and the coverage-guided
+# fuzzer (atheris) over the decoders and parsers, FUZZ_SECONDS per target; report in .run/fuzz/.
+# `make test` runs the same properties at their short budget.
+FUZZ_SCALE ?= 20
+FUZZ_SECONDS ?= 120
+fuzz: install models samples
+	$(PY) scripts/fuzz.py --scale $(FUZZ_SCALE) --seconds $(FUZZ_SECONDS)
 
 lint: install
 	$(PY) -m ruff check mmsearch tests scripts bench model_repository

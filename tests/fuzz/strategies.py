@@ -139,7 +139,10 @@ def _fill(draw: st.DrawFn, descriptor: pb_descriptor.Descriptor, depth: int) -> 
 def _set(draw: st.DrawFn, message: Message, field: pb_descriptor.FieldDescriptor, depth: int) -> None:
     name = field.name
     if _is_map(field):
-        key_field, value_field = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+        key_field, value_field = (
+            field.message_type.fields_by_name["key"],
+            field.message_type.fields_by_name["value"],
+        )
         target = getattr(message, name)
         for _ in range(draw(st.integers(0, draw(st.sampled_from([3, 3, 3, 80]))))):
             key = draw(_scalar(key_field))

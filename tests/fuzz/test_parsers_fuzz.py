@@ -10,6 +10,7 @@ cursor this server issued, or INVALID_ARGUMENT on `page_token`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import tempfile
@@ -33,8 +34,8 @@ from mmsearch.producer import delete_event, text_event
 from mmsearch.searcher.cursor import Cursor, PageTokens
 from mmsearch.stores.base import Collection, FieldKind, ItemRecord, Query
 from mmsearch.stores.errors import InvalidQuery
-from mmsearch.stores.query import validate_query
 from mmsearch.stores.qdrant_edge import QdrantEdgeStore
+from mmsearch.stores.query import validate_query
 from mmsearch.v1 import common_pb2, embedder_pb2, events_pb2
 from tests.fuzz.budget import Tally, budget
 from tests.fuzz.strategies import INT_EDGES, messages, mutated, strings
@@ -161,16 +162,24 @@ def records(draw: st.DrawFn) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
         value = draw(mutated(event.SerializeToString()))
     else:
         value = draw(st.binary(max_size=2048))
-    content_type = "application/json" if kind == "json" else draw(
-        st.sampled_from(["", "application/x-protobuf", "application/json; charset=utf-8", "text/plain", "\xff"])
+    content_type = (
+        "application/json"
+        if kind == "json"
+        else draw(
+            st.sampled_from(
+                ["", "application/x-protobuf", "application/json; charset=utf-8", "text/plain", "\xff"]
+            )
+        )
     )
-    headers = ((("content-type", content_type.encode("utf-8", "surrogatepass")),) if content_type else ())
+    headers = (("content-type", content_type.encode("utf-8", "surrogatepass")),) if content_type else ()
     return value, headers
 
 
 @budget(300)
 @given(records())
-def test_any_record_is_an_event_or_a_dead_letter_reason(record: tuple[bytes, tuple[tuple[str, bytes], ...]]) -> None:
+def test_any_record_is_an_event_or_a_dead_letter_reason(
+    record: tuple[bytes, tuple[tuple[str, bytes], ...]],
+) -> None:
     value, headers = record
     decoded = decode(value, headers)
     if isinstance(decoded, Rejection):
@@ -210,7 +219,9 @@ class Spaces:
 def test_the_plan_stage_places_every_record_and_letters_fit_the_dlq(
     batch: list[tuple[bytes, tuple[tuple[str, bytes], ...]]], max_bytes: int
 ) -> None:
-    recs = [Record("content", 0, i, b"k" * (i * 300), value, headers) for i, (value, headers) in enumerate(batch)]
+    recs = [
+        Record("content", 0, i, b"k" * (i * 300), value, headers) for i, (value, headers) in enumerate(batch)
+    ]
     plan = asyncio.run(Planner(Spaces()).plan(recs))
     placed = sum(len(group) for group in plan.groups.values())
     assert len(plan.dead_letters) <= len(recs)
@@ -223,27 +234,34 @@ def test_the_plan_stage_places_every_record_and_letters_fit_the_dlq(
 @budget(50)
 @given(st.binary(min_size=0, max_size=6_000_000).map(lambda b: b * 1), st.integers(16_384, 200_000))
 def test_a_dead_letter_of_any_size_fits(value: bytes, max_bytes: int) -> None:
-    letter = dead_letter(Record("t" * 249, 1, 2, b"\xff" * 5000, value, (("h", b"v" * 10_000),)), 3, "d" * 9000)
+    letter = dead_letter(
+        Record("t" * 249, 1, 2, b"\xff" * 5000, value, (("h", b"v" * 10_000),)), 3, "d" * 9000
+    )
     assert fit(letter, max_bytes).ByteSize() <= max_bytes
     tally("dead-letter fitting").count("fits")
 
 
 # ---- filters and queries -----------------------------------------------------------------------
 
-FIELDS = ["modality", "tags", "source", "created_at", "event_time", "item_id", "tenant", "version", "deleted"] + [
-    f"attributes.{name}" for name in ATTRIBUTES
-] + ["attributes.nope", "", "attributes.", "tags.x"]
+FIELDS = (
+    ["modality", "tags", "source", "created_at", "event_time", "item_id", "tenant", "version", "deleted"]
+    + [f"attributes.{name}" for name in ATTRIBUTES]
+    + ["attributes.nope", "", "attributes.", "tags.x"]
+)
 
 
 def values() -> st.SearchStrategy[common_pb2.Value]:
     stamp = st.builds(
         lambda s, n: common_pb2.Value(timestamp_value={"seconds": s, "nanos": n}),
-        st.sampled_from([0, -62135596800, 253402300799, 253402300800, 2**62, -(2**62)]) | st.integers(-(2**63), 2**63 - 1),
+        st.sampled_from([0, -62135596800, 253402300799, 253402300800, 2**62, -(2**62)])
+        | st.integers(-(2**63), 2**63 - 1),
         st.sampled_from([0, 999_999_999]) | st.integers(0, 10**9 - 1),
     )
     return st.one_of(
         strings().map(lambda s: common_pb2.Value(string_value=s)),
-        (st.sampled_from(INT_EDGES) | st.integers(-(2**63), 2**63 - 1)).map(lambda i: common_pb2.Value(int_value=i)),
+        (st.sampled_from(INT_EDGES) | st.integers(-(2**63), 2**63 - 1)).map(
+            lambda i: common_pb2.Value(int_value=i)
+        ),
         st.floats().map(lambda f: common_pb2.Value(double_value=f)),
         st.booleans().map(lambda b: common_pb2.Value(bool_value=b)),
         stamp,
@@ -273,8 +291,12 @@ def filters() -> st.SearchStrategy[common_pb2.Filter]:
         conditions() | st.just(common_pb2.Filter()),
         lambda inner: st.one_of(
             inner.map(lambda f: common_pb2.Filter(negate=f)),
-            st.lists(inner, max_size=4).map(lambda fs: common_pb2.Filter(all_of=common_pb2.FilterList(filters=fs))),
-            st.lists(inner, max_size=4).map(lambda fs: common_pb2.Filter(any_of=common_pb2.FilterList(filters=fs))),
+            st.lists(inner, max_size=4).map(
+                lambda fs: common_pb2.Filter(all_of=common_pb2.FilterList(filters=fs))
+            ),
+            st.lists(inner, max_size=4).map(
+                lambda fs: common_pb2.Filter(any_of=common_pb2.FilterList(filters=fs))
+            ),
         ),
         max_leaves=80,
     )
@@ -300,7 +322,9 @@ def queries(draw: st.DrawFn) -> Query:
         vector=np.asarray(vector, dtype=np.float32) if vector is not None else None,
         text=draw(st.none() | strings()),
         filter=draw(filters() | st.none() | messages(common_pb2.Filter.DESCRIPTOR)),  # type: ignore[arg-type]
-        modalities=tuple(draw(st.lists(st.sampled_from(["text", "image", "audio", "video", ""]), max_size=3))),
+        modalities=tuple(
+            draw(st.lists(st.sampled_from(["text", "image", "audio", "video", ""]), max_size=3))
+        ),
         rrf_k=draw(mostly(60, 1, 0, -5, 2**31)),  # type: ignore[arg-type]
         candidates_per_ranking=draw(mostly(0, 10, 10_000, 10_001, -1)),  # type: ignore[arg-type]
     )
@@ -344,10 +368,15 @@ def tokens(draw: st.DrawFn) -> str:
     if kind == "genuine-mutated":
         return draw(mutated(genuine.encode())).decode("latin-1")
     if kind == "forged":
-        body = json.dumps({"o": draw(st.sampled_from([2**64, -1, "x", None, 1.5, 10**400])), "s": "minilm@1", "f": "0" * 16})
-        return f"{genuine.split('.')[0][:0]}{__import__('base64').urlsafe_b64encode(body.encode()).decode()}.{genuine.split('.')[1]}"
+        body = json.dumps(
+            {"o": draw(st.sampled_from([2**64, -1, "x", None, 1.5, 10**400])), "s": "minilm@1", "f": "0" * 16}
+        )
+        # A body of the forger's own under a genuine token's MAC.
+        return f"{base64.urlsafe_b64encode(body.encode()).decode()}.{genuine.split('.')[1]}"
     if kind == "other-key":
-        return PageTokens(b"another-key-of-some-length-0000", 2**64).encode(Cursor(2**64, "minilm@1", "0" * 16))
+        return PageTokens(b"another-key-of-some-length-0000", 2**64).encode(
+            Cursor(2**64, "minilm@1", "0" * 16)
+        )
     if kind == "bytes":
         return draw(st.binary(max_size=1500)).decode("latin-1")
     return draw(strings())

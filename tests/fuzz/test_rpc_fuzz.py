@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,7 +54,8 @@ DOCUMENTED: dict[str, set[Code]] = {
     "/mmsearch.v1.Reranker/Rerank": ANY | MEDIA,
     "/mmsearch.v1.Reranker/EncodeDocuments": ANY | MEDIA | {Code.FAILED_PRECONDITION},
     "/mmsearch.v1.IndexerAdmin/GetStatus": ANY,
-    "/mmsearch.v1.IndexerAdmin/StartReembed": ANY | {Code.NOT_FOUND, Code.ALREADY_EXISTS, Code.FAILED_PRECONDITION},
+    "/mmsearch.v1.IndexerAdmin/StartReembed": ANY
+    | {Code.NOT_FOUND, Code.ALREADY_EXISTS, Code.FAILED_PRECONDITION},
     "/mmsearch.v1.IndexerAdmin/GetReembed": ANY | {Code.NOT_FOUND},
     "/mmsearch.v1.IndexerAdmin/SwapAlias": ANY | {Code.NOT_FOUND, Code.FAILED_PRECONDITION},
     "/mmsearch.v1.IndexerAdmin/DropSpace": ANY | {Code.NOT_FOUND, Code.FAILED_PRECONDITION},
@@ -128,7 +128,9 @@ class Sampler:
 
     def take_window(self) -> dict[str, float]:
         """Peak RSS of each process since the last call (per RPC's run), in MB."""
-        taken = {name: round(max(self.window.get(name, 0.0), rss_mb(pid)), 1) for name, pid in self.pids.items()}
+        taken = {
+            name: round(max(self.window.get(name, 0.0), rss_mb(pid)), 1) for name, pid in self.pids.items()
+        }
         self.window.clear()
         return taken
 
@@ -152,11 +154,15 @@ class Served:
 
     def statuses(self) -> dict[str, int]:
         names = ["", *(s.full_name for s in SERVICES)]
-        return {n: self.health.Check(health_pb2.HealthCheckRequest(service=n), timeout=10).status for n in names}
+        return {
+            n: self.health.Check(health_pb2.HealthCheckRequest(service=n), timeout=10).status for n in names
+        }
 
 
 @pytest.fixture(scope="module")
-def served(triton: TritonHandle, broker: BrokerHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    triton: TritonHandle, broker: BrokerHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     work = tmp_path_factory.mktemp("rpc-fuzz")
     topic = f"content.fuzz.{uuid.uuid4().hex[:8]}"
     create_topics(broker.bootstrap, [topic, f"{topic}.dlq", f"{topic}.enrich"])
@@ -183,7 +189,9 @@ def served(triton: TritonHandle, broker: BrokerHandle, tmp_path_factory: pytest.
         assert after == before, f"health changed under hostile input: {before} -> {after}"
         service = memory["service"]
         growth, kept = service["peak_mb"] - service["baseline_mb"], service["end_mb"] - service["baseline_mb"]
-        assert growth < MAX_PEAK_GROWTH_MB, f"service RSS peaked {growth:.0f} MB up (bound {MAX_PEAK_GROWTH_MB})"
+        assert growth < MAX_PEAK_GROWTH_MB, (
+            f"service RSS peaked {growth:.0f} MB up (bound {MAX_PEAK_GROWTH_MB})"
+        )
         assert kept < MAX_RETAINED_MB, f"service kept {kept:.0f} MB after the suite (bound {MAX_RETAINED_MB})"
         assert process.process.poll() is None, "the service exited"
     finally:
@@ -202,7 +210,9 @@ def calls(draw: st.DrawFn, method: str) -> tuple[str, bytes, str]:
         raw = draw(mutated(raw))
     elif kind == "bytes":
         raw = draw(st.binary(max_size=256))
-    caller = draw(st.sampled_from(["dev"] * 8 + ["tenant-b", "readonly", "unknown", "basic", "empty", "none"]))
+    caller = draw(
+        st.sampled_from(["dev"] * 8 + ["tenant-b", "readonly", "unknown", "basic", "empty", "none"])
+    )
     return kind, raw, caller
 
 
@@ -221,13 +231,17 @@ def invoke(served: Served, method: str, raw: bytes, caller: str) -> tuple[Code, 
 def test_every_rpc_answers_a_documented_status_to_hostile_requests(served: Served, method: str) -> None:
     tally = served.tallies.setdefault(method, Tally(f"RPC {method.lstrip('/')}"))
 
-    @budget(20 if method.endswith(("/Embed", "/ExtractText", "/Search", "/Rerank", "/EncodeDocuments")) else 10)
+    @budget(
+        20 if method.endswith(("/Embed", "/ExtractText", "/Search", "/Rerank", "/EncodeDocuments")) else 10
+    )
     @given(calls(method))
     def one(call: tuple[str, bytes, str]) -> None:
         kind, raw, caller = call
         code, details = invoke(served, method, raw, caller)
         tally.count(code.name)
-        assert code in DOCUMENTED[method], f"{method} answered {code.name}: {details!r} ({kind}, caller {caller})"
+        assert code in DOCUMENTED[method], (
+            f"{method} answered {code.name}: {details!r} ({kind}, caller {caller})"
+        )
         if code != Code.OK:
             assert details and details != "internal error", (code, details)
         if code == Code.INVALID_ARGUMENT and kind == "message" and caller == "dev":

@@ -42,7 +42,11 @@ PROBE = textwrap.dedent(
 
 def test_a_page_of_49_megapixels_decodes_for_ocr_within_bounded_memory_and_gives_it_back() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True, check=True
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        check=True,
     )
     figures = json.loads(out.stdout)
     assert figures["shape"] == [4096, 4096, 3]
