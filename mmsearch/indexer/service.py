@@ -26,6 +26,7 @@ from mmsearch.indexer.ocr import OcrStage
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
 from mmsearch.kit.auth import ROLE_INDEX_ADMIN
+from mmsearch.kit.audit import AuditSpec
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import ConfigError, Settings
 from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -250,6 +251,20 @@ def load_producers(settings: Settings) -> ProducerKeys:
         raise ConfigError(str(exc)) from exc
 
 
+def audit_specs(service: str) -> dict[str, AuditSpec]:
+    """Every IndexerAdmin RPC is audited: the changes as admin, the status reads as read."""
+    return {
+        f"/{service}/GetStatus": AuditSpec("read"),
+        f"/{service}/GetReembed": AuditSpec("read", target=lambda r: f"job={r.job_id}"),
+        f"/{service}/StartReembed": AuditSpec(
+            "admin",
+            target=lambda r: f"source={r.source} target_space={r.target_space} auto_swap={r.auto_swap}",
+        ),
+        f"/{service}/SwapAlias": AuditSpec("admin", target=lambda r: f"alias={r.alias} space={r.space}"),
+        f"/{service}/DropSpace": AuditSpec("admin", target=lambda r: f"space={r.space}"),
+    }
+
+
 def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
     settings = deps.settings
     metrics = IndexerMetrics(deps.metrics)
@@ -337,6 +352,7 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
         service_name=SERVICE.full_name,
         register=register,
         method_roles={f"/{SERVICE.full_name}/{m.name}": ROLE_INDEX_ADMIN for m in SERVICE.methods},
+        audit=audit_specs(SERVICE.full_name),
         checks=[ready],
         start=start,
         drain=drain,

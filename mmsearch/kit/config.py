@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # Indexer: Kafka content events into the store. An empty bootstrap turns the
     # consumer off (the IndexerAdmin service then reports NOT_SERVING).
     kafka_bootstrap: str = ""
+    # Audit trail (mmsearch/kit/audit.py): a structured log line per audited RPC, and, when
+    # set, the same entries to this Kafka topic (durable; on the broker of kafka_bootstrap).
+    audit_log: bool = True
+    audit_topic: str = Field("", max_length=249)
     content_topic: str = "content.v1"
     dlq_topic: str = "content.v1.dlq"
     # Largest dead-letter record (the DLQ topic's max.message.bytes; Kafka's default is
@@ -216,6 +220,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"the public development tokens cannot be used on {self.grpc_host}: set "
                 f"{ENV_PREFIX}AUTH_TOKENS_FILE (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true for a throwaway install)"
+            )
+        if self.audit_topic and not self.kafka_bootstrap:
+            raise ValueError(
+                f"{ENV_PREFIX}AUDIT_TOPIC needs {ENV_PREFIX}KAFKA_BOOTSTRAP (the audit topic's broker)"
             )
         return self
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 import grpc
 import structlog
 
+from mmsearch.kit.audit import AuditSpec, AuditTrail
 from mmsearch.kit.auth import Principal, TokenAuthenticator, bind_principal, unbind_principal
 from mmsearch.kit.errors import InvalidArgument, PermissionDenied, ServiceError
 from mmsearch.kit.logging import get_logger
@@ -47,6 +48,8 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         metrics: RpcMetrics,
         on_unavailable: Callable[[str, str], None] | None = None,
         translate: Translate | None = None,
+        audit: AuditTrail | None = None,
+        audit_specs: Mapping[str, AuditSpec] | None = None,
     ) -> None:
         """`method_roles` maps '/pkg.Service/Method' to the role it requires.
 
@@ -59,6 +62,9 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._on_unavailable = on_unavailable
         self._translate = translate
+        # Audited: the methods with a spec, and every refused caller on any method.
+        self._audit = audit
+        self._audit_specs = dict(audit_specs or {})
 
     async def intercept_service(
         self,
@@ -94,15 +100,18 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             principal_token = None
+            principal: Principal | None = None
+            parsed: Any = None
+            response: Any = None
             structlog.contextvars.bind_contextvars(rpc=method)
             try:
                 principal = self._auth.authenticate(context.invocation_metadata())
                 self._authorize(principal, role, method)
                 principal_token = bind_principal(principal)
                 structlog.contextvars.bind_contextvars(tenant=principal.tenant, caller=principal.name)
-                if parse is not None:
-                    request = _parsed(parse, request)
-                return await behavior(request, context)
+                parsed = _parsed(parse, request) if parse is not None else request
+                response = await behavior(parsed, context)
+                return response
             except ServiceError as exc:
                 code = exc.code
                 await self._abort(context, service, exc)
@@ -122,6 +131,7 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("rpc_internal_error")
                 await context.abort(code, "internal error")
             finally:
+                self._record(method, principal, parsed, response, code)
                 if principal_token is not None:
                     unbind_principal(principal_token)
                 structlog.contextvars.unbind_contextvars("rpc", "tenant", "caller")
@@ -145,6 +155,29 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         if code == grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
             self._on_unavailable(service, exc.message)
         await context.abort(code, message)
+
+    def _record(
+        self, method: str, principal: Principal | None, request: Any, response: Any, code: grpc.StatusCode
+    ) -> None:
+        """The audit entry of one RPC, if it is audited; never fails the RPC."""
+        spec = self._audit_specs.get(method)
+        denied = code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+        if self._audit is None or (spec is None and not denied):
+            return
+        try:
+            target = spec.target(request) if spec is not None and request is not None else ""
+            count = spec.count(response) if spec and spec.count and response is not None else None
+            self._audit.record(
+                action=method,
+                kind="denied" if denied or spec is None else spec.kind,
+                caller=principal.name if principal else "",
+                tenant=principal.tenant if principal else "",
+                target=target,
+                result_count=count,
+                code=code.name,
+            )
+        except Exception:
+            log.exception("audit_failed", rpc=method)
 
     @staticmethod
     def _authorize(principal: Principal, role: str | None, method: str) -> None:

@@ -175,7 +175,7 @@ def records(draw: st.DrawFn) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
     return value, headers
 
 
-@budget(300)
+@budget(200)
 @given(records())
 def test_any_record_is_an_event_or_a_dead_letter_reason(
     record: tuple[bytes, tuple[tuple[str, bytes], ...]],
@@ -191,7 +191,7 @@ def test_any_record_is_an_event_or_a_dead_letter_reason(
         tally("ContentEvent decoder").count("accepted")
 
 
-@budget(200)
+@budget(100)
 @given(hostile_events())
 def test_every_accepted_event_can_be_stored(store: StoreRunner, event: events_pb2.ContentEvent) -> None:
     """What validation accepts, the store takes (before: a created_at of 2^62 s or a NaN
@@ -214,7 +214,7 @@ class Spaces:
         return SPACE if name in ("default", "minilm@1", "audio") else None
 
 
-@budget(100)
+@budget(40)
 @given(st.lists(records(), max_size=12), st.integers(16_384, 1_000_000))
 def test_the_plan_stage_places_every_record_and_letters_fit_the_dlq(
     batch: list[tuple[bytes, tuple[tuple[str, bytes], ...]]], max_bytes: int
@@ -330,7 +330,7 @@ def queries(draw: st.DrawFn) -> Query:
     )
 
 
-@budget(300)
+@budget(150)
 @given(queries())
 def test_a_query_is_refused_naming_its_field_or_runs_on_the_store(store: StoreRunner, query: Query) -> None:
     """validate_query and parse_filter either refuse with the field's path, or the
