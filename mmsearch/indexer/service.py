@@ -25,8 +25,8 @@ from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.ocr import OcrStage
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
-from mmsearch.kit.auth import ROLE_INDEX_ADMIN
 from mmsearch.kit.audit import AuditSpec
+from mmsearch.kit.auth import ROLE_INDEX_ADMIN
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import ConfigError, Settings
 from mmsearch.kit.errors import FailedPrecondition, InvalidArgument, NotFound

@@ -48,6 +48,7 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         metrics: RpcMetrics,
         on_unavailable: Callable[[str, str], None] | None = None,
         translate: Translate | None = None,
+        *,
         audit: AuditTrail | None = None,
         audit_specs: Mapping[str, AuditSpec] | None = None,
     ) -> None:

@@ -27,8 +27,8 @@ from mmsearch.clients.embedder import EmbedderClient
 from mmsearch.clients.errors import DependencyError, InputRejected
 from mmsearch.clients.reranker import RerankerClient
 from mmsearch.clients.spaces import MODALITY_NAMES, MODALITY_VALUES, SpaceInfo, SpaceResolver
-from mmsearch.kit.auth import ROLE_SEARCH, current_principal
 from mmsearch.kit.audit import AuditSpec
+from mmsearch.kit.auth import ROLE_SEARCH, current_principal
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import Settings
 from mmsearch.kit.errors import (
