@@ -511,7 +511,8 @@ class VectorStoreContract:
             make_record(TENANT, "old-a", rng, event_time=T0),
             make_record(OTHER_TENANT, "old-b", rng, event_time=T0 + timedelta(hours=1)),
         ]
-        passages = make_doc(TENANT, "old-doc", 1, ["one sentence.", "two sentence."], [rng.standard_normal(DIM).astype(np.float32) for _ in range(2)], event_time=T0)  # fmt: skip
+        vectors = [rng.standard_normal(DIM).astype(np.float32) for _ in range(2)]
+        passages = make_doc(TENANT, "old-doc", 1, ["one sentence.", "two sentence."], vectors, event_time=T0)
         gone = tombstone(make_record(TENANT, "old-gone", rng, event_time=T0))
         new = make_record(TENANT, "new", rng, event_time=T0 + timedelta(days=10))
         await store.write(name, [*old, passages, gone, new])
