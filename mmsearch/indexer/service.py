@@ -25,6 +25,7 @@ from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.ocr import OcrStage
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
+from mmsearch.indexer.retention import Retention
 from mmsearch.kit.audit import AuditSpec
 from mmsearch.kit.auth import ROLE_INDEX_ADMIN
 from mmsearch.kit.component import Component, Deps
@@ -270,6 +271,7 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
     metrics = IndexerMetrics(deps.metrics)
     service = IndexerAdminService(settings, stores)
     tasks: list[asyncio.Task[None]] = []
+    stopping = asyncio.Event()  # set at drain: background passes (retention) end
     producers = load_producers(settings)
 
     async def start(port: int) -> None:
@@ -318,10 +320,19 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             )
         loop = asyncio.get_running_loop()
         tasks.extend(loop.create_task(c.run(), name=f"indexer-{c.config.topic}") for c in service.consumers())
+        if settings.retention_max_age_s:
+            retention = Retention(
+                store, SpaceResolver(embedder, store), settings.retention_max_age_s, metrics,
+                batch=settings.retention_batch,
+            )  # fmt: skip
+            tasks.append(
+                loop.create_task(retention.run(settings.retention_interval_s, stopping), name="retention")
+            )
 
     async def drain() -> None:
         """Stop consuming; the batch in flight finishes (and commits) while the
         embedder in this process still serves, or is replayed after a restart."""
+        stopping.set()
         if service.reembed is not None:
             await service.reembed.stop()
         for consumer in service.consumers():

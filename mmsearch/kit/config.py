@@ -8,12 +8,13 @@ back to a default.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MMSEARCH_"
@@ -104,6 +105,13 @@ class Settings(BaseSettings):
     enrich_batch_size: int = Field(32, ge=1, le=10_000)
     ocr_inline: bool = False
     indexer_batch_size: int = Field(256, ge=1, le=10_000)
+    # Per-space retention (mmsearch/indexer/retention.py): a JSON object of space id or alias
+    # -> maximum age in seconds, by the items' event time, e.g. {"default": 2592000}. Older
+    # items are tombstoned (the indexer's delete path) every retention_interval_s, at most
+    # retention_batch per store call. Empty: items are kept forever.
+    retention_max_age_s: dict[str, float] = Field(default_factory=dict)
+    retention_interval_s: float = Field(3600.0, ge=1.0, le=7 * 24 * 3600.0)
+    retention_batch: int = Field(500, ge=1, le=10_000)
     # Consumer group session: a dead indexer's partitions move after this long.
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
     # The embedder the indexer calls; empty: this process's own gRPC port.
@@ -207,6 +215,19 @@ class Settings(BaseSettings):
     @property
     def uses_dev_producers(self) -> bool:
         return self.producer_keys_file.resolve() == DEV_PRODUCERS_FILE.resolve()
+
+    @field_validator("retention_max_age_s", mode="before")
+    @classmethod
+    def _retention_from_json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("retention_max_age_s")
+    @classmethod
+    def _retention_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, age in value.items():
+            if not name or not 0 < age < float("inf"):
+                raise ValueError(f"{name!r}: a space id or alias -> a positive number of seconds")
+        return value
 
     @model_validator(mode="after")
     def _dev_tokens_only_on_loopback(self) -> Settings:
