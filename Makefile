@@ -21,7 +21,7 @@ CHROMIUM := .cache/chromium/bin/chromedriver
 MOTO := .cache/moto/venv/.installed
 CHART_BIN := .cache/chart-tools/bin
 
-.PHONY: install proto models samples kcat chromium moto chart-tools chart-test faults load soak demo up down status serve test test-unit test-integration lint typecheck check clean
+.PHONY: install proto models samples kcat chromium moto chart-tools chart-test faults fuzz load soak demo up down status serve test test-unit test-integration lint typecheck check clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(GEN_STAMP)
 
@@ -136,6 +136,14 @@ load: install models samples
 # 10-minute soak at 70% of the max sustainable Search rate, sampling RSS and fds of every process.
 soak: install models samples
 	nice -n 15 $(PY) bench/load.py soak --rpc search --minutes 10 --fraction 0.7
+
+# The hostile-input suite at its long budget (tests/fuzz, x FUZZ_SCALE) and the coverage-guided
+# fuzzer (atheris) over the decoders and parsers, FUZZ_SECONDS per target; report in .run/fuzz/.
+# `make test` runs the same properties at their short budget.
+FUZZ_SCALE ?= 20
+FUZZ_SECONDS ?= 120
+fuzz: install models samples
+	$(PY) scripts/fuzz.py --scale $(FUZZ_SCALE) --seconds $(FUZZ_SECONDS)
 
 lint: install
 	$(PY) -m ruff check mmsearch tests scripts bench model_repository

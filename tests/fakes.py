@@ -6,13 +6,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
 import numpy as np
 
 from mmsearch.clients.errors import DependencyDown, InputRejected
 from mmsearch.clients.priority import Priority
 from mmsearch.clients.spaces import SpaceInfo
-from mmsearch.stores.base import Collection, ItemRecord, ItemState, Query, StoreHit, StoreUnavailable
+from mmsearch.stores.base import (
+    Collection,
+    ItemRecord,
+    ItemState,
+    Query,
+    StoredItem,
+    StoreHit,
+    StoreUnavailable,
+)
 from mmsearch.v1 import common_pb2, embedder_pb2
 
 
@@ -74,6 +83,14 @@ class MemoryStore:
             for (t, _), r in self.collections.get(collection, {}).items()
             if not r.deleted and (tenant is None or t == tenant)
         )
+
+    async def expired(self, collection: str, before: datetime, limit: int) -> list[StoredItem]:
+        found = [
+            StoredItem(t, i, ItemState(r.version, r.event_time, r.content_sha256, r.deleted))
+            for (t, i), r in self.collections.get(collection, {}).items()
+            if not r.deleted and r.event_time < before
+        ]
+        return found[:limit]
 
     async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
         record = self.collections.get(collection, {}).get((tenant, item_id))

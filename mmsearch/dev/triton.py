@@ -70,6 +70,10 @@ def triton_command(
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (_python_libdir(venv), env.get("LD_LIBRARY_PATH")) if p
     )
+    # The model stubs inherit it: freed input buffers (a 4096 x 4096 OCR page) go back to
+    # the OS instead of staying in glibc's heap (as mmsearch/kit/memory.py does for the
+    # services). Production Triton images need the same variable.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1024 * 1024))
     return argv, env
 
 

@@ -417,8 +417,9 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             )
 
     def _ocr_pixels(self, media: common_pb2.Media, field: str) -> npt.NDArray[np.uint8]:
-        image = decode_image(media.data, media.mime_type, self._image_limits, field)
-        return ocr_pixels(image, self._settings.ocr_max_side)
+        side = self._settings.ocr_max_side
+        image = decode_image(media.data, media.mime_type, self._image_limits, field, max_side=side)
+        return ocr_pixels(image, side)
 
 
 def _text(value: Any) -> str:

@@ -187,7 +187,9 @@ def thumbnail(data: bytes) -> bytes:
     """A small JPEG for result pages (at most THUMBNAIL_MAX_BYTES); empty if the
     bytes do not decode here (the embedder, not this, decides what is corrupt)."""
     try:
-        image = decode_image(data, "", THUMBNAIL_LIMITS, "thumbnail", min_side=THUMBNAIL_SIDE)
+        image = decode_image(
+            data, "", THUMBNAIL_LIMITS, "thumbnail", min_side=THUMBNAIL_SIDE, max_side=THUMBNAIL_SIDE
+        )
     except ServiceError:
         return b""
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)

@@ -14,6 +14,16 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 class IndexerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.retention_deleted = Counter(
+            "mmsearch_retention_deleted_total",
+            "Items tombstoned by per-space retention (older than the space's configured age).",
+            ("space",),
+            registry=registry,
+        )
+        self.retention_runs = Counter(
+            "mmsearch_retention_runs_total", "Retention passes, by result (ok, failed).", ("result",),
+            registry=registry,
+        )  # fmt: skip
         self.events = Counter(
             "mmsearch_indexer_events_total",
             "Events handled, by outcome (indexed, deleted, duplicate, dlq) and DLQ reason.",

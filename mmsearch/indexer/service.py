@@ -25,6 +25,8 @@ from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.ocr import OcrStage
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
+from mmsearch.indexer.retention import Retention
+from mmsearch.kit.audit import AuditSpec
 from mmsearch.kit.auth import ROLE_INDEX_ADMIN, current_principal
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import ConfigError, Settings
@@ -266,11 +268,26 @@ def load_producers(settings: Settings) -> ProducerKeys:
         raise ConfigError(str(exc)) from exc
 
 
+def audit_specs(service: str) -> dict[str, AuditSpec]:
+    """Every IndexerAdmin RPC is audited: the changes as admin, the status reads as read."""
+    return {
+        f"/{service}/GetStatus": AuditSpec("read"),
+        f"/{service}/GetReembed": AuditSpec("read", target=lambda r: f"job={r.job_id}"),
+        f"/{service}/StartReembed": AuditSpec(
+            "admin",
+            target=lambda r: f"source={r.source} target_space={r.target_space} auto_swap={r.auto_swap}",
+        ),
+        f"/{service}/SwapAlias": AuditSpec("admin", target=lambda r: f"alias={r.alias} space={r.space}"),
+        f"/{service}/DropSpace": AuditSpec("admin", target=lambda r: f"space={r.space}"),
+    }
+
+
 def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
     settings = deps.settings
     metrics = IndexerMetrics(deps.metrics)
     service = IndexerAdminService(settings, stores)
     tasks: list[asyncio.Task[None]] = []
+    stopping = asyncio.Event()  # set at drain: background passes (retention) end
     producers = load_producers(settings)
 
     async def start(port: int) -> None:
@@ -329,10 +346,19 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             )
         loop = asyncio.get_running_loop()
         tasks.extend(loop.create_task(c.run(), name=f"indexer-{c.config.topic}") for c in service.consumers())
+        if settings.retention_max_age_s:
+            retention = Retention(
+                store, SpaceResolver(embedder, store), settings.retention_max_age_s, metrics,
+                batch=settings.retention_batch,
+            )  # fmt: skip
+            tasks.append(
+                loop.create_task(retention.run(settings.retention_interval_s, stopping), name="retention")
+            )
 
     async def drain() -> None:
         """Stop consuming; the batch in flight finishes (and commits) while the
         embedder in this process still serves, or is replayed after a restart."""
+        stopping.set()
         if service.reembed is not None:
             await service.reembed.stop()
         for consumer in service.consumers():
@@ -363,6 +389,7 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
         service_name=SERVICE.full_name,
         register=register,
         method_roles={f"/{SERVICE.full_name}/{m.name}": ROLE_INDEX_ADMIN for m in SERVICE.methods},
+        audit=audit_specs(SERVICE.full_name),
         checks=[ready],
         start=start,
         drain=drain,

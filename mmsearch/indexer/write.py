@@ -9,11 +9,19 @@ replays the batch, and a replay changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from mmsearch.clients.errors import DependencyDown
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.plan import Pending
-from mmsearch.stores.base import Collection, ItemRecord, StoreUnavailable, VectorStore, collection_name
+from mmsearch.stores.base import (
+    Collection,
+    ItemRecord,
+    StoredItem,
+    StoreUnavailable,
+    VectorStore,
+    collection_name,
+)
 from mmsearch.stores.errors import CollectionNotFound
 
 DEPENDENCY = "store"
@@ -28,6 +36,22 @@ def tombstone(pending: Pending) -> ItemRecord:
         vector=None,
         version=event.version,
         event_time=pending.event.event_time,
+        content_sha256="",
+        deleted=True,
+    )
+
+
+def expiry_tombstone(item: StoredItem) -> ItemRecord:
+    """Retention's delete: a tombstone ordered just after the stored item, so a replay of
+    the event that wrote it (or of an older one) stays a duplicate, and any newer event of
+    the producer's applies as usual."""
+    return ItemRecord(
+        tenant=item.tenant,
+        item_id=item.item_id,
+        modality="",
+        vector=None,
+        version=item.state.version,
+        event_time=item.state.event_time + timedelta(milliseconds=1),
         content_sha256="",
         deleted=True,
     )

@@ -15,6 +15,7 @@ import grpc
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from mmsearch.kit.audit import AuditSpec
 from mmsearch.kit.config import Settings
 from mmsearch.kit.health import Check
 
@@ -37,6 +38,8 @@ class Component:
     service_name: str
     register: Callable[[grpc.aio.Server], None]
     method_roles: dict[str, str]
+    # The RPCs written to the audit trail (admin and data access), and how (mmsearch/kit/audit.py).
+    audit: dict[str, AuditSpec] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     # False while the service's RPCs answer UNIMPLEMENTED: health says NOT_SERVING.
     implemented: bool = True

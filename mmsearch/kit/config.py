@@ -8,12 +8,13 @@ back to a default.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MMSEARCH_"
@@ -89,6 +90,10 @@ class Settings(BaseSettings):
     # Indexer: Kafka content events into the store. An empty bootstrap turns the
     # consumer off (the IndexerAdmin service then reports NOT_SERVING).
     kafka_bootstrap: str = ""
+    # Audit trail (mmsearch/kit/audit.py): a structured log line per audited RPC, and, when
+    # set, the same entries to this Kafka topic (durable; on the broker of kafka_bootstrap).
+    audit_log: bool = True
+    audit_topic: str = Field("", max_length=249)
     content_topic: str = "content.v1"
     dlq_topic: str = "content.v1.dlq"
     # Largest dead-letter record (the DLQ topic's max.message.bytes; Kafka's default is
@@ -109,6 +114,13 @@ class Settings(BaseSettings):
     enrich_max_hold_s: float = Field(120.0, ge=0.0, le=3600.0)
     ocr_inline: bool = False
     indexer_batch_size: int = Field(256, ge=1, le=10_000)
+    # Per-space retention (mmsearch/indexer/retention.py): a JSON object of space id or alias
+    # -> maximum age in seconds, by the items' event time, e.g. {"default": 2592000}. Older
+    # items are tombstoned (the indexer's delete path) every retention_interval_s, at most
+    # retention_batch per store call. Empty: items are kept forever.
+    retention_max_age_s: dict[str, float] = Field(default_factory=dict)
+    retention_interval_s: float = Field(3600.0, ge=1.0, le=7 * 24 * 3600.0)
+    retention_batch: int = Field(500, ge=1, le=10_000)
     # Consumer group session: a dead indexer's partitions move after this long.
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
     # The embedder the indexer calls; empty: this process's own gRPC port.
@@ -197,6 +209,10 @@ class Settings(BaseSettings):
     # Pixels one ExtractText request may make OCR work on, after downscaling, checked from
     # the images' headers before any is decoded (ten 7000 x 7000 pages are 168 MP).
     ocr_max_pixels_per_request: int = Field(64_000_000, ge=1_000_000, le=2_000_000_000)
+    # glibc's mmap threshold, pinned at start (mmsearch/kit/memory.py): blocks from this
+    # size up are returned to the OS when freed (a decoded page is, at once); 0 leaves
+    # glibc's dynamic threshold, which keeps freed image buffers in the heap.
+    malloc_mmap_threshold_bytes: int = Field(1024 * 1024, ge=0, le=32 * 1024 * 1024)
     # Embedding cache (content-hash keyed LRU); 0 disables it.
     embed_cache_mb: float = Field(64.0, ge=0, le=65536)
 
@@ -242,6 +258,19 @@ class Settings(BaseSettings):
     def uses_dev_producers(self) -> bool:
         return self.producer_keys_file.resolve() == DEV_PRODUCERS_FILE.resolve()
 
+    @field_validator("retention_max_age_s", mode="before")
+    @classmethod
+    def _retention_from_json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("retention_max_age_s")
+    @classmethod
+    def _retention_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, age in value.items():
+            if not name or not 0 < age < float("inf"):
+                raise ValueError(f"{name!r}: a space id or alias -> a positive number of seconds")
+        return value
+
     @model_validator(mode="after")
     def _one_store(self) -> Settings:
         if self.weaviate_url and self.postgres_dsn.get_secret_value():
@@ -265,6 +294,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"the public development tokens cannot be used on {self.grpc_host}/{self.gateway_host}: set "
                 f"{ENV_PREFIX}AUTH_TOKENS_FILE (or {ENV_PREFIX}ALLOW_DEV_TOKENS=true for a throwaway install)"
+            )
+        if self.audit_topic and not self.kafka_bootstrap:
+            raise ValueError(
+                f"{ENV_PREFIX}AUDIT_TOPIC needs {ENV_PREFIX}KAFKA_BOOTSTRAP (the audit topic's broker)"
             )
         return self
 

@@ -16,12 +16,18 @@ from typing import Any, TypeVar, cast
 import grpc
 import structlog
 
+from mmsearch.kit.audit import AuditSpec, AuditTrail
 from mmsearch.kit.auth import Principal, TokenAuthenticator, bind_principal, unbind_principal
 from mmsearch.kit.errors import InvalidArgument, PermissionDenied, ServiceError
 from mmsearch.kit.logging import get_logger
 from mmsearch.kit.metrics import RpcMetrics, split_method, trace_exemplar
 
 PUBLIC_SERVICE_PREFIXES = ("grpc.health.v1.", "grpc.reflection.")
+# A status message often quotes the caller's input (an unknown job id, a bad field's value).
+# It travels in a trailer, and gRPC clients refuse trailers over 16 KiB (hard limit) with
+# RESOURCE_EXHAUSTED, losing the real status: the message is cut well below that.
+# Counted in UTF-8 bytes: percent-encoded on the wire, that is at most 3 KiB.
+MAX_STATUS_MESSAGE_BYTES = 1024
 
 log = get_logger(__name__)
 
@@ -42,6 +48,9 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         metrics: RpcMetrics,
         on_unavailable: Callable[[str, str], None] | None = None,
         translate: Translate | None = None,
+        *,
+        audit: AuditTrail | None = None,
+        audit_specs: Mapping[str, AuditSpec] | None = None,
     ) -> None:
         """`method_roles` maps '/pkg.Service/Method' to the role it requires.
 
@@ -54,6 +63,9 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._on_unavailable = on_unavailable
         self._translate = translate
+        # Audited: the methods with a spec, and every refused caller on any method.
+        self._audit = audit
+        self._audit_specs = dict(audit_specs or {})
 
     async def intercept_service(
         self,
@@ -89,15 +101,18 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             principal_token = None
+            principal: Principal | None = None
+            parsed: Any = None
+            response: Any = None
             structlog.contextvars.bind_contextvars(rpc=method)
             try:
                 principal = self._auth.authenticate(context.invocation_metadata())
                 self._authorize(principal, role, method)
                 principal_token = bind_principal(principal)
                 structlog.contextvars.bind_contextvars(tenant=principal.tenant, caller=principal.name)
-                if parse is not None:
-                    request = _parsed(parse, request)
-                return await behavior(request, context)
+                parsed = _parsed(parse, request) if parse is not None else request
+                response = await behavior(parsed, context)
+                return response
             except ServiceError as exc:
                 code = exc.code
                 await self._abort(context, service, exc)
@@ -117,6 +132,7 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("rpc_internal_error")
                 await context.abort(code, "internal error")
             finally:
+                self._record(method, principal, parsed, response, code)
                 if principal_token is not None:
                     unbind_principal(principal_token)
                 structlog.contextvars.unbind_contextvars("rpc", "tenant", "caller")
@@ -132,22 +148,54 @@ class RpcPolicyInterceptor(grpc.aio.ServerInterceptor):
         self, context: grpc.aio.ServicerContext[Any, Any], service: str, exc: ServiceError
     ) -> None:
         code = exc.code
-        message = exc.message
+        message = bounded(exc.message)
         if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
             # Details (e.g. a model server's raw error) go to the log, not to the caller.
-            log.error("rpc_failed", code=code.name, error=exc.message)
+            log.error("rpc_failed", code=code.name, error=message)
             message = "internal error"
         else:
-            log.info("rpc_error", code=code.name, error=exc.message)
+            log.info("rpc_error", code=code.name, error=message)
         if code == grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
             self._on_unavailable(service, exc.message)
         await context.abort(code, message)
+
+    def _record(
+        self, method: str, principal: Principal | None, request: Any, response: Any, code: grpc.StatusCode
+    ) -> None:
+        """The audit entry of one RPC, if it is audited; never fails the RPC."""
+        spec = self._audit_specs.get(method)
+        denied = code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+        if self._audit is None or (spec is None and not denied):
+            return
+        try:
+            target = spec.target(request) if spec is not None and request is not None else ""
+            count = spec.count(response) if spec and spec.count and response is not None else None
+            self._audit.record(
+                action=method,
+                kind="denied" if denied or spec is None else spec.kind,
+                caller=principal.name if principal else "",
+                tenant=principal.tenant if principal else "",
+                target=target,
+                result_count=count,
+                code=code.name,
+            )
+        except Exception:
+            log.exception("audit_failed", rpc=method)
 
     @staticmethod
     def _authorize(principal: Principal, role: str | None, method: str) -> None:
         if role is None:
             raise PermissionDenied(f"{method} declares no role")
         principal.require(role)
+
+
+def bounded(message: str) -> str:
+    """`message` cut to MAX_STATUS_MESSAGE_BYTES (UTF-8), saying how much was left out."""
+    raw = message.encode("utf-8", "replace")
+    if len(raw) <= MAX_STATUS_MESSAGE_BYTES:
+        return message
+    kept = raw[: MAX_STATUS_MESSAGE_BYTES - 48].decode("utf-8", "ignore")
+    return f"{kept}... ({len(raw) - len(kept.encode())} more bytes)"
 
 
 def _parsed(parse: Callable[[bytes], Any], raw: bytes) -> Any:

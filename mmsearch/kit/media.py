@@ -53,6 +53,10 @@ MPEG_FRAME_SYNC = re.compile(rb"\xff[\xe0-\xff]")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
+# Modes Pillow resamples as they are (palette and 1-bit images are converted first).
+RESIZABLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"})
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int
@@ -63,11 +67,20 @@ class ImageLimits:
 
 
 def decode_image(
-    data: bytes, mime_type: str, limits: ImageLimits, field: str, *, min_side: int | None = None
+    data: bytes,
+    mime_type: str,
+    limits: ImageLimits,
+    field: str,
+    *,
+    min_side: int | None = None,
+    max_side: int | None = None,
 ) -> Image.Image:
     """Decode to an upright RGB image (EXIF orientation applied, alpha over white).
     With `min_side`, a JPEG may be decoded at a reduced scale that still has
-    at least that many pixels per side (much cheaper for big photos)."""
+    at least that many pixels per side (much cheaper for big photos). With
+    `max_side`, the image is downscaled to it in its stored mode, before the RGB
+    conversion: a 7000 x 7000 grey page then peaks near 100 MB, not the ~450 MB of
+    converting (and copying) it at full size first."""
     if not data:
         raise InvalidArgument("image is empty", field=field)
     if len(data) > limits.max_bytes:
@@ -101,6 +114,8 @@ def decode_image(
         # A broken EXIF block is common: then the pixels are kept as stored.
         with contextlib.suppress(Exception):
             image = ImageOps.exif_transpose(image)
+        if max_side is not None and max(image.size) > max_side and image.mode in RESIZABLE_MODES:
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

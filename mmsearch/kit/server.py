@@ -22,12 +22,14 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from mmsearch.kit.audit import AuditSpec, AuditTrail, build_audit_trail
 from mmsearch.kit.auth import TokenAuthenticator
 from mmsearch.kit.component import Component, Module
 from mmsearch.kit.config import Settings
 from mmsearch.kit.health import LIVENESS_SERVICE, SERVING, Readiness
 from mmsearch.kit.interceptor import RpcPolicyInterceptor, Translate
 from mmsearch.kit.logging import get_logger
+from mmsearch.kit.memory import fix_mmap_threshold
 from mmsearch.kit.metrics import DependencyMetrics, MetricsServer, RpcMetrics, start_metrics_server
 
 log = get_logger(__name__)
@@ -46,6 +48,7 @@ class RunningServer:
     shutdown_delay_s: float
     # Closed after every component stopped, last opened first.
     modules: Sequence[Module] = ()
+    audit: AuditTrail | None = None
 
     async def stop(self) -> None:
         await self.readiness.shutdown()
@@ -64,6 +67,8 @@ class RunningServer:
                 await module.close()
             except Exception:
                 log.exception("module_close_failed", module=type(module).__name__)
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)  # flushes the Kafka sink
         if self.metrics_server is not None:
             self.metrics_server.stop()
 
@@ -84,12 +89,21 @@ async def start_server(
     modules: Sequence[Module] = (),
     translate: Translate | None = None,
 ) -> RunningServer:
+    fix_mmap_threshold(settings.malloc_mmap_threshold_bytes)
     authenticator = TokenAuthenticator.from_file(settings.auth_tokens_file)
     if settings.uses_dev_tokens:
         log.warning("dev_tokens_in_use", file=str(settings.auth_tokens_file))
     method_roles: dict[str, str] = {}
+    audit_specs: dict[str, AuditSpec] = {}
     for component in components:
         method_roles.update(component.method_roles)
+        audit_specs.update(component.audit)
+    audit = build_audit_trail(
+        registry,
+        log_enabled=settings.audit_log,
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.audit_topic,
+    )
 
     health = HealthServicer()
     readiness = Readiness(health, DependencyMetrics(registry), settings.readiness_interval_s)
@@ -103,6 +117,8 @@ async def start_server(
             RpcMetrics(registry),
             on_unavailable=readiness.report_unavailable,
             translate=translate,
+            audit=audit,
+            audit_specs=audit_specs,
         ),
     ]
     options: list[tuple[str, int]] = [
@@ -160,6 +176,7 @@ async def start_server(
         grace_s=settings.shutdown_grace_s,
         shutdown_delay_s=settings.shutdown_delay_s,
         modules=modules,
+        audit=audit,
     )
 
 

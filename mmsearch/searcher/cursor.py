@@ -43,7 +43,13 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: only the URL-safe alphabet, in the one form _b64 writes. (base64's decoders
+    skip characters outside the alphabet, so a token with junk inserted used to decode to the
+    same signed cursor: many spellings of one token, found by tests/fuzz/atheris_targets.py.)"""
+    raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(raw) != text:
+        raise ValueError("not the canonical encoding")
+    return raw
 
 
 class PageTokens:

@@ -29,6 +29,7 @@ from mmsearch.clients.embedder import EmbedderClient
 from mmsearch.clients.errors import DependencyError, InputRejected
 from mmsearch.clients.reranker import RerankerClient
 from mmsearch.clients.spaces import MODALITY_NAMES, MODALITY_VALUES, SpaceInfo, SpaceResolver
+from mmsearch.kit.audit import AuditSpec
 from mmsearch.kit.auth import ROLE_SEARCH, current_principal
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import Settings
@@ -469,6 +470,16 @@ def build_searcher(deps: Deps, stores: StoreProvider) -> Component:
         service_name=SERVICE.full_name,
         register=register,
         method_roles={f"/{SERVICE.full_name}/{m.name}": ROLE_SEARCH for m in SERVICE.methods},
+        # Data access: which space, what kind of query, how many hits (never the query itself).
+        audit={
+            f"/{SERVICE.full_name}/Search": AuditSpec(
+                "read",
+                target=lambda r: (
+                    f"space={r.space.name or 'default'} query={r.query.WhichOneof('kind') or 'none'}"
+                ),
+                count=lambda r: len(r.hits),
+            )
+        },
         checks=[ready],
         start=start,
         stop=stop,

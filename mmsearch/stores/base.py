@@ -172,6 +172,15 @@ class ItemState:
 
 
 @dataclass(frozen=True)
+class StoredItem:
+    """A live item found by a scan (retention), with what a tombstone for it needs."""
+
+    tenant: str
+    item_id: str
+    state: ItemState
+
+
+@dataclass(frozen=True)
 class Query:
     tenant: str
     limit: int
@@ -232,6 +241,10 @@ class VectorStore(Protocol):
         """The tenant's live (non-deleted) items, best first, each once (ranked by its best
         passage). Raises InvalidQuery (see mmsearch.stores.query.validate_query) and
         CollectionNotFound."""
+
+    async def expired(self, collection: str, before: datetime, limit: int) -> list[StoredItem]:
+        """Up to `limit` live items, of any tenant, whose event time is before `before`
+        (retention: the indexer tombstones them)."""
 
     async def count(self, collection: str, tenant: str | None = None) -> int:
         """Live items, for one tenant or all."""

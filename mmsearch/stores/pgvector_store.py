@@ -695,6 +695,21 @@ class PgVectorStore:
 
         return await self._on_tables(collection, run)
 
+    async def expired(self, collection: str, before: datetime, limit: int) -> list[StoredItem]:
+        async def run(spec: _Spec) -> list[StoredItem]:
+            async with self._conn(f"expired scan on {collection}") as conn:
+                cur = await conn.execute(
+                    sql.SQL(
+                        "SELECT tenant, item_id, version, event_time, content_sha256 FROM {} "
+                        "WHERE NOT deleted AND event_time < %s ORDER BY event_time LIMIT %s"
+                    ).format(q.items_table(spec.table_id)),
+                    (before, limit),
+                )
+                rows = await cur.fetchall()
+            return [StoredItem(r[0], r[1], ItemState(int(r[2]), r[3], r[4], False)) for r in rows]
+
+        return await self._on_tables(collection, run)
+
     async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
         async def run(spec: _Spec) -> int:
             async with self._conn(f"count on {collection}") as conn:

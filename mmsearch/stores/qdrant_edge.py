@@ -92,6 +92,7 @@ from mmsearch.stores.base import (
     PassageHit,
     Quantization,
     Query,
+    StoredItem,
     StoreHit,
     generation,
     item_uuid,
@@ -1047,6 +1048,35 @@ class QdrantEdgeStore:
         return qe.QuantizationSearchParams(
             ignore=exact, rescore=True, oversampling=self._oversampling[spec.quantization]
         )
+
+    async def expired(self, collection: str, before: datetime, limit: int) -> list[StoredItem]:
+        handle = await self._get(collection)
+        old = qe.Filter(
+            must=[
+                _live_filter(None),
+                qe.FieldCondition("event_time", range=qe.RangeDateTime(lt=_iso(before))),
+            ],
+            must_not=[qe.FieldCondition("head", match=_match_value(False))],  # heads only
+        )
+        request = qe.ScrollRequest(
+            limit=limit, filter=old, with_payload=qe.PayloadSelector.Include(["tenant", *_STATE_FIELDS]),
+            with_vector=False,
+        )  # fmt: skip
+        try:
+            records, _ = await self._run(lambda: handle.shard.scroll(request))
+        except Exception as exc:
+            raise StoreUnavailable(f"expired scan on {collection} failed: {exc}") from exc
+        found = []
+        for record in records:
+            p = record.payload or {}
+            state = ItemState(
+                int(p["version"]),
+                _parse_dt(p["event_time"]),
+                p.get("content_sha256", ""),
+                bool(p.get("deleted")),
+            )
+            found.append(StoredItem(p["tenant"], p["item_id"], state))
+        return found
 
     async def count(self, collection: str, tenant: str | None = None) -> int:
         handle = await self._get(collection)

@@ -76,6 +76,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -117,6 +118,7 @@ from mmsearch.stores.base import (
     Passage,
     PassageHit,
     Query,
+    StoredItem,
     StoreHit,
     generation,
     item_uuid,
@@ -1201,6 +1203,39 @@ class WeaviateStore:
             *(one(base.with_consistency_level(level).with_tenant(t), live) for t in tenants)
         )
         return sum(counts)
+
+    async def expired(self, collection: str, before: datetime, limit: int) -> list[StoredItem]:
+        real, _ = await self._existing(collection)
+        client = await self._conn()
+        head = Filter.by_property("head")
+        old = Filter.all_of(
+            [
+                Filter.by_property("deleted").equal(False),
+                Filter.by_property("event_time").less_than(before),
+                Filter.any_of([head.equal(True), head.is_none(True)]),
+            ]
+        )
+        wanted = ["tenant", "item_id", *STATE_PROPERTIES]
+        if self.settings.multi_tenancy:
+            base = client.collections.use(weaviate_collection_name(real))
+            tenants = list(await self._call("tenants.get", base.tenants.get))
+            handles = [self._handle(client, real, str(t)) for t in tenants]
+        else:
+            handles = [self._handle(client, real)]
+        found: list[StoredItem] = []
+        for handle in handles:
+            if len(found) >= limit:
+                break
+            fetch = functools.partial(
+                handle.query.fetch_objects, filters=old, limit=limit - len(found), return_properties=wanted
+            )
+            result = await self._call("fetch_objects", fetch)
+            for obj in result.objects:
+                props = obj.properties
+                found.append(
+                    StoredItem(str(props["tenant"]), str(props["item_id"]), properties_to_state(props))
+                )
+        return found
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -500,6 +500,33 @@ class VectorStoreContract:
         assert await store.count(name, TENANT) == 2
         await store.drop_collection(name)
 
+    async def test_expired_finds_old_live_heads_of_every_tenant(
+        self, store: VectorStore, new_name: Callable[[str], str]
+    ) -> None:
+        """Retention's scan: live items (not passages, not tombstones) older than the cutoff."""
+        name = new_name("expired")
+        await self._collection(store, name)
+        rng = np.random.default_rng(5)
+        old = [
+            make_record(TENANT, "old-a", rng, event_time=T0),
+            make_record(OTHER_TENANT, "old-b", rng, event_time=T0 + timedelta(hours=1)),
+        ]
+        vectors = [rng.standard_normal(DIM).astype(np.float32) for _ in range(2)]
+        passages = make_doc(TENANT, "old-doc", 1, ["one sentence.", "two sentence."], vectors, event_time=T0)
+        gone = tombstone(make_record(TENANT, "old-gone", rng, event_time=T0))
+        new = make_record(TENANT, "new", rng, event_time=T0 + timedelta(days=10))
+        await store.write(name, [*old, passages, gone, new])
+        found = await store.expired(name, T0 + timedelta(days=1), limit=100)
+        assert sorted((f.tenant, f.item_id) for f in found) == sorted(
+            [(TENANT, "old-a"), (OTHER_TENANT, "old-b"), (TENANT, "old-doc")]
+        )
+        by_id = {f.item_id: f.state for f in found}
+        assert by_id["old-a"].version == old[0].version and by_id["old-a"].event_time == T0
+        assert not by_id["old-a"].deleted
+        assert len(await store.expired(name, T0 + timedelta(days=1), limit=2)) == 2
+        assert await store.expired(name, T0, limit=100) == []
+        await store.drop_collection(name)
+
     async def test_records_round_trip_in_hits(
         self, store: VectorStore, new_name: Callable[[str], str]
     ) -> None:

@@ -79,3 +79,16 @@ def test_filter_values_out_of_range_are_invalid_argument_naming_the_path() -> No
     )
     with pytest.raises(InvalidQuery, match="finite"):
         parse_filter(nan, {"score": "float"})
+
+
+@pytest.mark.parametrize("junk", ["\x00\x00\x00\x00\x00", "!", " ", "==", "+/", "\n"])
+def test_a_token_has_one_spelling(junk: str) -> None:
+    """Before, base64's lenient decoder skipped characters outside its alphabet, so a genuine
+    token with junk inserted decoded to the same signed cursor (found by the atheris target
+    tests/fuzz/atheris_targets.py page_token)."""
+    token = TOKENS.encode(Cursor(20, "minilm@1", "0123456789abcdef"))
+    body, mac = token.split(".")
+    for spelled in (f"{body[:10]}{junk}{body[10:]}.{mac}", f"{body}.{mac[:5]}{junk}{mac[5:]}"):
+        with pytest.raises(InvalidArgument):
+            TOKENS.decode(spelled)
+    assert TOKENS.decode(token).offset == 20

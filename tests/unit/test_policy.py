@@ -126,3 +126,22 @@ async def test_oversized_requests_are_resource_exhausted() -> None:
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         await handle.running.stop()
+
+
+@pytest.mark.parametrize("name", ["x" * 70_000, "é" * 20_000, "😀" * 9_000])
+async def test_a_status_message_quoting_huge_input_stays_deliverable(
+    no_triton_service: ServiceHandle, name: str
+) -> None:
+    """Before, an unknown space or job id of 70,000 characters was quoted whole in the
+    status message: the client refused the trailer (over gRPC's 16 KiB metadata limit) and
+    heard RESOURCE_EXHAUSTED instead of the real status. Found by tests/fuzz."""
+    async with grpc.aio.insecure_channel(no_triton_service.addr) as channel:
+        embed = embedder_pb2_grpc.EmbedderStub(channel)
+        request = embedder_pb2.EmbedRequest(
+            space=common_pb2.SpaceRef(name=name), items=[common_pb2.Content(text="hello")]
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await embed.Embed(request, metadata=bearer(DEV_TOKEN), timeout=10)
+    assert err.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), err.value
+    details = err.value.details() or ""
+    assert len(details.encode()) <= 1024 and details.endswith("more bytes)"), details[-80:]
