@@ -42,6 +42,8 @@ BACKOFF_MAX_S = 30.0
 ISOLATE_AFTER = 3
 # Room for the DLQ record's key, headers and Kafka's framing within the size limit.
 DLQ_RECORD_OVERHEAD = 4096
+# Between two polls (one batch's work) before the group gives the partitions away.
+MAX_POLL_INTERVAL_MS = 1_800_000
 # The longest a held consumer (the enrichment stage while ingest has lag) waits in a row
 # before one batch runs anyway, so enrichment cannot starve under a long ingest.
 MAX_HOLD_S = 120.0
@@ -148,6 +150,10 @@ class IndexerConsumer:
                 max_poll_records=self.config.batch_size,
                 session_timeout_ms=self.config.session_timeout_ms,
                 heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+                # A batch of 256 long documents on a loaded machine outlasted the default 300 s
+                # between polls: the consumer was dropped, its commit failed and the batch started
+                # over, forever. Liveness is the heartbeat's job (session timeout), not this.
+                max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
                 client_id=f"mmsearch-indexer-{self.config.group_id}",
             )
             producer = KafkaProducer(

@@ -63,6 +63,7 @@ from mmsearch.stores.base import (
     ItemState,
     PassageHit,
     Query,
+    StoredItem,
     StoreHit,
     generation,
     item_uuid,
