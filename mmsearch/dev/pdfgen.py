@@ -42,7 +42,9 @@ def wrap(text: str, width: int = 90) -> list[str]:
     return lines
 
 
-def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], size: tuple[int, int] = (900, 560)) -> Image.Image:
+def bar_chart(
+    title: str, labels: Sequence[str], values: Sequence[float], size: tuple[int, int] = (900, 560)
+) -> Image.Image:
     """A bar chart whose facts (labels, values) are only in its pixels."""
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
@@ -111,7 +113,14 @@ class _Writer:
         pdfium_c.FPDFPath_SetDrawMode(path, pdfium_c.FPDF_FILLMODE_NONE, True)
         pdfium_c.FPDFPage_InsertObject(page.raw, path)
 
-    def image(self, page: pdfium.PdfPage, image: Image.Image, x: float, y_top: float, w: float, h: float) -> None:
+    def image(
+        self,
+        page: pdfium.PdfPage,
+        image: Image.Image,
+        box: tuple[float, float, float, float],
+    ) -> None:
+        """Draw `image` at box = (x, y from the top, width, height) in points."""
+        x, y_top, w, h = box
         obj = pdfium.PdfImage.new(self.pdf)
         out = io.BytesIO()
         image.convert("RGB").save(out, format="JPEG", quality=85)
@@ -122,7 +131,7 @@ class _Writer:
     def page(self, spec: PageSpec) -> None:
         page = self.pdf.new_page(PAGE_W, PAGE_H)
         if spec.scan is not None:
-            self.image(page, spec.scan, 0, 0, PAGE_W, PAGE_H)
+            self.image(page, spec.scan, (0, 0, PAGE_W, PAGE_H))
             page.gen_content()
             return
         y = MARGIN
@@ -134,7 +143,7 @@ class _Writer:
         if spec.chart is not None:
             w = PAGE_W - 2 * MARGIN
             h = w * spec.chart.height / spec.chart.width
-            self.image(page, spec.chart, MARGIN, y, w, h)
+            self.image(page, spec.chart, (MARGIN, y, w, h))
             y += h + 6
             if spec.caption:
                 self.text(page, MARGIN, y, spec.caption, size=10)
@@ -186,7 +195,10 @@ def _raw_pdf(objects: Sequence[bytes], trailer_extra: bytes = b"") -> bytes:
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     for offset in offsets:
         out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R %s>>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, trailer_extra, xref))
+    out.write(
+        b"trailer\n<< /Size %d /Root 1 0 R %s>>\nstartxref\n%d\n%%%%EOF\n"
+        % (len(objects) + 1, trailer_extra, xref)
+    )
     return out.getvalue()
 
 
@@ -204,7 +216,8 @@ def encrypted_pdf() -> bytes:
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
         content,
-        b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P -44 >>" % (o_entry.hex().encode(), u_entry.hex().encode()),
+        b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P -44 >>"
+        % (o_entry.hex().encode(), u_entry.hex().encode()),
     ]
     trailer = b"/Encrypt 5 0 R /ID [<%s> <%s>] " % (file_id.hex().encode(), file_id.hex().encode())
     return _raw_pdf(objects, trailer)

@@ -22,6 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from mmsearch.clients.errors import DependencyDown
 from mmsearch.indexer.batch import REASON, BatchResult, Record, dead_letter
@@ -32,6 +33,14 @@ from mmsearch.indexer.write import DEPENDENCY
 from mmsearch.stores.base import StoreUnavailable, VectorStore, collection_name
 
 SPACE_HEADER = "mmsearch-space"
+
+
+class Processor(Protocol):
+    """A pipeline for document tasks (mmsearch.indexer.pipeline.Pipeline)."""
+
+    async def process(self, records: Sequence[Record]) -> BatchResult: ...
+
+
 # How long a batch of OCR tasks waits for the live consumer to catch up before it runs anyway.
 MAX_YIELD_S = 30.0
 YIELD_POLL_S = 0.5
@@ -52,10 +61,14 @@ class OcrStage:
         *,
         ingest_busy: Callable[[], bool] | None = None,
         max_yield_s: float = MAX_YIELD_S,
+        documents: Processor | None = None,
     ) -> None:
         """`ingest_busy()`: the live consumer has lag. OCR then waits (up to
         `max_yield_s` per batch, so it cannot starve) and leaves the cores to the
-        work that makes items searchable; the text joins when ingest is quiet."""
+        work that makes items searchable; the text joins when ingest is quiet.
+        `documents`: the pipeline that processes document tasks whole (parse, OCR, embed,
+        write; mmsearch/indexer/document.py); without it a document task is dead-lettered."""
+        self._documents = documents
         self._embedder = embedder
         self._store = store
         self._metrics = metrics
@@ -72,9 +85,17 @@ class OcrStage:
         await self._yield_to_ingest()
         result = BatchResult()
         tasks: list[tuple[Record, IndexEvent, str]] = []
+        documents: list[Record] = []
         for record in records:
             decoded = decode(record.value, record.headers)
             space = header(record.headers, SPACE_HEADER)
+            if (
+                self._documents is not None
+                and not isinstance(decoded, Rejection)
+                and decoded.kind == "document"
+            ):
+                documents.append(record)
+                continue
             if isinstance(decoded, Rejection) or decoded.kind != "image" or "@" not in space:
                 detail = (
                     decoded.detail if isinstance(decoded, Rejection) else "not an image task with a space"
@@ -84,6 +105,9 @@ class OcrStage:
                 )
                 continue
             tasks.append((record, decoded, space))
+        if documents:
+            assert self._documents is not None
+            result.merge(await self._documents.process(documents))
         if not tasks:
             return result
         texts = await read_text(self._embedder, [event.event.content.image for _, event, _ in tasks])

@@ -124,7 +124,9 @@ def _union(boxes: Sequence[Box]) -> Box:
 
 def open_document(data: bytes, limits: DocLimits) -> pdfium.PdfDocument:
     if len(data) > limits.max_bytes:
-        raise DocumentRejected("over_limit", f"document is {len(data)} bytes, over the limit {limits.max_bytes}")
+        raise DocumentRejected(
+            "over_limit", f"document is {len(data)} bytes, over the limit {limits.max_bytes}"
+        )
     if not data.startswith(b"%PDF-") and b"%PDF-" not in data[:1024]:
         raise DocumentRejected("corrupt", "not a PDF (no %PDF- header)")
     try:

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import resource
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mmsearch.indexer.pdf import DocLimits, DocumentRejected, ParsedDocument, from_json, parse, to_json
 
@@ -25,7 +25,7 @@ DEFAULT_MEMORY_BYTES = 2 << 30
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    doc: DocLimits = DocLimits()
+    doc: DocLimits = field(default_factory=DocLimits)
     timeout_s: float = 120.0
     memory_bytes: int = DEFAULT_MEMORY_BYTES
 
@@ -70,7 +70,9 @@ async def parse_in_worker(data: bytes, limits: WorkerLimits) -> ParsedDocument:
             raise DocumentRejected(
                 "bomb", f"parsing needed more than the memory limit of {limits.memory_bytes >> 20} MiB"
             )
-        raise DocumentRejected("corrupt", f"the PDF parser failed (exit {process.returncode}): {tail[0][:300]}")
+        raise DocumentRejected(
+            "corrupt", f"the PDF parser failed (exit {process.returncode}): {tail[0][:300]}"
+        )
     answer = json.loads(out)
     if "rejected" in answer:
         raise DocumentRejected(answer["rejected"]["reason"], answer["rejected"]["detail"])
