@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -277,6 +277,7 @@ class VectorStore(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class PassageSearch(Protocol):
     """Passage-level ranking for evidence retrieval (Searcher.Retrieve). Qdrant Edge has it;
     an adapter without it makes Retrieve FAILED_PRECONDITION."""
