@@ -246,3 +246,66 @@ def bomb_pdf(side: int = 60_000) -> bytes:
 def corrupt_pdf(valid: bytes) -> bytes:
     """A PDF header followed by garbage where the body was."""
     return valid[:64] + bytes(reversed(valid[64:4096])) + os.urandom(2048)
+
+
+SUBJECTS = (
+    "The maintenance crew",
+    "The regional office",
+    "Our logistics partner",
+    "The quality team",
+    "The night shift",
+    "The finance department",
+    "The field engineers",
+    "The procurement group",
+)
+ACTIONS = (
+    "reviewed the inspection schedule",
+    "updated the safety checklist",
+    "replaced the worn conveyor belts",
+    "audited the supplier invoices",
+    "calibrated the pressure sensors",
+    "trained new operators on the packaging line",
+    "reduced idle time at the loading dock",
+    "documented the cooling system repairs",
+)
+
+
+def filler(seed: int, sentences: int = 14) -> str:
+    """Plain report prose, different on every page."""
+    out = []
+    for i in range(sentences):
+        n = seed * 31 + i * 7
+        out.append(
+            f"{SUBJECTS[n % len(SUBJECTS)]} {ACTIONS[(n // 3) % len(ACTIONS)]} in week {(n % 52) + 1}."
+        )
+    return " ".join(out)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A fact placed on one page: in the text, in a table or only in a chart's pixels."""
+
+    page: int  # 1-based
+    where: str  # "text" | "table" | "chart"
+    question: str
+    answer: str
+
+
+def report(pages: int, facts: Sequence[Fact], seed: int = 0, title: str = "Plant operations report") -> bytes:
+    """A report of `pages` pages of prose, with each fact on its page: a sentence, a ruled table
+    row, or a bar chart (captioned, its numbers only in pixels)."""
+    specs = [PageSpec(paragraphs=[filler(seed * 1000 + n)]) for n in range(1, pages + 1)]
+    for fact in facts:
+        spec = specs[fact.page - 1]
+        if fact.where == "text":
+            spec.paragraphs.insert(1, fact.answer)
+        elif fact.where == "table":
+            label, value = fact.answer.split("=", 1)
+            spec.table = Table(
+                ["Component", "Count"], [["washers", "1200"], [label, value], ["rivets", "860"]]
+            )
+        else:
+            labels, values = zip(*(part.split("=") for part in fact.answer.split(",")), strict=True)
+            spec.chart = bar_chart(fact.question, labels, [float(v) for v in values])
+            spec.caption = f"Figure {fact.page}: {fact.question}"
+    return build_pdf(specs, title)
