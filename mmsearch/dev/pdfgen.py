@@ -243,6 +243,20 @@ def bomb_pdf(side: int = 60_000) -> bytes:
     return _raw_pdf(objects)
 
 
+def stream_bomb_pdf(inflated_mb: int = 600) -> bytes:
+    """A page whose content stream inflates from ~1 MB to `inflated_mb` MB of drawing operators."""
+    chunk = b"0 0 m 1 1 l S\n" * 70_000  # ~1 MB
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(chunk) for _ in range(inflated_mb)) + packer.flush()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        _stream(b"/Filter /FlateDecode", body),
+    ]
+    return _raw_pdf(objects)
+
+
 def corrupt_pdf(valid: bytes) -> bytes:
     """A PDF header followed by garbage where the body was."""
     return valid[:64] + bytes(reversed(valid[64:4096])) + os.urandom(2048)

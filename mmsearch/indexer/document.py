@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 PAGE_SEPARATOR = "\f"
 THUMBNAIL_SIDE = 128
 OCR_PAGE_TIMEOUT_S = 20.0
+MAX_FIGURES_OCR = 64
 # At most this many children per document (every page gives at least its render).
 DEFAULT_MAX_CHILDREN = 4096
 REJECTION_REASON: dict[str, events_pb2.DeadLetter.Reason.ValueType] = {
@@ -175,6 +176,7 @@ class DocumentPreparer:
             )
             return out
         await self._read_scans(document)
+        await self._read_figures(document)
         policy = pending.space.chunking
         out.text, out.children = children(document, policy)
         if len(out.children) > self._limits.max_children:
@@ -189,21 +191,35 @@ class DocumentPreparer:
         out.title = pending.event.event.metadata.title or document.title
         return out
 
+    async def _read(self, image: common_pb2.Media, page: int) -> embedder_pb2.ExtractedText | None:
+        """One image's OCR, best effort: None when OCR refuses it or cannot finish in time. A down
+        embedder raises (the batch is retried)."""
+        try:
+            found = await self._ocr.extract_text([image], timeout_s=OCR_PAGE_TIMEOUT_S, priority="bulk")
+        except (InputRejected, DependencyDeadline, RequestTooLarge) as exc:
+            log.warning("document_ocr_skipped", page=page, error=exc.detail)
+            return None
+        return found[0]
+
     async def _read_scans(self, document: ParsedDocument) -> None:
-        """OCR text (and line boxes) for the pages without a text layer."""
-        scans = [page for page in document.pages if page.scan_png]
-        if not scans:
-            return
-        for page in scans:
-            # One page per call (a page is a large image), best effort: a page OCR refuses or cannot
-            # finish is kept as its render alone. A down embedder raises: the batch is retried.
-            image = common_pb2.Media(data=page.scan_png, mime_type="image/png")
-            try:
-                found = await self._ocr.extract_text([image], timeout_s=OCR_PAGE_TIMEOUT_S, priority="bulk")
-            except (InputRejected, DependencyDeadline, RequestTooLarge) as exc:
-                log.warning("document_ocr_skipped", page=page.number, error=exc.detail)
+        """OCR text (and line boxes) for the pages without a text layer, one page per call."""
+        for page in document.pages:
+            if not page.scan_png:
                 continue
-            page.text, page.lines = ocr_text(found[0], page.scan_scale, self._min_confidence)
+            found = await self._read(common_pb2.Media(data=page.scan_png, mime_type="image/png"), page.number)
+            if found is not None:
+                page.text, page.lines = ocr_text(found, page.scan_scale, self._min_confidence)
+
+    async def _read_figures(self, document: ParsedDocument) -> None:
+        """A figure's words (a chart's labels and values) join its caption as its BM25 text, for
+        the first MAX_FIGURES_OCR figures of a document (the image itself is the evidence)."""
+        figures = [(p, r) for p in document.pages for r in p.regions if r.kind == "figure"]
+        for page, region in figures[:MAX_FIGURES_OCR]:
+            found = await self._read(common_pb2.Media(data=region.jpeg, mime_type="image/jpeg"), page.number)
+            if found is None:
+                continue
+            words, _ = ocr_text(found, 1.0, self._min_confidence)
+            region.text = "\n".join(part for part in (region.text, words.replace("\n", " ")) if part)
 
 
 class OcrPort(Protocol):

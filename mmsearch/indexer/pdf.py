@@ -101,7 +101,8 @@ class ParsedDocument:
 
 def _jpeg(image: Image.Image, side: int = PREVIEW_SIDE) -> bytes:
     image = image.convert("RGB")
-    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    # BOX: a plain area average, ~10x faster than LANCZOS on page renders and as sharp at 2:1.
+    image.thumbnail((side, side), Image.Resampling.BOX)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=PREVIEW_QUALITY)
     return out.getvalue()
@@ -145,24 +146,24 @@ def open_document(data: bytes, limits: DocLimits) -> pdfium.PdfDocument:
 
 def _lines(textpage: pdfium.PdfTextPage, text: str, height: float) -> list[Line]:
     """The text's lines with their boxes (offsets into `text`); empty when PDFium's text and its
-    character indices disagree (then citations fall back to the page)."""
-    count = textpage.count_chars()
-    if count != len(text):
+    character indices disagree (then citations fall back to the page). A line's box is the
+    union of its first and last visible characters' boxes (two lookups per line, not one per
+    character: that was most of the parse time of a 300-page manual)."""
+    if textpage.count_chars() != len(text):
         return []
     lines: list[Line] = []
     start = 0
-    boxes: list[Box] = []
-    for i, char in enumerate(text):
-        if char in "\r\n":
-            if boxes:
-                lines.append(Line(start, i, _union(boxes)))
-            boxes, start = [], i + 1
-            continue
-        left, bottom, right, top = textpage.get_charbox(i)
-        if right > left and top > bottom:
-            boxes.append(_flip((left, bottom, right, top), height))
-    if boxes:
-        lines.append(Line(start, len(text), _union(boxes)))
+    for end in [*(i for i, c in enumerate(text) if c == "\n"), len(text)]:
+        line = text[start:end].rstrip("\r")
+        visible = [start + i for i, c in enumerate(line) if not c.isspace()]
+        boxes = []
+        for i in {visible[0], visible[-1]} if visible else ():
+            left, bottom, right, top = textpage.get_charbox(i)
+            if right > left and top > bottom:
+                boxes.append(_flip((left, bottom, right, top), height))
+        if boxes:
+            lines.append(Line(start, start + len(line), _union(boxes)))
+        start = end + 1
     return lines
 
 

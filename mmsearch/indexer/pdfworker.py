@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import resource
+import signal
 import sys
 from dataclasses import dataclass, field
 
@@ -66,9 +67,13 @@ async def parse_in_worker(data: bytes, limits: WorkerLimits) -> ParsedDocument:
         raise
     if process.returncode != 0:
         tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        if "MemoryError" in tail[0] or "bad_alloc" in tail[0] or "out of memory" in tail[0].lower():
+        # PDFium's allocator aborts (SIGABRT) when an allocation fails; under the address-space
+        # limit that is what a stream inflating to gigabytes does.
+        if process.returncode == -signal.SIGABRT or "MemoryError" in tail[0]:
             raise DocumentRejected(
-                "bomb", f"parsing needed more than the memory limit of {limits.memory_bytes >> 20} MiB"
+                "bomb",
+                f"parsing needed more than the memory limit of {limits.memory_bytes >> 20} MiB "
+                f"(the parser aborted on an allocation failure)",
             )
         raise DocumentRejected(
             "corrupt", f"the PDF parser failed (exit {process.returncode}): {tail[0][:300]}"
