@@ -108,7 +108,7 @@ async def check_dead_letters(indexing: Indexing) -> None:
 
 
 async def check_evidence(
-    indexing: Indexing, report: str, path: Path, capsys: pytest.CaptureFixture[str]
+    indexing: Indexing, report: str, uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The text fact: found with its page, box and offsets.
     response = await retrieve(
@@ -174,7 +174,7 @@ async def test_a_50_page_pdf_is_indexed_with_citations_replaced_and_deleted(
     try:
         path = tmp_path / "Plant report.pdf"
         data = pdfgen.report(50, FACTS_V1, seed=1)
-        path.write_bytes(data)  # noqa: ASYNC240 (test setup)
+        path.write_bytes(data)
         report = str(path)  # `mmsearch ingest` names an item by its path
         produced = await publish_all(indexing, path, data)
         await check_dead_letters(indexing)
@@ -190,7 +190,7 @@ async def test_a_50_page_pdf_is_indexed_with_citations_replaced_and_deleted(
         assert await store.count(collection, "dev") == 3  # the two notes and the report
         children = await store.count_passages(collection, "dev", report)
         assert children >= 50 + 50 + 2  # a render and text for every page, a table and a figure
-        await check_evidence(indexing, report, path.resolve().as_uri(), capsys)  # noqa: ASYNC240
+        await check_evidence(indexing, report, path.resolve().as_uri(), capsys)
 
         # A changed version replaces every child: the old fact is gone, the new one is found.
         v2 = pdfgen.report(45, FACTS_V2, seed=2)
