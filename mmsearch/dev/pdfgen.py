@@ -65,6 +65,24 @@ def bar_chart(
     return image
 
 
+def table_image(header: Sequence[str], rows: Sequence[Sequence[str]], col_px: int = 260) -> Image.Image:
+    """A table as a picture (a screenshot pasted into a report): its cells only in pixels."""
+    row_px = 56
+    image = Image.new("RGB", (col_px * len(header) + 2, row_px * (len(rows) + 1) + 2), "white")
+    draw = ImageDraw.Draw(image)
+    font = _font(28)
+    for r, row in enumerate([header, *rows]):
+        if r == 0:
+            draw.rectangle((0, 0, image.width, row_px), fill="#dddddd")
+        for c, cell in enumerate(row):
+            draw.text((c * col_px + 12, r * row_px + 12), str(cell), fill="black", font=font)
+    for r in range(len(rows) + 2):
+        draw.line((0, r * row_px, image.width, r * row_px), fill="black", width=2)
+    for c in range(len(header) + 1):
+        draw.line((c * col_px, 0, c * col_px, image.height), fill="black", width=2)
+    return image
+
+
 def text_image(lines: Sequence[str], size: tuple[int, int] = (1275, 1650)) -> Image.Image:
     """A 'scanned' page: black text on white, 150 dpi letter."""
     image = Image.new("L", size, 255)
@@ -300,14 +318,14 @@ class Fact:
     """A fact placed on one page: in the text, in a table or only in a chart's pixels."""
 
     page: int  # 1-based
-    where: str  # "text" | "table" | "chart"
+    where: str  # "text" | "table" | "chart" | "table_image"
     question: str
     answer: str
 
 
 def report(pages: int, facts: Sequence[Fact], seed: int = 0, title: str = "Plant operations report") -> bytes:
     """A report of `pages` pages of prose, with each fact on its page: a sentence, a ruled table
-    row, or a bar chart (captioned, its numbers only in pixels)."""
+    row, a bar chart or a pasted table picture (captioned; their numbers only in pixels)."""
     specs = [PageSpec(paragraphs=[filler(seed * 1000 + n)]) for n in range(1, pages + 1)]
     for fact in facts:
         spec = specs[fact.page - 1]
@@ -318,6 +336,10 @@ def report(pages: int, facts: Sequence[Fact], seed: int = 0, title: str = "Plant
             spec.table = Table(
                 ["Component", "Count"], [["washers", "1200"], [label, value], ["rivets", "860"]]
             )
+        elif fact.where == "table_image":
+            cells = [part.split("=") for part in fact.answer.split(",")]
+            spec.chart = table_image(["Part", "In stock"], cells)
+            spec.caption = f"Table {fact.page}: {fact.question}"
         else:
             labels, values = zip(*(part.split("=") for part in fact.answer.split(",")), strict=True)
             spec.chart = bar_chart(fact.question, labels, [float(v) for v in values])
