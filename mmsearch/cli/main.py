@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "--space", default="", help="space name@version or alias (default: 'default'; audio: 'audio')"
             )
             p.add_argument(
-                "--only", choices=("text", "image", "audio"), action="append", help="restrict modalities"
+                "--only",
+                choices=("text", "image", "audio", "document"),
+                action="append",
+                help="restrict modalities",
             )
             p.add_argument("--tag", help="only items with this tag")
             p.add_argument("--top-k", type=int, default=10)

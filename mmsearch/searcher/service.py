@@ -26,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mmsearch.clients.embedder import EmbedderClient
 from mmsearch.clients.errors import DependencyError, InputRejected
 from mmsearch.clients.reranker import RerankerClient
-from mmsearch.clients.spaces import MODALITY_NAMES, MODALITY_VALUES, SpaceInfo, SpaceResolver
+from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo, SpaceResolver
 from mmsearch.kit.auth import ROLE_SEARCH, current_principal
 from mmsearch.kit.component import Component, Deps
 from mmsearch.kit.config import Settings
@@ -60,6 +60,10 @@ from mmsearch.v1 import common_pb2, reranker_pb2, searcher_pb2, searcher_pb2_grp
 log = structlog.get_logger(__name__)
 SERVICE = searcher_pb2.DESCRIPTOR.services_by_name["Searcher"]
 Context = grpc.aio.ServicerContext[Any, Any]
+# Item modalities a search may be restricted to and a hit may have: the encoders' modalities and
+# documents (items whose passages are a PDF's children, mmsearch/indexer/document.py).
+ITEM_MODALITY_NAMES = {**MODALITY_NAMES, common_pb2.MODALITY_DOCUMENT: "document"}
+ITEM_MODALITY_VALUES = {name: value for value, name in ITEM_MODALITY_NAMES.items()}
 # Longest snippet of a passage returned in a hit (the passage itself is up to ~1,500 characters).
 SNIPPET_CHARS = 300
 
@@ -228,9 +232,11 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             parse_filter(filter_tree, {})  # INVALID_ARGUMENT naming the path
         modalities = []
         for i, modality in enumerate(request.modalities):
-            if modality not in MODALITY_NAMES:
-                raise InvalidArgument("modalities may be TEXT, IMAGE or AUDIO", field=f"modalities[{i}]")
-            modalities.append(MODALITY_NAMES[modality])
+            if modality not in ITEM_MODALITY_NAMES:
+                raise InvalidArgument(
+                    "modalities may be TEXT, IMAGE, AUDIO or DOCUMENT", field=f"modalities[{i}]"
+                )
+            modalities.append(ITEM_MODALITY_NAMES[modality])
         hybrid_text: str | None = None
         if request.hybrid.enabled:
             hybrid_text = request.hybrid.text or (
@@ -376,7 +382,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         preview = common_pb2.Preview(snippet=record.snippet, thumbnail_jpeg=record.thumbnail_jpeg)
         out = searcher_pb2.Hit(
             item_id=record.item_id,
-            modality=MODALITY_VALUES.get(record.modality, common_pb2.MODALITY_UNSPECIFIED),
+            modality=ITEM_MODALITY_VALUES.get(record.modality, common_pb2.MODALITY_UNSPECIFIED),
             space=space,
             score=rerank if rerank is not None else hit.score,
             scores=scores,
@@ -392,7 +398,13 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             out.preview.snippet_start = passage.start
             out.preview.snippet_end = passage.start + len(snippet)
             out.passage.CopyFrom(
-                searcher_pb2.PassageRef(index=passage.index, start=passage.start, end=passage.end)
+                searcher_pb2.PassageRef(
+                    index=passage.index,
+                    start=passage.start,
+                    end=passage.end,
+                    page=passage.page,
+                    kind=retrieve.KIND_VALUES.get(passage.kind, searcher_pb2.EVIDENCE_KIND_TEXT),
+                )
             )
         return out
 
@@ -580,7 +592,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             if document is None:
                 document = response.documents.add(
                     item_id=record.item_id,
-                    modality=MODALITY_VALUES.get(record.modality, common_pb2.MODALITY_UNSPECIFIED),
+                    modality=ITEM_MODALITY_VALUES.get(record.modality, common_pb2.MODALITY_UNSPECIFIED),
                     metadata=metadata_of(record),
                     score=candidate.score,
                 )

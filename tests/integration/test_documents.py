@@ -164,7 +164,8 @@ async def check_evidence(
     hits = await search(
         indexing, searcher_pb2.SearchRequest(query=common_pb2.Content(text="turbine overhaul Harwick"))
     )
-    assert hits.hits[0].item_id == report
+    assert hits.hits[0].item_id == report and hits.hits[0].modality == common_pb2.MODALITY_DOCUMENT
+    assert hits.hits[0].passage.page == 37 and hits.hits[0].passage.kind == searcher_pb2.EVIDENCE_KIND_TEXT
 
 
 async def test_a_50_page_pdf_is_indexed_with_citations_replaced_and_deleted(
