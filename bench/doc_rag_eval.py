@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -210,6 +211,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".run" / "doc-rag-eval")
     args = parser.parse_args()
+    # SIGTERM unwinds like ^C, so running_stack stops the broker, Triton and the service.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     documents: dict[str, bytes] = {}
     questions: list[Question] = []

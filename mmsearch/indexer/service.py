@@ -226,6 +226,8 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
         topic=settings.content_topic,
         dlq_topic=settings.dlq_topic,
         dlq_max_record_bytes=settings.dlq_max_record_bytes,
+        # A document event (the PDF plus at most ~1 MiB of metadata) goes to the enrichment topic whole.
+        max_task_bytes=settings.indexer_doc_max_bytes + (1 << 20),
         group_id=settings.indexer_group,
         batch_size=settings.indexer_batch_size,
         session_timeout_ms=settings.kafka_session_timeout_ms,
