@@ -41,6 +41,8 @@ PAGE_SEPARATOR = "\f"
 THUMBNAIL_SIDE = 128
 OCR_PAGE_TIMEOUT_S = 20.0
 MAX_FIGURES_OCR = 64
+# A text child the model truncates is halved, at most this many times.
+MAX_HALVINGS = 6
 # At most this many children per document (every page gives at least its render).
 DEFAULT_MAX_CHILDREN = 4096
 REJECTION_REASON: dict[str, events_pb2.DeadLetter.Reason.ValueType] = {
@@ -240,31 +242,30 @@ async def embed_children(
     """Every child embedded; a child the embedder refuses is left out (logged, returned as a
     reason); a text child the model truncated is split in halves until it fits."""
     assert prepared.children is not None
-    kids = list(prepared.children)
+    pending = list(prepared.children)
+    done: list[Passage] = []
     problems: list[str] = []
-    for _ in range(7):
-        embedded = await scheduler.embed(space_id, [c.content for c in kids])
+    for _ in range(MAX_HALVINGS + 1):
+        if not pending:
+            break
+        embedded = await scheduler.embed(space_id, [c.content for c in pending])
         again: list[Child] = []
-        done: list[Child] = []
-        for i, child in enumerate(kids):
+        for i, child in enumerate(pending):
             refusal = embedded.refused.get(i)
             if refusal is not None:
                 problems.append(f"page {child.passage.page} {child.passage.kind}: {refusal.detail}")
                 continue
             embedding = embedded.vectors[i]
             if embedding.truncated and child.passage.kind == "text" and len(child.passage.text) > 1:
-                again += _halves(child)
+                again += _halves(child)  # only these go again
                 continue
-            vector = np.asarray(embedding.vector.values, dtype=np.float32)
-            done.append(Child(child.content, _with_vector(child.passage, vector)))
-        kids = done + again
-        if not again:
-            break
-    ready = sorted(
-        (c for c in kids if c.passage.vector is not None),
-        key=lambda c: (c.passage.page, _rank(c.passage), c.passage.start),
-    )
-    return [c.passage for c in ready], problems
+            done.append(_with_vector(child.passage, np.asarray(embedding.vector.values, dtype=np.float32)))
+        pending = again
+    problems += [
+        f"page {c.passage.page} text: still truncated after {MAX_HALVINGS} halvings" for c in pending
+    ]
+    ready = sorted(done, key=lambda p: (p.page, _rank(p), p.start))
+    return ready, problems
 
 
 def _rank(passage: Passage) -> int:
