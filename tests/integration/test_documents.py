@@ -194,7 +194,7 @@ async def test_a_50_page_pdf_is_indexed_with_citations_replaced_and_deleted(
         await check_evidence(indexing, report, path.resolve().as_uri(), capsys)
 
         # A changed version replaces every child: the old fact is gone, the new one is found.
-        v2 = pdfgen.report(45, FACTS_V2, seed=2)
+        v2 = pdfgen.report(42, FACTS_V2, seed=2)
         update = document_event(report, v2, version=2, title="Plant report")
         produced += publish(indexing.bootstrap, indexing.topic, [update])
         await indexing.wait_caught_up(produced)
@@ -205,7 +205,7 @@ async def test_a_50_page_pdf_is_indexed_with_citations_replaced_and_deleted(
 
         await wait_for(replaced)
         assert not await store.search(collection, Query("dev", limit=3, text="Harwick turbine"))
-        assert 45 * 2 <= await store.count_passages(collection, "dev", report) < children
+        assert 42 * 2 <= await store.count_passages(collection, "dev", report) < children
 
         # A delete removes every child.
         produced += publish(indexing.bootstrap, indexing.topic, [delete_event("dev", report, version=3)])
