@@ -1,12 +1,13 @@
 """Searcher.Retrieve: evidence for a generator, from passages rather than items.
 
 Rankings (each over passages of the tenant's live items, current generations only):
-  text    the query vector over text passages (a document page's text, a text item's passages)
-  bm25    BM25 over every child's text (text queries with hybrid: passages, table text, captions,
-          OCR text)
-  visual  the query vector over visual children (page renders, figures, table crops), which live in
-          the same space as text (images are embedded into the text space)
-fused by the shared RRF (mmsearch/stores/fusion.py), optionally reranked (text evidence only, the
+  text         the query vector over text passages (a document page's text, a text item's passages)
+  text_bm25    BM25 over the text passages (text queries with hybrid)
+  visual       the query vector over visual children (page renders, figures, table crops), which
+               live in the same space as text (images are embedded into the text space)
+  visual_bm25  BM25 over the visual children's text (captions, table text, OCR words)
+fused by the shared RRF (mmsearch/stores/fusion.py) within each group, then the two groups with
+each other (`fuse`), optionally reranked (text evidence only, the
 reranker reads text), deduplicated (overlapping passages of one item; a page render when a crop of
 that page is already in; identical images), cut to the token and byte budgets and grouped by
 document and page, best first.
@@ -59,23 +60,31 @@ class Candidate:
         return self.rerank if self.rerank is not None else self.fused
 
 
-def fuse(rankings: Mapping[str, Sequence[PassageMatch]], rrf_k: int) -> list[Candidate]:
-    """One fused order over every ranking's passages (RRF over passage keys)."""
-    names = list(rankings)
-    by_key: dict[str, PassageMatch] = {}
-    lists = []
-    for name in names:
-        lists.append([(key(m), m.score) for m in rankings[name]])
-        for match in rankings[name]:
-            by_key.setdefault(key(match), match)
-    fused = reciprocal_rank_fusion(lists, rrf_k)
+def fuse(groups: Mapping[str, Mapping[str, Sequence[PassageMatch]]], rrf_k: int) -> list[Candidate]:
+    """Two levels of the shared RRF: within each group (the text evidence: vector and BM25 over
+    text passages; the visual evidence: vector and BM25 over figures, tables and pages), then
+    the groups' orders with each other. One level over all the lists would let a text passage,
+    which is in two lists, beat a figure that only BM25 finds (the image space ranks charts
+    poorly): measured in docs/benchmarks.md, no chart reached the top 8."""
+    by_key: dict[str, Candidate] = {}
+    orders: list[list[tuple[str, float]]] = []
+    for rankings in groups.values():
+        names = list(rankings)
+        fused = reciprocal_rank_fusion([[(key(m), m.score) for m in rankings[n]] for n in names], rrf_k)
+        for hit in fused:
+            match = next(m for n in names for m in rankings[n] if key(m) == hit.id)
+            candidate = by_key.setdefault(hit.id, Candidate(match, hit.score))
+            for name, rank, raw in zip(names, hit.ranks, hit.raw_scores, strict=True):
+                if rank is not None and raw is not None:
+                    candidate.ranks[name] = rank
+                    candidate.scores[name] = raw
+        orders.append([(hit.id, hit.score) for hit in fused])
+    if len(orders) == 1:
+        return [by_key[item_id] for item_id, _ in orders[0]]
     out = []
-    for hit in fused:
-        candidate = Candidate(by_key[hit.id], hit.score)
-        for name, rank, raw in zip(names, hit.ranks, hit.raw_scores, strict=True):
-            if rank is not None and raw is not None:
-                candidate.ranks[name] = rank
-                candidate.scores[name] = raw
+    for hit in reciprocal_rank_fusion(orders, rrf_k):
+        candidate = by_key[hit.id]
+        candidate.fused = hit.score
         out.append(candidate)
     return out
 

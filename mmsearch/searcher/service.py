@@ -475,16 +475,21 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         vector: np.ndarray | None,
         hybrid_text: str | None,
         kinds: list[str],
-    ) -> dict[str, list[PassageMatch]]:
-        """text: the vector over text passages; visual: over visual children; bm25: over all."""
+    ) -> dict[str, dict[str, list[PassageMatch]]]:
+        """{"text": {text vector, text BM25}, "visual": {visual vector, visual BM25}}, the groups
+        `retrieve.fuse` fuses (BM25 only with hybrid_text)."""
         visual = [k for k in kinds if k != "text"]
-        rankings: dict[str, list[PassageMatch]] = {}
-        if "text" in kinds:
-            rankings["text"] = await store.search_passages(collection, replace(base, vector=vector), ["text"])
-        if visual:
-            rankings["visual"] = await store.search_passages(collection, replace(base, vector=vector), visual)
-        if hybrid_text:
-            rankings["bm25"] = await store.search_passages(collection, replace(base, text=hybrid_text), kinds)
+        rankings: dict[str, dict[str, list[PassageMatch]]] = {}
+        for group, group_kinds in (("text", ["text"] if "text" in kinds else []), ("visual", visual)):
+            if not group_kinds:
+                continue
+            lists = rankings[group] = {
+                group: await store.search_passages(collection, replace(base, vector=vector), group_kinds)
+            }
+            if hybrid_text:
+                lists[f"{group}_bm25"] = await store.search_passages(
+                    collection, replace(base, text=hybrid_text), group_kinds
+                )
         return rankings
 
     @staticmethod
@@ -624,7 +629,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
                 )
             for name, rank_in in candidate.ranks.items():
                 raw = candidate.scores[name]
-                if name == "bm25":
+                if name.endswith("bm25"):
                     evidence.scores.bm25, evidence.scores.bm25_rank = raw, rank_in
                 else:  # "text" or "visual": a passage is in one of the two vector rankings
                     evidence.scores.vector, evidence.scores.vector_rank = raw, rank_in

@@ -20,11 +20,21 @@ def match(item: str, index: int, kind: str = "text", *, page: int = 1, start: in
 BUDGET = Budget(top_k=10, max_tokens=10_000, max_bytes=1 << 20, image_tokens=258, include_images=True)
 
 
-def test_fusion_counts_every_ranking() -> None:
+def test_fusion_counts_every_ranking_of_a_group() -> None:
     both = match("a", 1, text="alpha")
-    fused = fuse({"text": [both, match("a", 2)], "bm25": [match("b", 0), both]}, rrf_k=60)
+    fused = fuse({"text": {"text": [both, match("a", 2)], "text_bm25": [match("b", 0), both]}}, rrf_k=60)
     assert fused[0].match.passage.index == 1  # ranked by two lists
-    assert fused[0].ranks == {"text": 1, "bm25": 2}
+    assert fused[0].ranks == {"text": 1, "text_bm25": 2}
+
+
+def test_the_best_visual_evidence_is_not_buried_under_text_in_two_lists() -> None:
+    """Text passages found by the vector and BM25 would all outrank a chart found by BM25 alone
+    in one fusion; fused per group and then across groups, the chart is second."""
+    texts = [match("a", i, text=f"passage {i}") for i in range(10)]
+    chart = match("a", 50, "figure", page=6)
+    groups = {"text": {"text": texts, "text_bm25": texts[::-1]}, "visual": {"visual_bm25": [chart]}}
+    fused = fuse(groups, rrf_k=60)
+    assert [c.match.passage.index for c in fused[:2]].count(50) == 1
 
 
 def test_overlapping_passages_of_one_item_are_duplicates() -> None:
