@@ -265,7 +265,7 @@ def main() -> int:
                     }
                 )
     summary = summarize(results)
-    pages = args.reports * args.pages + (196 + 7 + 9 + 2 if not args.no_real else 0)
+    pages = args.reports * args.pages + (196 + 7 + 11 + 3 if not args.no_real else 0)
     out = {
         "documents": len(documents),
         "pages_approx": pages,
