@@ -32,6 +32,7 @@ from mmsearch.v1 import common_pb2, events_pb2
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
+DOCUMENT_SUFFIXES = {".pdf"}
 
 
 def _base(tenant: str, item_id: str, *, version: int, event_time: datetime | None) -> events_pb2.ContentEvent:
@@ -88,6 +89,8 @@ def media_event(
     media = common_pb2.Media(data=data, mime_type=mime_type)
     if modality == common_pb2.MODALITY_IMAGE:
         event.content.image.CopyFrom(media)
+    elif modality == common_pb2.MODALITY_DOCUMENT:
+        event.content.document.CopyFrom(media)
     else:
         event.content.audio.CopyFrom(media)
     event.content_sha256 = hashlib.sha256(data).hexdigest()
@@ -122,8 +125,10 @@ def file_event(
         modality = common_pb2.MODALITY_IMAGE
     elif suffix in AUDIO_SUFFIXES:
         modality = common_pb2.MODALITY_AUDIO
+    elif suffix in DOCUMENT_SUFFIXES:
+        modality, mime = common_pb2.MODALITY_DOCUMENT, "application/pdf"
     else:
-        raise ValueError(f"{path}: unknown file type {suffix!r} (text, image or audio suffixes only)")
+        raise ValueError(f"{path}: unknown file type {suffix!r} (text, image, audio or PDF suffixes only)")
     return media_event(
         tenant,
         item,
@@ -139,7 +144,7 @@ def file_event(
 
 def expand(paths: Iterable[Path]) -> Iterator[Path]:
     """Files under the given paths (directories recursively), known suffixes only."""
-    known = IMAGE_SUFFIXES | AUDIO_SUFFIXES | TEXT_SUFFIXES
+    known = IMAGE_SUFFIXES | AUDIO_SUFFIXES | TEXT_SUFFIXES | DOCUMENT_SUFFIXES
     for path in paths:
         if path.is_dir():
             yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in known)

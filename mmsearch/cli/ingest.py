@@ -17,7 +17,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     topic: str = args.topic
     files = list(expand(paths))
     if not files:
-        print("mmsearch ingest: no text, image or audio files found", file=sys.stderr)
+        print("mmsearch ingest: no text, image, audio or PDF files found", file=sys.stderr)
         return 2
     failed = 0
     with ContentProducer(bootstrap, topic, as_json=args.json) as producer:

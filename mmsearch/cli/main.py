@@ -5,6 +5,7 @@ mmsearch stack up|down|status        local stack on loopback (up --distributed: 
 mmsearch ingest PATH...              publish files as content events to Kafka
 mmsearch embed TEXT...               embed texts through the gRPC API
 mmsearch search TEXT|--image|--audio search the index
+mmsearch retrieve QUESTION|--image  evidence with citations (documents, pages)
 mmsearch demo                        the quick-start job
 mmsearch health                      health of every service
 """
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="up: one process per service replica (2 indexers, 2 searchers) over PostgreSQL + pgvector",
     )
 
-    ingest = sub.add_parser("ingest", help="publish files (text, images, audio) as content events to Kafka")
+    ingest = sub.add_parser(
+        "ingest", help="publish files (text, images, audio, PDF) as content events to Kafka"
+    )
     ingest.add_argument("paths", nargs="+", type=Path, help="files or directories (recursive)")
     ingest.add_argument("--tenant", default="dev", help="owning tenant (default: dev)")
     ingest.add_argument("--tag", action="append", default=[], help="tag for every item (repeatable)")
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("embed", "embed texts and print the vectors"),
         ("demo", "the quick-start job against a running stack"),
         ("search", "search the index: text, --image FILE or --audio FILE"),
+        ("retrieve", "evidence for a question, grouped by document and page, with citations"),
         ("health", "health of every service"),
     ):
         p = sub.add_parser(name, help=help_text)
@@ -76,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "--space", default="", help="space name@version or alias (default: 'default'; audio: 'audio')"
             )
             p.add_argument(
-                "--only", choices=("text", "image", "audio"), action="append", help="restrict modalities"
+                "--only",
+                choices=("text", "image", "audio", "document"),
+                action="append",
+                help="restrict modalities",
             )
             p.add_argument("--tag", help="only items with this tag")
             p.add_argument("--top-k", type=int, default=10)
@@ -88,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
                 "--rerank", type=int, default=0, metavar="N", help="rerank the top N with the reranker"
             )
             p.add_argument("--json", action="store_true", help="print JSON")
+            p.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
+        if name == "retrieve":
+            p.add_argument("text", nargs="?", help="the question")
+            p.add_argument("--image", type=Path, help="ask with this image")
+            p.add_argument("--space", default="", help="space name@version or alias (default: 'default')")
+            p.add_argument(
+                "--kind", choices=("text", "figure", "table", "page"), action="append", help="evidence kinds"
+            )
+            p.add_argument("--top-k", type=int, default=8)
+            p.add_argument("--max-tokens", type=int, default=0, help="token budget (default: the server's)")
+            p.add_argument("--no-hybrid", action="store_true", help="vector rankings only (no BM25)")
+            p.add_argument(
+                "--rerank", type=int, default=0, metavar="N", help="rerank the top N text evidence"
+            )
+            p.add_argument(
+                "--images", type=Path, metavar="DIR", help="write the visual evidence's JPEGs here"
+            )
+            p.add_argument("--json", action="store_true", help="print JSON (images left out)")
             p.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
         if name == "embed":
             p.add_argument("texts", nargs="+")
@@ -127,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mmsearch.cli.demo import run_demo
 
             return run_demo(args.addr, args.token)
+        if args.command == "retrieve":
+            from mmsearch.cli.retrieve import run_retrieve
+
+            return run_retrieve(args)
         if args.command == "search":
             from mmsearch.cli.search import run_search
 

@@ -16,6 +16,7 @@ MODALITIES = {
     "text": common_pb2.MODALITY_TEXT,
     "image": common_pb2.MODALITY_IMAGE,
     "audio": common_pb2.MODALITY_AUDIO,
+    "document": common_pb2.MODALITY_DOCUMENT,
 }
 
 

@@ -73,6 +73,9 @@ class ConsumerConfig:
     # A dead letter is at most this large (Kafka's default message.max.bytes is 1 MB):
     # a larger original is left out of it, never allowed to block the partition.
     dlq_max_record_bytes: int = 1_000_000
+    # The largest record republished to enrich_topic (a document event is republished whole,
+    # mmsearch/indexer/document.py): the producer must be allowed to send it.
+    max_task_bytes: int = 1_000_000
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
 
@@ -162,7 +165,9 @@ class IndexerConsumer:
                 linger_ms=5,
                 retries=5,
                 # The letter is fitted to dlq_max_record_bytes; key, headers and framing need room.
-                max_request_size=self.config.dlq_max_record_bytes + DLQ_RECORD_OVERHEAD,
+                # An enrichment task is the original record, up to max_task_bytes.
+                max_request_size=max(self.config.dlq_max_record_bytes, self.config.max_task_bytes)
+                + DLQ_RECORD_OVERHEAD,
             )
             return consumer, producer
 

@@ -38,6 +38,7 @@ from mmsearch.clients.errors import (
 from mmsearch.clients.priority import Priority
 from mmsearch.clients.reranker import NoDocumentVectors
 from mmsearch.indexer.batch import REASON, dead_letter
+from mmsearch.indexer.document import DocumentLimits, DocumentPreparer, Prepared, embed_children
 from mmsearch.indexer.embedding import Embedder, EmbedScheduler, Refusal, WorkBudget
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.plan import Pending
@@ -147,9 +148,10 @@ class TokenEncoder:
         return out
 
     async def attach(self, records: list[ItemRecord]) -> list[ItemRecord]:
-        """`records` with each passage's stored token vectors (where they could be made); passages
-        that already have them (from the embedding pass) are not encoded again."""
-        texts = [p.text for r in records for p in r.passages if not p.tokens]
+        """`records` with each text passage's stored token vectors (where they could be made);
+        passages that already have them (from the embedding pass) are not encoded again, and a
+        document's visual children are not reranked."""
+        texts = [p.text for r in records for p in r.passages if _rerankable(p) and not p.tokens]
         if not texts:
             return records
         blobs = iter(await self.encode(texts))
@@ -157,7 +159,8 @@ class TokenEncoder:
             dataclasses.replace(
                 r,
                 passages=tuple(
-                    p if p.tokens else dataclasses.replace(p, tokens=next(blobs)) for p in r.passages
+                    dataclasses.replace(p, tokens=next(blobs)) if _rerankable(p) and not p.tokens else p
+                    for p in r.passages
                 ),
             )
             if r.passages
@@ -166,12 +169,18 @@ class TokenEncoder:
         ]
 
 
+def _rerankable(passage: Passage) -> bool:
+    return passage.kind == "text" and bool(passage.text.strip())
+
+
 @dataclass
 class Enriched:
     records: list[ItemRecord] = field(default_factory=list)
     dead_letters: list[events_pb2.DeadLetter] = field(default_factory=list)
     # Images written without their OCR text: the enrichment stage reads it (mmsearch/indexer/ocr.py).
     ocr_deferred: list[Pending] = field(default_factory=list)
+    # Documents left to the enrichment stage whole (mmsearch/indexer/document.py).
+    documents_deferred: list[Pending] = field(default_factory=list)
 
 
 def searchable_text(result: embedder_pb2.ExtractedText) -> str:
@@ -241,10 +250,14 @@ class Enricher:
         tokens: TokenEncoder | None = None,
         *,
         ocr_inline: bool = True,
+        documents: DocumentPreparer | None = None,
     ) -> None:
         """`ocr_inline=False`: images are written searchable by their vector at once and
-        listed in `ocr_deferred`; their OCR text is added later by the enrichment stage."""
+        listed in `ocr_deferred`; their OCR text is added later by the enrichment stage, and
+        documents are listed in `documents_deferred`, processed whole there.
+        `documents`: how documents are parsed (default limits when None)."""
         self._embedder = embedder
+        self._documents = documents or DocumentPreparer(embedder, DocumentLimits(), OCR_MIN_CONFIDENCE)
         self._ocr_inline = ocr_inline
         self._tokens = tokens
         # Passages' rerank vectors come from the embedding pass where the text model makes them;
@@ -255,6 +268,15 @@ class Enricher:
 
     async def enrich(self, space_id: str, upserts: Sequence[Pending]) -> Enriched:
         out = Enriched()
+        documents = [p for p in upserts if p.event.kind == "document"]
+        upserts = [p for p in upserts if p.event.kind != "document"]
+        if not self._ocr_inline:
+            out.documents_deferred = documents
+        else:
+            for pending in documents:
+                record = await self._document(space_id, pending, out)
+                if record is not None:
+                    out.records.append(record)
         remaining: list[_Parts] = []
         for pending in upserts:
             parts = self._split(pending)
@@ -266,9 +288,30 @@ class Enricher:
             remaining, per_item = await self._embed(space_id, remaining, out)
             if self._resplit_truncated(remaining, per_item, out):
                 continue  # the embedder's cache answers the unchanged passages again
-            out.records = await self._records(remaining, per_item, out)
+            out.records += await self._records(remaining, per_item, out)
             break
+        if self._tokens is not None and documents and self._ocr_inline:
+            docs = [r for r in out.records if r.modality == "document"]
+            others = [r for r in out.records if r.modality != "document"]
+            out.records = others + await self._tokens.attach(docs)  # a document's text children
         return out
+
+    async def _document(self, space_id: str, pending: Pending, out: Enriched) -> ItemRecord | None:
+        """A document's record with every child embedded, or None (dead-lettered)."""
+        prepared = await self._documents.prepare(pending)
+        if prepared.letter is not None:
+            out.dead_letters.append(prepared.letter)
+            return None
+        passages, problems = await embed_children(self._scheduler, space_id, prepared)
+        if not passages:
+            detail = "no child of the document could be embedded" + (f": {problems[0]}" if problems else "")
+            out.dead_letters.append(dead_letter(pending.record, REASON.REASON_UNPROCESSABLE, detail))
+            return None
+        if problems:
+            log.warning(
+                "document_children_skipped", item_id=pending.event.event.item_id, problems=problems[:5]
+            )
+        return document_record(prepared, passages)
 
     async def _embed(
         self, space_id: str, remaining: list[_Parts], out: Enriched
@@ -475,4 +518,24 @@ def item_record(
         snippet=content_text[:SNIPPET_CHARS],
         thumbnail_jpeg=thumb,
         passages=stored,
+    )
+
+
+def document_record(prepared: Prepared, passages: Sequence[Passage]) -> ItemRecord:
+    """A document item: its fields, and its children as passages (text first, page by page)."""
+    pending = prepared.pending
+    event = pending.event.event
+    metadata = event.metadata
+    base = item_record(pending, [embedder_pb2.Embedding()], "", b"", None)
+    return dataclasses.replace(
+        base,
+        modality="document",
+        vector=passages[0].vector,
+        content_sha256=prepared.content_sha256,
+        text="\n".join(part for part in (prepared.title, prepared.text) if part),
+        title=metadata.title or prepared.title,
+        snippet=prepared.text.strip()[:SNIPPET_CHARS],
+        thumbnail_jpeg=prepared.thumbnail,
+        passages=tuple(passages),
+        model_version="",
     )

@@ -40,6 +40,7 @@ KIND_FOR_MODALITY: dict[int, str] = {
     common_pb2.MODALITY_TEXT: "text",
     common_pb2.MODALITY_IMAGE: "image",
     common_pb2.MODALITY_AUDIO: "audio",
+    common_pb2.MODALITY_DOCUMENT: "document",
 }
 
 
@@ -53,7 +54,7 @@ class Rejection:
 class IndexEvent:
     event: events_pb2.ContentEvent
     event_time: datetime
-    # "text" | "image" | "audio" for upserts; "" for deletes.
+    # "text" | "image" | "audio" | "document" for upserts; "" for deletes.
     kind: str
 
     @property
@@ -119,7 +120,7 @@ def validate(event: events_pb2.ContentEvent) -> IndexEvent | Rejection:
         return invalid("operation must be UPSERT or DELETE")
     kind = KIND_FOR_MODALITY.get(event.modality)
     if kind is None:
-        return invalid("modality must be TEXT, IMAGE or AUDIO for an upsert")
+        return invalid("modality must be TEXT, IMAGE, AUDIO or DOCUMENT for an upsert")
     content_kind: str | None = event.content.WhichOneof("kind")
     if content_kind != kind:
         return invalid(f"modality is {kind} but content is {content_kind or 'empty'}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from mmsearch.clients.errors import DependencyDown
 from mmsearch.indexer.batch import REASON, BatchResult, Record, dead_letter
@@ -33,6 +34,12 @@ from mmsearch.stores.base import StoreUnavailable, VectorStore, collection_name
 SPACE_HEADER = "mmsearch-space"
 
 
+class Processor(Protocol):
+    """A pipeline for document tasks (mmsearch.indexer.pipeline.Pipeline)."""
+
+    async def process(self, records: Sequence[Record]) -> BatchResult: ...
+
+
 def task_headers(record: Record, space_id: str) -> list[tuple[str, bytes]]:
     """The original headers (content type, trace context) plus the space written to."""
     kept = [(k, v) for k, v in record.headers if k.lower() != SPACE_HEADER]
@@ -40,9 +47,19 @@ def task_headers(record: Record, space_id: str) -> list[tuple[str, bytes]]:
 
 
 class OcrStage:
-    def __init__(self, embedder: EmbedderPort, store: VectorStore, metrics: IndexerMetrics) -> None:
+    def __init__(
+        self,
+        embedder: EmbedderPort,
+        store: VectorStore,
+        metrics: IndexerMetrics,
+        *,
+        documents: Processor | None = None,
+    ) -> None:
         """Its consumer holds while the live consumer has lag (IndexerConsumer `hold`), so OCR
-        leaves the cores to the work that makes items searchable."""
+        leaves the cores to the work that makes items searchable. `documents`: the pipeline that
+        processes document tasks whole (parse, OCR, embed, write; mmsearch/indexer/document.py);
+        without it a document task is dead-lettered."""
+        self._documents = documents
         self._embedder = embedder
         self._store = store
         self._metrics = metrics
@@ -50,9 +67,17 @@ class OcrStage:
     async def process(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
         tasks: list[tuple[Record, IndexEvent, str]] = []
+        documents: list[Record] = []
         for record in records:
             decoded = decode(record.value, record.headers)
             space = header(record.headers, SPACE_HEADER)
+            if (
+                self._documents is not None
+                and not isinstance(decoded, Rejection)
+                and decoded.kind == "document"
+            ):
+                documents.append(record)
+                continue
             if isinstance(decoded, Rejection) or decoded.kind != "image" or "@" not in space:
                 detail = (
                     decoded.detail if isinstance(decoded, Rejection) else "not an image task with a space"
@@ -62,6 +87,9 @@ class OcrStage:
                 )
                 continue
             tasks.append((record, decoded, space))
+        if documents:
+            assert self._documents is not None
+            result.merge(await self._documents.process(documents))
         if not tasks:
             return result
         read = await read_text(self._embedder, [event.event.content.image for _, event, _ in tasks])

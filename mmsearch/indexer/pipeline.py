@@ -19,6 +19,7 @@ from opentelemetry import trace
 
 from mmsearch.clients.spaces import SpaceInfo
 from mmsearch.indexer.batch import BatchResult, Record
+from mmsearch.indexer.document import DocumentPreparer
 from mmsearch.indexer.embedding import WorkBudget
 from mmsearch.indexer.enrich import EmbedderPort, Enricher, TokenEncoder
 from mmsearch.indexer.metrics import IndexerMetrics
@@ -42,6 +43,7 @@ class Pipeline:
         producers: ProducerKeys | None = None,
         tokens: TokenEncoder | None = None,
         tracer_provider: trace.TracerProvider | None = None,
+        documents: DocumentPreparer | None = None,
     ) -> None:
         """`redirect` = (source space id, target space): a re-embed job's pipeline,
         which writes the source space's events into the target space only.
@@ -49,7 +51,9 @@ class Pipeline:
         `followups` for the enrichment stage (mmsearch/indexer/ocr.py).
         `tokens`: stores each passage's late-interaction vectors for the reranker."""
         self._planner = Planner(resolver, redirect=redirect, producers=producers)
-        self._enricher = Enricher(embedder, budget, metrics, tokens, ocr_inline=ocr_inline)
+        self._enricher = Enricher(
+            embedder, budget, metrics, tokens, ocr_inline=ocr_inline, documents=documents
+        )
         self._writer = Writer(store)
         self._metrics = metrics
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
@@ -63,6 +67,7 @@ class Pipeline:
             result.duplicates += len(group) - len(fresh)
             enriched = await self._enricher.enrich(space_id, [p for p in fresh if not p.event.is_delete])
             result.dead_letters += enriched.dead_letters
+            result.followups += [(p.record, space_id) for p in enriched.documents_deferred]
             writes = [tombstone(p) for p in fresh if p.event.is_delete] + enriched.records
             if not writes:
                 continue

@@ -14,7 +14,9 @@ from mmsearch.indexer.events import IndexEvent, Rejection, decode
 from mmsearch.kit.signing import ProducerKeys
 from mmsearch.v1 import events_pb2
 
-DEFAULT_SPACE_FOR = {"text": "default", "image": "default", "audio": "audio"}
+DEFAULT_SPACE_FOR = {"text": "default", "image": "default", "audio": "audio", "document": "default"}
+# What a space must encode to hold a modality (a document's children are text and images).
+NEEDS = {"document": frozenset({"text", "image"})}
 
 
 class Resolver(Protocol):
@@ -107,7 +109,7 @@ class Planner:
             space = resolved[name]
             if space is None:
                 return Rejection(REASON.REASON_UNKNOWN_SPACE, f"unknown space {name!r}")
-            if event.kind and event.kind not in space.modalities:
+            if event.kind and not NEEDS.get(event.kind, frozenset({event.kind})) <= space.modalities:
                 return Rejection(
                     REASON.REASON_UNKNOWN_SPACE, f"space {space.id} does not accept {event.kind}"
                 )

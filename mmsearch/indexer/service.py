@@ -19,10 +19,13 @@ from mmsearch.clients.embedder import EmbedderClient
 from mmsearch.clients.reranker import RerankerClient
 from mmsearch.clients.spaces import SpaceInfo, SpaceResolver
 from mmsearch.indexer.consumer import ConsumerConfig, IndexerConsumer
+from mmsearch.indexer.document import DocumentLimits, DocumentPreparer
 from mmsearch.indexer.embedding import WorkBudget
-from mmsearch.indexer.enrich import TokenEncoder
+from mmsearch.indexer.enrich import OCR_MIN_CONFIDENCE, TokenEncoder
 from mmsearch.indexer.metrics import IndexerMetrics
 from mmsearch.indexer.ocr import OcrStage
+from mmsearch.indexer.pdf import DocLimits
+from mmsearch.indexer.pdfworker import WorkerLimits
 from mmsearch.indexer.pipeline import Pipeline
 from mmsearch.indexer.reembed import ReembedManager
 from mmsearch.indexer.retention import Retention
@@ -241,6 +244,8 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
         topic=settings.content_topic,
         dlq_topic=settings.dlq_topic,
         dlq_max_record_bytes=settings.dlq_max_record_bytes,
+        # A document event (the PDF plus at most ~1 MiB of metadata) goes to the enrichment topic whole.
+        max_task_bytes=settings.indexer_doc_max_bytes + (1 << 20),
         group_id=settings.indexer_group,
         batch_size=settings.indexer_batch_size,
         session_timeout_ms=settings.kafka_session_timeout_ms,
@@ -258,6 +263,17 @@ def enrichment_config(settings: Settings, live: ConsumerConfig) -> ConsumerConfi
         batch_size=settings.enrich_batch_size,
         enrich_topic="",
     )
+
+
+def document_limits(settings: Settings) -> DocumentLimits:
+    doc = DocLimits(
+        max_bytes=settings.indexer_doc_max_bytes,
+        max_pages=settings.indexer_doc_max_pages,
+        max_render_pixels=settings.indexer_doc_max_render_pixels,
+        max_image_pixels=settings.indexer_doc_max_image_pixels,
+    )
+    worker = WorkerLimits(doc, settings.indexer_doc_timeout_s, settings.indexer_doc_memory_mb << 20)
+    return DocumentLimits(worker, settings.indexer_doc_max_children)
 
 
 def load_producers(settings: Settings) -> ProducerKeys:
@@ -312,9 +328,12 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             )
             tokens = TokenEncoder(service.reranker, metrics)
 
-        def pipeline_for(redirect: tuple[str, SpaceInfo] | None = None) -> Pipeline:
-            # The live pipeline leaves OCR to the enrichment stage; a re-embed replay reads it inline.
-            inline = redirect is not None or not settings.enrichment_topic
+        documents = DocumentPreparer(embedder, document_limits(settings), OCR_MIN_CONFIDENCE)
+
+        def pipeline_for(redirect: tuple[str, SpaceInfo] | None = None, *, inline: bool = False) -> Pipeline:
+            # The live pipeline leaves OCR and documents to the enrichment stage; a re-embed replay
+            # (and the enrichment stage's own document pipeline) does them inline.
+            inline = inline or redirect is not None or not settings.enrichment_topic
             resolver = SpaceResolver(embedder, store)
             return Pipeline(
                 resolver,
@@ -327,6 +346,7 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
                 producers=producers,
                 tokens=tokens,
                 tracer_provider=deps.tracer_provider,
+                documents=documents,
             )
 
         config = consumer_config(settings)
@@ -335,7 +355,7 @@ def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
             replace(config, enrich_topic=""), embedder, store, metrics, pipeline_for
         )
         if settings.enrichment_topic:
-            stage = OcrStage(embedder, store, metrics)
+            stage = OcrStage(embedder, store, metrics, documents=pipeline_for(inline=True))
             service.enrichment = IndexerConsumer(
                 enrichment_config(settings, config),
                 stage,

@@ -142,6 +142,16 @@ class Settings(BaseSettings):
     indexer_embed_seconds_per_1k_tokens: float = Field(2.0, ge=0, le=600)
     indexer_embed_seconds_per_media_mb: float = Field(2.0, ge=0, le=600)
     indexer_embed_timeout_s: float = Field(60.0, gt=0, le=600)
+    # Documents (PDF, mmsearch/indexer/document.py): checked before work (bytes, pages, each
+    # embedded image's declared pixels), render size bounded by scale, and the parser process
+    # bounded in time and address space; over any of them the event is dead-lettered.
+    indexer_doc_max_bytes: int = Field(32 << 20, ge=1024, le=1 << 30)
+    indexer_doc_max_pages: int = Field(300, ge=1, le=10_000)
+    indexer_doc_max_render_pixels: int = Field(2_000_000, ge=10_000, le=50_000_000)
+    indexer_doc_max_image_pixels: int = Field(40_000_000, ge=10_000, le=1_000_000_000)
+    indexer_doc_timeout_s: float = Field(120.0, gt=0, le=3600)
+    indexer_doc_memory_mb: int = Field(2048, ge=256, le=65_536)
+    indexer_doc_max_children: int = Field(4096, ge=1, le=100_000)
 
     # Searcher: where its embedder and reranker are (empty: this process).
     searcher_embedder_addr: str = ""

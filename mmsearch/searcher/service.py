@@ -15,7 +15,7 @@ import asyncio
 import random
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -40,12 +40,16 @@ from mmsearch.kit.errors import (
     ResourceExhausted,
 )
 from mmsearch.kit.metrics import trace_exemplar
+from mmsearch.searcher import retrieve
 from mmsearch.searcher.cursor import Cursor, PageTokens, fingerprint
 from mmsearch.searcher.metrics import SearcherMetrics
 from mmsearch.stores.base import (
     MAX_CANDIDATES_PER_RANKING,
+    VISUAL_KINDS,
     AttributeValue,
     ItemRecord,
+    PassageMatch,
+    PassageSearch,
     Query,
     StoreHit,
     StoreUnavailable,
@@ -60,6 +64,10 @@ from mmsearch.v1 import common_pb2, reranker_pb2, searcher_pb2, searcher_pb2_grp
 log = structlog.get_logger(__name__)
 SERVICE = searcher_pb2.DESCRIPTOR.services_by_name["Searcher"]
 Context = grpc.aio.ServicerContext[Any, Any]
+# Item modalities a search may be restricted to and a hit may have: the encoders' modalities and
+# documents (items whose passages are a PDF's children, mmsearch/indexer/document.py).
+ITEM_MODALITY_NAMES = {**MODALITY_NAMES, common_pb2.MODALITY_DOCUMENT: "document"}
+ITEM_MODALITY_VALUES = {name: value for value, name in ITEM_MODALITY_NAMES.items()}
 # Longest snippet of a passage returned in a hit (the passage itself is up to ~1,500 characters).
 SNIPPET_CHARS = 300
 
@@ -245,9 +253,11 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             parse_filter(filter_tree, {})  # INVALID_ARGUMENT naming the path
         modalities = []
         for i, modality in enumerate(request.modalities):
-            if modality not in MODALITY_NAMES:
-                raise InvalidArgument("modalities may be TEXT, IMAGE or AUDIO", field=f"modalities[{i}]")
-            modalities.append(MODALITY_NAMES[modality])
+            if modality not in ITEM_MODALITY_NAMES:
+                raise InvalidArgument(
+                    "modalities may be TEXT, IMAGE, AUDIO or DOCUMENT", field=f"modalities[{i}]"
+                )
+            modalities.append(ITEM_MODALITY_NAMES[modality])
         hybrid_text: str | None = None
         if request.hybrid.enabled:
             hybrid_text = request.hybrid.text or (
@@ -393,7 +403,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         preview = common_pb2.Preview(snippet=record.snippet, thumbnail_jpeg=record.thumbnail_jpeg)
         out = searcher_pb2.Hit(
             item_id=record.item_id,
-            modality=MODALITY_VALUES.get(record.modality, common_pb2.MODALITY_UNSPECIFIED),
+            modality=ITEM_MODALITY_VALUES.get(record.modality, common_pb2.MODALITY_UNSPECIFIED),
             space=space,
             score=rerank if rerank is not None else hit.score,
             scores=scores,
@@ -409,9 +419,248 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             out.preview.snippet_start = passage.start
             out.preview.snippet_end = passage.start + len(snippet)
             out.passage.CopyFrom(
-                searcher_pb2.PassageRef(index=passage.index, start=passage.start, end=passage.end)
+                searcher_pb2.PassageRef(
+                    index=passage.index,
+                    start=passage.start,
+                    end=passage.end,
+                    page=passage.page,
+                    kind=retrieve.KIND_VALUES.get(passage.kind, searcher_pb2.EVIDENCE_KIND_TEXT),
+                )
             )
         return out
+
+    async def Retrieve(
+        self, request: searcher_pb2.RetrieveRequest, context: Context
+    ) -> searcher_pb2.RetrieveResponse:
+        started = time.perf_counter()
+        principal = current_principal()
+        if principal is None:
+            raise InvalidArgument("no caller identity")
+        which = request.query.WhichOneof("kind")
+        if which not in ("text", "image"):
+            raise InvalidArgument("the question is text or an image", field="query")
+        kinds = self._kinds(request)
+        budget = self._budget(request)
+        candidates = min(request.candidates or retrieve.DEFAULT_CANDIDATES, retrieve.MAX_CANDIDATES)
+        filter_tree = request.filter if request.filter.WhichOneof("expr") is not None else None
+        if filter_tree is not None:
+            parse_filter(filter_tree, {})  # INVALID_ARGUMENT naming the path
+        hybrid_text = request.query.text if request.hybrid and which == "text" else None
+        assert self.embedder is not None
+        space_name = request.space.name or "default"
+        space = await SpaceResolver(self.embedder, await self._stores.get()).resolve(space_name)
+        if space is None:
+            raise NotFound(f"unknown space or alias {space_name!r}")
+        response = searcher_pb2.RetrieveResponse(space=space.id)
+        t0 = time.perf_counter()
+        vector, _ = await self._query_vector(request.query, space.id, space.dimension, context)
+        response.timings.embed_ms = (time.perf_counter() - t0) * 1000
+        store = await self._stores.get()
+        if not isinstance(store, PassageSearch):
+            raise FailedPrecondition(
+                "this store cannot rank a document's children (Retrieve needs Qdrant Edge)"
+            )
+        collection = collection_name(space.id)
+        if not await store.resolve(collection):
+            response.timings.total_ms = (time.perf_counter() - started) * 1000
+            return response
+        rrf_k = request.rrf_k or self._settings.search_rrf_k
+        base = Query(tenant=principal.tenant, limit=candidates, filter=filter_tree, rrf_k=rrf_k)
+        t0 = time.perf_counter()
+        rankings = await self._rankings(
+            store, collection, base, vector=vector, hybrid_text=hybrid_text, kinds=kinds
+        )
+        response.timings.ann_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        fused = retrieve.fuse(rankings, rrf_k)
+        response.timings.fusion_ms = (time.perf_counter() - t0) * 1000
+        if request.rerank.enabled and fused:
+            t0 = time.perf_counter()
+            await self._rerank_evidence(request, fused, response, context)
+            response.timings.rerank_ms = (time.perf_counter() - t0) * 1000
+        await self._load_images(store, collection, principal.tenant, fused[: 4 * budget.top_k + 16])
+        selection = retrieve.select(fused, budget)
+        response.omitted_for_budget, response.duplicates_removed = selection.omitted, selection.duplicates
+        response.used_tokens, response.used_bytes = selection.tokens, selection.bytes
+        self._group(response, selection.kept, budget)
+        response.timings.total_ms = (time.perf_counter() - started) * 1000
+        self._metrics.stage_seconds.labels("retrieve").observe(response.timings.total_ms / 1000)
+        return response
+
+    @staticmethod
+    async def _rankings(
+        store: PassageSearch,
+        collection: str,
+        base: Query,
+        *,
+        vector: np.ndarray | None,
+        hybrid_text: str | None,
+        kinds: list[str],
+    ) -> dict[str, dict[str, list[PassageMatch]]]:
+        """{"text": {text vector, text BM25}, "visual": {visual vector, visual BM25}}, the groups
+        `retrieve.fuse` fuses (BM25 only with hybrid_text)."""
+        visual = [k for k in kinds if k != "text"]
+        rankings: dict[str, dict[str, list[PassageMatch]]] = {}
+        for group, group_kinds in (("text", ["text"] if "text" in kinds else []), ("visual", visual)):
+            if not group_kinds:
+                continue
+            lists = rankings[group] = {
+                group: await store.search_passages(collection, replace(base, vector=vector), group_kinds)
+            }
+            if hybrid_text:
+                lists[f"{group}_bm25"] = await store.search_passages(
+                    collection, replace(base, text=hybrid_text), group_kinds
+                )
+        return rankings
+
+    @staticmethod
+    def _kinds(request: searcher_pb2.RetrieveRequest) -> list[str]:
+        kinds: list[str] = []
+        for i, kind in enumerate(request.kinds):
+            if kind not in retrieve.KIND_NAMES:
+                raise InvalidArgument("unknown evidence kind", field=f"kinds[{i}]")
+            kinds.append(retrieve.KIND_NAMES[kind])
+        return kinds or list(retrieve.KIND_NAMES.values())
+
+    def _budget(self, request: searcher_pb2.RetrieveRequest) -> retrieve.Budget:
+        if request.top_k > retrieve.MAX_TOP_K:
+            raise ResourceExhausted(f"top_k {request.top_k} is over the limit {retrieve.MAX_TOP_K}")
+        if request.max_bytes > retrieve.MAX_BYTES:
+            raise ResourceExhausted(f"max_bytes {request.max_bytes} is over the limit {retrieve.MAX_BYTES}")
+        if request.candidates > retrieve.MAX_CANDIDATES:
+            raise ResourceExhausted(
+                f"candidates {request.candidates} is over the limit {retrieve.MAX_CANDIDATES}"
+            )
+        return retrieve.Budget(
+            top_k=request.top_k or retrieve.DEFAULT_TOP_K,
+            max_tokens=request.max_tokens or retrieve.DEFAULT_MAX_TOKENS,
+            max_bytes=request.max_bytes or retrieve.DEFAULT_MAX_BYTES,
+            image_tokens=request.image_tokens or retrieve.DEFAULT_IMAGE_TOKENS,
+            include_images=request.include_images,
+        )
+
+    async def _load_images(
+        self, store: PassageSearch, collection: str, tenant: str, candidates: list[retrieve.Candidate]
+    ) -> None:
+        """The visual candidates' images (for dedupe by content, budgets and the response)."""
+        visual = [c for c in candidates if c.match.passage.kind in VISUAL_KINDS]
+        if not visual:
+            return
+        refs = [(c.match.record.item_id, c.match.passage) for c in visual]
+        try:
+            images = await store.passage_images(collection, tenant, refs)
+        except StoreError as exc:
+            log.warning("evidence_images_unavailable", error=str(exc))
+            return
+        for candidate, image in zip(visual, images, strict=True):
+            candidate.image = image
+
+    async def _rerank_evidence(
+        self,
+        request: searcher_pb2.RetrieveRequest,
+        fused: list[retrieve.Candidate],
+        response: searcher_pb2.RetrieveResponse,
+        context: Context,
+    ) -> None:
+        """Rescore the text evidence among the top N; it takes the places text evidence held
+        (visual evidence keeps its fused places). Degraded, never failed."""
+        assert self.reranker is not None
+        if not request.query.HasField("text"):
+            response.degraded = True
+            response.degraded_reasons.append(
+                "rerank: the reranker scores text queries only; fused order kept"
+            )
+            return
+        top_n = min(
+            request.rerank.top_n or self._settings.rerank_default_top_n, self._settings.rerank_max_top_n
+        )
+        slots = [
+            i
+            for i, c in enumerate(fused[:top_n])
+            if c.match.passage.kind == "text" and c.match.passage.text.strip()
+        ]
+        if not slots:
+            return
+        budget_s = (request.rerank.budget_ms or self._settings.rerank_budget_ms) / 1000
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget_s = min(budget_s, max(0.0, remaining - 0.05))
+        rerank_request = reranker_pb2.RerankRequest(
+            query=request.query,
+            candidates=[
+                reranker_pb2.RerankCandidate(id=str(i), text=fused[i].match.passage.text[:4000])
+                for i in slots
+            ],
+            model=request.rerank.model,
+        )
+        try:
+            reranked = await self.reranker.rerank(rerank_request, timeout_s=budget_s)
+        except DependencyError as err:
+            response.degraded = True
+            response.degraded_reasons.append(f"rerank: {err.detail}; fused order kept")
+            self._metrics.degraded.labels("rerank").inc()
+            return
+        originals = {i: fused[i] for i in slots}
+        for slot, result in zip(slots, reranked.results, strict=True):
+            candidate = originals[int(result.id)]
+            candidate.rerank = result.score
+            fused[slot] = candidate
+
+    @staticmethod
+    def _group(
+        response: searcher_pb2.RetrieveResponse, kept: list[retrieve.Candidate], budget: retrieve.Budget
+    ) -> None:
+        documents: dict[str, searcher_pb2.DocumentEvidence] = {}
+        pages: dict[tuple[str, int], searcher_pb2.PageEvidence] = {}
+        for rank, candidate in enumerate(kept, start=1):
+            record, passage = candidate.match.record, candidate.match.passage
+            document = documents.get(record.item_id)
+            if document is None:
+                document = response.documents.add(
+                    item_id=record.item_id,
+                    modality=ITEM_MODALITY_VALUES.get(record.modality, common_pb2.MODALITY_UNSPECIFIED),
+                    metadata=metadata_of(record),
+                    score=candidate.score,
+                )
+                documents[record.item_id] = document
+            page = pages.get((record.item_id, passage.page))
+            if page is None:
+                page = document.pages.add(page=passage.page)
+                pages[(record.item_id, passage.page)] = page
+            tokens, _ = retrieve.cost(candidate, budget)
+            evidence = page.evidence.add(
+                kind=retrieve.KIND_VALUES.get(passage.kind, searcher_pb2.EVIDENCE_KIND_TEXT),
+                text=passage.text,
+                score=candidate.score,
+                rank=rank,
+                tokens=tokens,
+            )
+            citation = evidence.citation
+            citation.item_id = record.item_id
+            citation.title = record.title
+            citation.source_uri = record.source_uri
+            citation.page = passage.page
+            citation.start, citation.end, citation.index = passage.start, passage.end, passage.index
+            citation.item_version = record.version
+            if passage.bbox is not None:
+                x0, y0, x1, y1 = passage.bbox
+                width, height = passage.page_size or (0.0, 0.0)
+                citation.bbox.CopyFrom(
+                    searcher_pb2.BoundingBox(x0=x0, y0=y0, x1=x1, y1=y1, page_width=width, page_height=height)
+                )
+            for name, rank_in in candidate.ranks.items():
+                raw = candidate.scores[name]
+                if name.endswith("bm25"):
+                    evidence.scores.bm25, evidence.scores.bm25_rank = raw, rank_in
+                else:  # "text" or "visual": a passage is in one of the two vector rankings
+                    evidence.scores.vector, evidence.scores.vector_rank = raw, rank_in
+            evidence.scores.fused = candidate.fused
+            if candidate.rerank is not None:
+                evidence.scores.rerank = candidate.rerank
+            if passage.kind in VISUAL_KINDS:
+                evidence.image_ref = retrieve.image_ref(candidate.match)
+                if budget.include_images:
+                    evidence.image_jpeg = candidate.image
 
     def _sample_recall(self, store: Any, collection: str, query: Query, approximate: list[str]) -> None:
         """Re-run a sampled live query as exact search; export recall@k."""

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -61,7 +61,12 @@ CORE_FIELDS: Mapping[str, FieldKind] = {
 }
 # Filter field names a caller may use (FieldCondition.field); tenant never.
 FILTERABLE_CORE = ("modality", "tags", "source", "created_at", "event_time", "item_id")
-MODALITIES = ("text", "image", "audio")
+MODALITIES = ("text", "image", "audio", "document")
+# What a passage is: text (a text item's passage, a document page's text) or a document's visual
+# child, embedded as an image (a figure, a ruled table's crop, a whole page).
+PASSAGE_KINDS = ("text", "figure", "table", "page")
+VISUAL_KINDS = ("figure", "table", "page")
+BBox = tuple[float, float, float, float]  # x0, y0, x1, y1 in PDF points, origin top left
 # Upper bound of Query.candidates_per_ranking.
 MAX_CANDIDATES_PER_RANKING = 10_000
 ITEM_NAMESPACE = uuid.UUID("6f1c1a52-3b0e-5e8e-9a57-6d6d73656172")
@@ -107,6 +112,15 @@ class Passage:
     # The reranker's stored token vectors of `text` (late interaction): an opaque blob the store
     # keeps as it is (mmsearch/kit/token_vectors.py); empty when there are none.
     tokens: bytes = b""
+    # Document children (mmsearch/indexer/document.py): what the passage is (PASSAGE_KINDS), its
+    # 1-based page (0: not a document), its region and page size in points, and for a visual
+    # child its image (JPEG, at most 768 px a side; `text` is then its caption, table text or
+    # OCR text, and start == end == the page's offset in the document text).
+    kind: str = "text"
+    page: int = 0
+    bbox: BBox | None = None
+    page_size: tuple[float, float] | None = None
+    image_jpeg: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,19 @@ class PassageHit:
     text: str
     # The item's generation the passage belongs to (what `passage_tokens` needs to find it).
     generation: str = ""
+    kind: str = "text"
+    page: int = 0
+    bbox: BBox | None = None
+    page_size: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class PassageMatch:
+    """One ranked passage (not grouped by item): its item's head record and the passage."""
+
+    record: ItemRecord
+    passage: PassageHit
+    score: float
 
 
 @dataclass(frozen=True)
@@ -268,3 +295,22 @@ class VectorStore(Protocol):
         """Stored passage points of one item, every generation (0 once it is deleted)."""
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PassageSearch(Protocol):
+    """Passage-level ranking for evidence retrieval (Searcher.Retrieve). Qdrant Edge has it;
+    an adapter without it makes Retrieve FAILED_PRECONDITION."""
+
+    async def search_passages(
+        self, collection: str, query: Query, kinds: Sequence[str]
+    ) -> list[PassageMatch]:
+        """The tenant's current passages (of live items, their head's generation) of the given
+        kinds (PASSAGE_KINDS; stored passages without a kind are "text"), best first, at most
+        query.limit, ranked by query.vector or else by BM25 over query.text (not fused; the
+        caller fuses). query.filter and modalities apply to the items."""
+
+    async def passage_images(
+        self, collection: str, tenant: str, passages: Sequence[tuple[str, PassageHit]]
+    ) -> list[bytes]:
+        """The stored images (Passage.image_jpeg) of (item id, passage hit) pairs, b"" where none."""

@@ -82,6 +82,7 @@ import structlog
 
 from mmsearch.stores.base import (
     CORE_FIELDS,
+    VISUAL_KINDS,
     AttributeValue,
     Collection,
     FieldKind,
@@ -91,6 +92,7 @@ from mmsearch.stores.base import (
     Passage,
     PassageHit,
     Quantization,
+    PassageMatch,
     Query,
     StoredItem,
     StoreHit,
@@ -107,6 +109,8 @@ VECTOR = "dense"
 # Payload key of a passage's stored reranker token vectors (base64 of Passage.tokens). Never read
 # by a search's ranking; fetched by id for the candidates being reranked (`passage_tokens`).
 TOKENS = "rerank_tokens"
+# Payload key of a document child's image (base64 JPEG), fetched by id like TOKENS.
+CHILD_IMAGE = "child_jpeg"
 ALIASES_FILE = "aliases.json"
 COLLECTION_FILE = "collection.json"
 SHARD_DIR = "shard"
@@ -288,6 +292,21 @@ def head_payload(record: ItemRecord, attributes: Mapping[str, FieldKind]) -> dic
         payload.update({"passage": 0, "start": first.start, "end": first.end, "passage_text": first.text})
         if first.tokens:
             payload[TOKENS] = base64.b64encode(first.tokens).decode("ascii")
+        payload.update(_child_payload(first))
+    return payload
+
+
+def _child_payload(passage: Passage) -> dict[str, Any]:
+    """A document child's kind, page, region and image (nothing for a plain text passage)."""
+    if passage.kind == "text" and not passage.page:
+        return {}
+    payload: dict[str, Any] = {"kind": passage.kind, "page": passage.page}
+    if passage.bbox is not None:
+        payload["bbox"] = list(passage.bbox)
+    if passage.page_size is not None:
+        payload["page_size"] = list(passage.page_size)
+    if passage.image_jpeg:
+        payload[CHILD_IMAGE] = base64.b64encode(passage.image_jpeg).decode("ascii")
     return payload
 
 
@@ -310,6 +329,7 @@ def passage_payload(
     )
     if passage.tokens:
         payload[TOKENS] = base64.b64encode(passage.tokens).decode("ascii")
+    payload.update(_child_payload(passage))
     return payload
 
 
@@ -318,12 +338,18 @@ def passage_hit(payload: Mapping[str, Any]) -> PassageHit | None:
     if "start" not in payload:
         return None
     text = payload.get("passage_text", "") if payload.get("head", True) else payload.get("text", "")
+    bbox = payload.get("bbox")
+    size = payload.get("page_size")
     return PassageHit(
         int(payload.get("passage", 0)),
         int(payload["start"]),
         int(payload["end"]),
         str(text),
         str(payload.get("generation", "")),
+        kind=str(payload.get("kind") or "text"),
+        page=int(payload.get("page") or 0),
+        bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])) if bbox else None,
+        page_size=(float(size[0]), float(size[1])) if size else None,
     )
 
 
@@ -472,7 +498,10 @@ def _item_id(point: qe.ScoredPoint) -> str:
 
 
 # What a ranking reads of each point: enough to validate it against its head and show it.
-_RANK_PAYLOAD = ["item_id", "generation", "head", "passage", "start", "end", "text", "passage_text"]
+_RANK_PAYLOAD = [
+    "item_id", "generation", "head", "passage", "start", "end", "text", "passage_text",
+    "kind", "page", "bbox", "page_size",
+]  # fmt: skip
 
 
 class _Heads:
@@ -491,7 +520,7 @@ class _Heads:
             return
         records = self._shard.retrieve(
             [item_uuid(self._tenant, i) for i in missing],
-            with_payload=qe.PayloadSelector.Exclude([TOKENS]),
+            with_payload=qe.PayloadSelector.Exclude([TOKENS, CHILD_IMAGE]),
             with_vector=False,
         )
         found = {str((r.payload or {}).get("item_id")): r.payload or {} for r in records}
@@ -719,6 +748,7 @@ class QdrantEdgeStore:
         fields.append(("text", TEXT_INDEX))
         fields.append(("head", qe.BoolIndexParams()))
         fields.append(("generation", qe.KeywordIndexParams()))
+        fields.append(("kind", qe.KeywordIndexParams()))
         return fields
 
     # -- VectorStore --------------------------------------------------------------------------------
@@ -1116,6 +1146,12 @@ class QdrantEdgeStore:
     async def passage_tokens(
         self, collection: str, tenant: str, passages: Sequence[tuple[str, PassageHit]]
     ) -> list[bytes]:
+        return await self._passage_blobs(collection, tenant, passages, TOKENS)
+
+    async def _passage_blobs(
+        self, collection: str, tenant: str, passages: Sequence[tuple[str, PassageHit]], key: str
+    ) -> list[bytes]:
+        """One base64 payload field (TOKENS, CHILD_IMAGE) of each passage, b"" where none."""
         if not passages:
             return []
         handle = await self._get(collection)
@@ -1125,14 +1161,14 @@ class QdrantEdgeStore:
             else passage_uuid(tenant, item_id, hit.generation, hit.index)
             for item_id, hit in passages
         ]
-        selector = qe.PayloadSelector.Include(["tenant", "item_id", "generation", "deleted", TOKENS])
+        selector = qe.PayloadSelector.Include(["tenant", "item_id", "generation", "deleted", key])
         try:
             async with self._reading(handle) as shard:
                 records = await self._run(
                     lambda: shard.retrieve(list(dict.fromkeys(ids)), with_payload=selector, with_vector=False)
                 )
         except Exception as exc:
-            raise StoreUnavailable(f"passage tokens on {collection} failed: {exc}") from exc
+            raise StoreUnavailable(f"passage {key} on {collection} failed: {exc}") from exc
         found = {str(r.id): r.payload or {} for r in records}
         out: list[bytes] = []
         for point_id, (item_id, hit) in zip(ids, passages, strict=True):
@@ -1143,9 +1179,71 @@ class QdrantEdgeStore:
                 and not payload.get("deleted")
                 and payload.get("generation", "") == hit.generation
             )
-            blob = payload.get(TOKENS) if same else None
+            blob = payload.get(key) if same else None
             out.append(base64.b64decode(blob) if isinstance(blob, str) else b"")
         return out
+
+    async def search_passages(
+        self, collection: str, query: Query, kinds: Sequence[str]
+    ) -> list[PassageMatch]:
+        handle = await self._get(collection)
+        spec = handle.collection
+        checked, flt = _plan(spec, query)
+        visual = [k for k in kinds if k in VISUAL_KINDS]
+        kind_filter: list[Any] = []
+        if "text" not in kinds:
+            kind_filter.append(qe.FieldCondition("kind", match=qe.MatchAny(visual or ["none"])))
+        elif len(visual) < len(VISUAL_KINDS):
+            # "text" is also every passage stored without a kind (text items).
+            excluded = [k for k in VISUAL_KINDS if k not in visual]
+            kind_filter.append(qe.Filter(must_not=[qe.FieldCondition("kind", match=qe.MatchAny(excluded))]))
+        flt = qe.Filter(must=[flt, *kind_filter])
+        vector = None if checked.vector is None else checked.vector.tolist()
+        limit = query.limit
+        params = qe.SearchParams(hnsw_ef=max(self._hnsw_ef, limit), exact=query.exact)
+
+        def request(fetch: int) -> qe.QueryRequest:
+            ranking: Any = (
+                qe.Query.Nearest(vector, using=VECTOR)
+                if vector is not None
+                else qe.TextQuery("text", checked.text)
+            )
+            return qe.QueryRequest(
+                limit=fetch, query=ranking, params=params, filter=flt, with_payload=_RANK_PAYLOAD
+            )
+
+        def run() -> list[PassageMatch]:
+            heads = _Heads(handle.shard, query.tenant)
+            fetch = limit
+            while True:
+                points = handle.shard.query(request(fetch))
+                heads.load({_item_id(p) for p in points})
+                current = [p for p in points if heads.current(p.payload or {})]
+                # Stale passages (an old generation mid-replace) are skipped: fetch more.
+                if len(current) >= limit or len(points) < fetch or fetch >= 8 * limit:
+                    break
+                fetch *= 2
+            out = []
+            for point in current[:limit]:
+                payload = point.payload or {}
+                head = heads.payloads[_item_id(point)]
+                hit = passage_hit(payload)
+                if head is None or hit is None:
+                    continue
+                out.append(PassageMatch(record_from_payload(head), hit, point.score))
+            return out
+
+        if vector is None and not checked.text:
+            return []
+        try:
+            return await self._run(run)
+        except Exception as exc:
+            raise StoreUnavailable(f"passage search on {collection} failed: {exc}") from exc
+
+    async def passage_images(
+        self, collection: str, tenant: str, passages: Sequence[tuple[str, PassageHit]]
+    ) -> list[bytes]:
+        return await self._passage_blobs(collection, tenant, passages, CHILD_IMAGE)
 
     async def count_passages(self, collection: str, tenant: str, item_id: str) -> int:
         handle = await self._get(collection)
