@@ -298,7 +298,7 @@ def audit_specs(service: str) -> dict[str, AuditSpec]:
     }
 
 
-def build_indexer(deps: Deps, stores: StoreProvider) -> Component:
+def build_indexer(deps: Deps, stores: StoreProvider) -> Component:  # noqa: PLR0915 (one wiring)
     settings = deps.settings
     metrics = IndexerMetrics(deps.metrics)
     service = IndexerAdminService(settings, stores)

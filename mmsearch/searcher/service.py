@@ -28,7 +28,7 @@ from mmsearch.clients.channel import service_channel
 from mmsearch.clients.embedder import EmbedderClient
 from mmsearch.clients.errors import DependencyError, InputRejected
 from mmsearch.clients.reranker import RerankerClient
-from mmsearch.clients.spaces import MODALITY_NAMES, MODALITY_VALUES, SpaceInfo, SpaceResolver
+from mmsearch.clients.spaces import MODALITY_NAMES, SpaceInfo, SpaceResolver
 from mmsearch.kit.audit import AuditSpec
 from mmsearch.kit.auth import ROLE_SEARCH, current_principal
 from mmsearch.kit.component import Component, Deps
