@@ -92,6 +92,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "POST",
+        "/v1/retrieve",
+        "retrieve",
+        "Evidence for a generator: text passages and visual chunks, grouped, with citations.",
+        ROLE_SEARCH,
+        "/mmsearch.v1.Searcher/Retrieve",
+        "json",
+        searcher_pb2.RetrieveRequest,
+        searcher_pb2.RetrieveResponse,
+        tags=("search",),
+    ),
+    Endpoint(
+        "POST",
         "/v1/search/upload",
         "searchUpload",
         "Search with an uploaded image or sound.",

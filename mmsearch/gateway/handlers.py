@@ -54,6 +54,12 @@ class Gateway:
         )
         return proto_response(await self.upstream.call(self.upstream.searcher.Search, request, call.token))
 
+    async def retrieve(self, call: Call) -> Response:
+        request = await read_json(
+            call.request, searcher_pb2.RetrieveRequest(), self.settings.gateway_max_json_bytes
+        )
+        return proto_response(await self.upstream.call(self.upstream.searcher.Retrieve, request, call.token))
+
     async def search_upload(self, call: Call) -> Response:
         form = await read_form(call.request, self.settings.gateway_max_upload_bytes)
         (upload,) = _files(form, "file", exactly_one=True)
