@@ -52,9 +52,11 @@ DOCUMENTED: dict[str, set[Code]] = {
     "/mmsearch.v1.Embedder/ListModels": ANY,
     "/mmsearch.v1.Embedder/ExtractText": ANY | MEDIA,
     "/mmsearch.v1.Searcher/Search": ANY | MEDIA | {Code.FAILED_PRECONDITION},
+    "/mmsearch.v1.Searcher/Retrieve": ANY | MEDIA | {Code.FAILED_PRECONDITION},
     "/mmsearch.v1.Reranker/Rerank": ANY | MEDIA,
     "/mmsearch.v1.Reranker/EncodeDocuments": ANY | MEDIA | {Code.FAILED_PRECONDITION},
     "/mmsearch.v1.IndexerAdmin/GetStatus": ANY,
+    "/mmsearch.v1.IndexerAdmin/ListDeadLetters": ANY,
     "/mmsearch.v1.IndexerAdmin/StartReembed": ANY
     | {Code.NOT_FOUND, Code.ALREADY_EXISTS, Code.FAILED_PRECONDITION},
     "/mmsearch.v1.IndexerAdmin/GetReembed": ANY | {Code.NOT_FOUND},
@@ -216,12 +218,16 @@ def seeds() -> dict[str, Message]:
         "/mmsearch.v1.Searcher/Search": searcher_pb2.SearchRequest(
             query=common_pb2.Content(text="boats in the harbour"), top_k=5
         ),
+        "/mmsearch.v1.Searcher/Retrieve": searcher_pb2.RetrieveRequest(
+            query=common_pb2.Content(text="boats in the harbour"), hybrid=True, include_images=True
+        ),
         "/mmsearch.v1.Reranker/Rerank": reranker_pb2.RerankRequest(
             query=common_pb2.Content(text="boats in the harbour"),
             candidates=[reranker_pb2.RerankCandidate(id=f"c{i}", text=f"{text} ({i})") for i in range(3)],
         ),
         "/mmsearch.v1.Reranker/EncodeDocuments": reranker_pb2.EncodeDocumentsRequest(texts=[text, text[:20]]),
         "/mmsearch.v1.IndexerAdmin/GetStatus": indexer_pb2.GetStatusRequest(),
+        "/mmsearch.v1.IndexerAdmin/ListDeadLetters": indexer_pb2.ListDeadLettersRequest(limit=20),
         "/mmsearch.v1.IndexerAdmin/StartReembed": indexer_pb2.StartReembedRequest(
             source="default", target_space="minilm@2"
         ),
@@ -273,7 +279,7 @@ def test_every_rpc_answers_a_documented_status_to_hostile_requests(served: Serve
     tally = served.tallies.setdefault(method, Tally(f"RPC {method.lstrip('/')}"))
 
     @budget(
-        20 if method.endswith(("/Embed", "/ExtractText", "/Search", "/Rerank", "/EncodeDocuments")) else 10
+        20 if method.endswith(("/Embed", "/ExtractText", "/Search", "/Retrieve", "/Rerank", "/EncodeDocuments")) else 10
     )
     @given(calls(method))
     def one(call: tuple[str, bytes, str]) -> None:
