@@ -16,15 +16,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     from mmsearch.kit.media import ImageLimits, decode_image, ocr_pixels
     from mmsearch.kit.memory import fix_mmap_threshold
     from tests.fuzz.strategies import hostile_media
 
-    def rss_mb():
+    def status_mb(key):
         for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
+
+    def rss_mb():
+        return status_mb("VmRSS:")
 
     page = hostile_media()[1]
     fix_mmap_threshold(1024 * 1024)
@@ -34,7 +37,9 @@ PROBE = textwrap.dedent(
         pixels = ocr_pixels(image, 4096)
         shape = pixels.shape
         del image, pixels
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: the latter survives exec, so it reports the forking
+    # parent's size (pytest's, hundreds of MB into a full run) when that is larger.
+    peak = status_mb("VmHWM:")
     print(json.dumps({"before": before, "peak": peak, "after": rss_mb(), "shape": shape}))
     """
 )
