@@ -279,7 +279,9 @@ def test_every_rpc_answers_a_documented_status_to_hostile_requests(served: Serve
     tally = served.tallies.setdefault(method, Tally(f"RPC {method.lstrip('/')}"))
 
     @budget(
-        20 if method.endswith(("/Embed", "/ExtractText", "/Search", "/Retrieve", "/Rerank", "/EncodeDocuments")) else 10
+        20
+        if method.endswith(("/Embed", "/ExtractText", "/Search", "/Retrieve", "/Rerank", "/EncodeDocuments"))
+        else 10
     )
     @given(calls(method))
     def one(call: tuple[str, bytes, str]) -> None:
