@@ -31,11 +31,11 @@ def scale() -> float:
 
 
 def budget(examples: int, *, deadline_ms: int | None = None) -> settings:
-    """Hypothesis settings for `examples` inputs at the short budget, scaled."""
+    """Hypothesis settings for `examples` inputs at the short budget, scaled (derandomized
+    under CI by the profile tests/conftest.py loads)."""
     return settings(
         max_examples=max(1, int(examples * scale())),
         deadline=deadline_ms,
-        derandomize=False,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
         database=None,
         print_blob=True,

@@ -56,7 +56,7 @@ DOCUMENTED: dict[str, set[Code]] = {
     "/mmsearch.v1.Reranker/Rerank": ANY | MEDIA,
     "/mmsearch.v1.Reranker/EncodeDocuments": ANY | MEDIA | {Code.FAILED_PRECONDITION},
     "/mmsearch.v1.IndexerAdmin/GetStatus": ANY,
-    "/mmsearch.v1.IndexerAdmin/ListDeadLetters": ANY,
+    "/mmsearch.v1.IndexerAdmin/ListDeadLetters": ANY | {Code.RESOURCE_EXHAUSTED},
     "/mmsearch.v1.IndexerAdmin/StartReembed": ANY
     | {Code.NOT_FOUND, Code.ALREADY_EXISTS, Code.FAILED_PRECONDITION},
     "/mmsearch.v1.IndexerAdmin/GetReembed": ANY | {Code.NOT_FOUND},
